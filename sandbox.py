@@ -97,7 +97,8 @@ def _demo_step(rng, k, p, args):
     """Step k on previous value `p`: (words, correct forms, planted kind, wrong form, value fn)."""
     stale = f"x{k - 2}" if k >= 3 else None
     const = rng.randint(1, 9)
-    u = rng.choice(args + [str(const)] * len(args))  # an argument or a constant
+    others = [a for a in args if a != p]
+    u = rng.choice(others + [str(const)] * max(1, len(others)))  # another argument or a constant
     op = rng.choice(["add", "sub", "rsub", "mul", "mulsum"])
     if op == "add":
         return (f"add {u} to {p}", [f"{p} + {u}", f"{u} + {p}"], "stale_var" if stale else None,
@@ -280,6 +281,37 @@ def load_problems(name, split=None):
             raise DataError(f"{name}: no such file")
         return [_from_row(r, f"{name}:{i}") for i, r in _read_jsonl(name)]
     raise DataError(f"unknown problem set {name!r}: use demo, humaneval, mbpp, livecodebench or a .jsonl path")
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps: a step is a non-blank line of the response (paper section 3, "a step is a line of code").
+# ---------------------------------------------------------------------------------------------
+def split_steps(text):
+    """[(start, end, is_comment)]: character spans of the non-blank lines of `text`, end exclusive,
+    the line's newline included when it has one. `is_comment`: the line holds only a comment, found
+    with Python's tokenizer (a `#` inside a string is not one); where the text stops tokenizing (model
+    output often does), lines from there on count as comments when they start with `#`."""
+    import io
+    import tokenize
+    skip = (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER, tokenize.COMMENT)
+    code, comments, trusted = set(), set(), float("inf")
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type == tokenize.COMMENT:
+                comments.add(tok.start[0])
+            elif tok.type not in skip:
+                code.update(range(tok.start[0], tok.end[0] + 1))
+    except (tokenize.TokenError, SyntaxError) as e:  # IndentationError is a SyntaxError
+        trusted = (e.args[1][0] if isinstance(e, tokenize.TokenError) else e.lineno) or 1
+    steps, pos = [], 0
+    lines = text.split("\n")
+    for i, line in enumerate(lines, 1):
+        end = pos + len(line) + (i < len(lines))
+        if line.strip():
+            is_comment = (i in comments and i not in code) if i < trusted else line.lstrip().startswith("#")
+            steps.append((pos, end, is_comment))
+        pos = end
+    return steps
 
 
 # ---------------------------------------------------------------------------------------------
