@@ -1,0 +1,273 @@
+"""Stage 1: PRM training data by binary search over line prefixes (paper section 3, Algorithm 1, Fig. 2).
+
+For every training prompt, each policy checkpoint samples `--n` responses. A passing response needs
+no search: each of its lines is +1. For a failing one, the first unrecoverable line is found by
+binary search over prefixes: a prefix of m lines is *correct* when at least one of K completions,
+sampled by the same checkpoint continuing it, passes all tests (best-of-K, K = 20 in the paper).
+Labels: +1 up to the last correct prefix, -1 after, 0 for comment lines (neutral labeling).
+
+    python label_prm_data.py --policy runs/baseline/ckpt-1 runs/baseline/ckpt-2 ... --out runs/prm_data
+
+Writes, under --out: rows.jsonl (every labeled response, written as it goes; a re-run resumes),
+labels.jsonl (the rows --select keeps: what train_prm.py reads) and summary.json.
+Choices the paper leaves open (see README): comment lines are not searched (they carry label 0 and a
+prefix ending in a comment equals the one before it); the full failing response is known to fail, so
+a response of L code lines is searched over its first L - 1; hard / medium prompts are defined by the
+policy's pass rate on the prompt over all its responses (hard: 0, easy: 1, medium: in between).
+"""
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, set_seed
+
+import sandbox
+
+
+@dataclass
+class Args:
+    policy: list[str] = field(default_factory=lambda: ["runs/sft"], metadata={"help": "policy checkpoint(s); the paper uses 4 evenly spaced through the sparse RL baseline run"})
+    out: str = field(default="runs/prm_data", metadata={"help": "output folder (rows.jsonl, labels.jsonl, summary.json)"})
+    dataset: str = field(default="demo", metadata={"help": "problem set: demo | humaneval | mbpp | livecodebench | a .jsonl path"})
+    split: str = field(default="train", metadata={"help": "split of the problem set to label"})
+    max_prompts: int = field(default=200, metadata={"help": "label this many prompts (a seeded sample; -1 for all)"})
+    n: int = field(default=4, metadata={"help": "responses per prompt per checkpoint"})
+    k: int = field(default=20, metadata={"help": "completions per prefix check (best-of-K; the paper's K = 20)"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature for responses and prefix completions"})
+    max_new_tokens: int = field(default=160, metadata={"help": "longest response in tokens"})
+    batch_size: int = field(default=256, metadata={"help": "sequences per generate call"})
+    chunk: int = field(default=50, metadata={"help": "prompts per unit of work; rows are written after each"})
+    select: str = field(default="revised_only", metadata={"help": "data selection (paper Table 2): full | remove_hard | medium_only | revised_only"})
+    max_passing: int = field(default=-1, metadata={"help": "with revised_only: passing responses kept per kept prompt (-1: all)"})
+    workers: int = field(default=2, metadata={"help": "judge worker processes"})
+    timeout: float = field(default=3.0, metadata={"help": "seconds per program"})
+    device: str = field(default="cpu", metadata={"help": "cpu | cuda"})
+    bf16: bool = field(default=False, metadata={"help": "run the policy in bfloat16 (GPUs)"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+
+
+def binary_search_first_error(n_steps, prefix_ok):
+    """Number of correct leading steps c in [0, n_steps], for a monotone prefix_ok(m), m = 1..n_steps
+    (correct up to c, wrong after). Fig. 2: for 5 lines, m=3 accepted -> [4, 5]; m=4 rejected -> c=3.
+    Calls prefix_ok at most ceil(log2(n_steps + 1)) times. The interval: lo is known correct (0, the
+    empty prefix), hi is the first prefix known wrong (n_steps + 1 stands for "none")."""
+    lo, hi = 0, n_steps + 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if prefix_ok(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+class Pending(Exception):
+    """Raised by a prefix_ok whose answer is not known yet (the batched search asks for it)."""
+
+    def __init__(self, m):
+        self.m = m
+
+
+def ask(known):
+    """prefix_ok over the answers known so far: {m: bool}."""
+    def prefix_ok(m):
+        if m not in known:
+            raise Pending(m)
+        return known[m]
+    return prefix_ok
+
+
+def step_labels(steps, passed, correct):
+    """Paper section 3: +1 for code lines within the first `correct` code lines (all, if passed),
+    -1 for code lines after, 0 for comment lines."""
+    labels, seen = [], 0
+    for _, _, is_comment in steps:
+        if is_comment:
+            labels.append(0)
+        else:
+            seen += 1
+            labels.append(1 if passed or seen <= correct else -1)
+    return labels
+
+
+def select_rows(rows, how, max_passing=-1):
+    """Paper Table 2. Pass rate per prompt over all its responses: hard = 0, easy = 1, medium between.
+    revised_only keeps prompts where a failing response has a correct prefix (first_error > 0): those
+    responses, plus up to max_passing passing responses of the same prompt (-1: all)."""
+    by_prompt = {}
+    for r in rows:
+        by_prompt.setdefault(r["task_id"], []).append(r)
+    keep = []
+    for group in by_prompt.values():
+        rate = sum(r["passed"] for r in group) / len(group)
+        if how == "full" or (how == "remove_hard" and rate > 0) or (how == "medium_only" and 0 < rate < 1):
+            keep += group
+        elif how == "revised_only":
+            revised = [r for r in group if not r["passed"] and r["correct_steps"] > 0]
+            passing = [r for r in group if r["passed"]]
+            if revised:
+                keep += revised + (passing if max_passing < 0 else passing[:max_passing])
+    return keep
+
+
+@torch.no_grad()
+def sample(model, tok, inputs, n, args, desc):
+    """n sampled continuations (text) of each token-id list in `inputs`, cut at EOS; batched with
+    left padding, so every row's new tokens start at the same column."""
+    jobs = sorted(((i, j) for i in range(len(inputs)) for j in range(n)), key=lambda ij: len(inputs[ij[0]]))
+    out = [[None] * n for _ in inputs]
+    for s in tqdm(range(0, len(jobs), args.batch_size), desc=desc, leave=False):
+        batch = jobs[s:s + args.batch_size]
+        width = max(len(inputs[i]) for i, _ in batch)
+        ids = torch.tensor([[tok.pad_token_id] * (width - len(inputs[i])) + inputs[i] for i, _ in batch])
+        mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(inputs[i]) for i, _ in batch])[:, None]).long()
+        gen = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), do_sample=True,
+                             temperature=args.temperature, top_k=0, top_p=1.0, max_new_tokens=args.max_new_tokens,
+                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        for (i, j), row in zip(batch, gen[:, width:].tolist()):
+            out[i][j] = tok.decode(row, skip_special_tokens=True)
+    return out
+
+
+def cut(text, stop):
+    """The response up to its first stop sequence."""
+    ends = [text.find(s) for s in stop if s in text]
+    return text[:min(ends)] if ends else text
+
+
+def label_chunk(model, tok, problems, args, timing):
+    """Sample n responses per problem, judge them, binary-search every failing one, all in lockstep:
+    every prefix at the same search depth is completed in one sampling pass and judged in one
+    check_many call. Returns the rows."""
+    prompt_ids = [tok(p.prompt, add_special_tokens=False)["input_ids"] for p in problems]
+    t = time.time()
+    responses = [[cut(r, p.stop) for r in rs] for p, rs in zip(problems, sample(model, tok, prompt_ids, args.n, args, "sample"))]
+    timing["sample"] += time.time() - t
+    rows = []
+    for i, p in enumerate(problems):
+        for j, resp in enumerate(responses[i]):
+            code = [s for s in sandbox.split_steps(resp) if not s[2]]
+            rows.append({"task_id": p.task_id, "policy": args.current, "sample": j, "prompt": p.prompt, "response": resp,
+                         "_i": i, "_code": code, "checks": 0, "programs": 0})
+    t = time.time()
+    for r, v in zip(rows, sandbox.check_many([(problems[r["_i"]], r["response"]) for r in rows], args.workers, args.timeout)):
+        r["passed"] = v.passed
+    timing["judge"] += time.time() - t
+    # Binary search for every failing response at once: each round re-runs binary_search_first_error
+    # on the answers known so far; a search that needs an unknown prefix stops with Pending(m). All
+    # pending prefixes of a round (one per response) are then completed and judged together.
+    searching = [r for r in rows if not r["passed"]]
+    for r in searching:
+        r["_known"] = {}
+    while searching:
+        pending = []
+        for r in searching:
+            try:  # the full failing response is known to be wrong: search its first L - 1 code lines
+                r["correct_steps"] = binary_search_first_error(len(r["_code"]) - 1, ask(r["_known"]))
+            except Pending as e:
+                pending.append((r, e.m))
+        searching = [r for r, _ in pending]
+        if not pending:
+            break
+        inputs, prefixes = [], []
+        for r, m in pending:
+            enc = tok(r["response"], add_special_tokens=False, return_offsets_mapping=True)
+            end = r["_code"][m - 1][1]  # through the m-th code line, its newline included
+            keep = sum(1 for a, b in enc["offset_mapping"] if b <= end)  # whole tokens, as the model wrote them
+            prefixes.append(r["response"][:enc["offset_mapping"][keep - 1][1]] if keep else "")
+            inputs.append(prompt_ids[r["_i"]] + enc["input_ids"][:keep])
+        t = time.time()
+        conts = sample(model, tok, inputs, args.k, args, f"prefixes x{args.k}")
+        timing["sample"] += time.time() - t
+        t = time.time()
+        items = [(problems[r["_i"]], cut(pre + c, problems[r["_i"]].stop)) for (r, _), pre, cs in zip(pending, prefixes, conts) for c in cs]
+        verdicts = sandbox.check_many(items, args.workers, args.timeout)
+        timing["judge"] += time.time() - t
+        for n_, (r, m) in enumerate(pending):
+            r["_known"][m] = any(v.passed for v in verdicts[n_ * args.k:(n_ + 1) * args.k])  # best-of-K
+            r["checks"] += 1
+            r["programs"] += args.k
+    for r in rows:
+        steps = sandbox.split_steps(r["response"])
+        if r["passed"]:
+            r["correct_steps"] = len(r["_code"])
+        r["steps"] = [list(s) for s in steps]
+        r["labels"] = step_labels(steps, r["passed"], r["correct_steps"])
+        r["first_error"] = next((m for m, l in enumerate(r["labels"]) if l == -1), None)
+        for key in [k for k in r if k.startswith("_")]:
+            del r[key]
+    return rows
+
+
+def summarize(rows, timing, k):
+    fail = [r for r in rows if not r["passed"]]
+    n_fail = max(1, len(fail))
+    searched = [sum(1 for s in r["steps"] if not s[2]) - 1 for r in fail]  # prefixes a search covers
+    return {
+        "responses": len(rows), "prompts": len({r["task_id"] for r in rows}),
+        "share_passing": sum(r["passed"] for r in rows) / max(1, len(rows)),
+        "failing": len(fail), "revised": sum(r["correct_steps"] > 0 for r in fail),
+        "checks_per_failing": sum(r["checks"] for r in fail) / n_fail,
+        "linear_checks_per_failing": sum(searched) / n_fail,  # a linear scan checks every one of them
+        "programs_per_failing": sum(r["programs"] for r in fail) / n_fail,
+        "linear_programs_per_failing": k * sum(searched) / n_fail,
+        # the search's bound, ceil(log2(n + 1)) for n searched prefixes; must never be exceeded
+        "max_checks_minus_bound": max([r["checks"] - n.bit_length() for r, n in zip(fail, searched)] or [0]),
+        "seconds_sampling": timing["sample"], "seconds_judging": timing["judge"],
+    }
+
+
+def main():
+    args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
+    if args.select not in ("full", "remove_hard", "medium_only", "revised_only"):
+        raise SystemExit(f"label_prm_data.py: --select must be full, remove_hard, medium_only or revised_only, not {args.select!r}")
+    set_seed(args.seed)
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    try:
+        problems = sandbox.load_problems(args.dataset, args.split)
+    except sandbox.DataError as e:
+        raise SystemExit(f"label_prm_data.py: {e}")
+    random.Random(args.seed).shuffle(problems)
+    problems = problems[:args.max_prompts] if args.max_prompts >= 0 else problems
+    os.makedirs(args.out, exist_ok=True)
+    rows_path = os.path.join(args.out, "rows.jsonl")
+    done = set()
+    if os.path.exists(rows_path):  # resume: skip (checkpoint, prompt) pairs already written
+        with open(rows_path) as f:
+            done = {(r["policy"], r["task_id"]) for r in map(json.loads, f)}
+    timing = {"sample": 0.0, "judge": 0.0}
+    for path in args.policy:
+        if not os.path.exists(os.path.join(path, "config.json")):
+            raise SystemExit(f"label_prm_data.py: {path}: not a checkpoint folder (no config.json)")
+        todo = [p for p in problems if (path, p.task_id) not in done]
+        if not todo:
+            continue
+        tok = AutoTokenizer.from_pretrained(path)
+        if tok.pad_token_id is None or tok.eos_token_id is None:
+            raise SystemExit(f"label_prm_data.py: {path}: the tokenizer needs a pad and an eos token")
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if args.bf16 else torch.float32).to(args.device).eval()
+        args.current = path
+        for s in tqdm(range(0, len(todo), args.chunk), desc=f"label {os.path.basename(path.rstrip('/'))}"):
+            rows = label_chunk(model, tok, todo[s:s + args.chunk], args, timing)
+            with open(rows_path, "a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows)
+    with open(rows_path) as f:
+        rows = [r for r in map(json.loads, f) if r["policy"] in args.policy]
+    kept = select_rows(rows, args.select, args.max_passing)
+    with open(os.path.join(args.out, "labels.jsonl"), "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in kept)
+    summary = summarize(rows, timing, args.k) | {"select": args.select, "kept_rows": len(kept),
+                                         "kept_passing": sum(r["passed"] for r in kept), "k": args.k}
+    with open(os.path.join(args.out, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    print("\n| metric | value |\n|---|---|")
+    for key, value in summary.items():
+        print(f"| {key} | {value:.3f} |" if isinstance(value, float) else f"| {key} | {value} |")
+
+
+if __name__ == "__main__":
+    main()

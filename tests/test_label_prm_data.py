@@ -1,0 +1,113 @@
+"""label_prm_data.py: the binary search, labels, data selection, the batched search, the script."""
+import json
+import math
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+import label_prm_data as lp
+import sandbox
+
+
+def test_binary_search_matches_exhaustive_scan_with_log_calls():
+    for n in range(17):
+        for correct in range(n + 1):  # every monotone labeling of n prefixes: ok up to `correct`
+            calls = []
+
+            def prefix_ok(m):
+                calls.append(m)
+                assert 1 <= m <= n
+                return m <= correct
+            exhaustive = max([0] + [m for m in range(1, n + 1) if m <= correct])
+            assert lp.binary_search_first_error(n, prefix_ok) == exhaustive == correct
+            assert len(calls) <= math.ceil(math.log2(n + 1)), (n, correct, calls)
+
+
+def test_paper_figure_2():
+    calls = []
+    assert lp.binary_search_first_error(5, lambda m: calls.append(m) or m <= 3) == 3
+    assert calls == [3, 4]  # m=3 accepted -> [4, 5]; m=4 rejected -> lines 1-3 correct
+
+
+def test_step_labels():
+    steps = [(0, 5, False), (5, 9, True), (9, 15, False), (15, 20, False), (20, 24, True)]
+    assert lp.step_labels(steps, passed=True, correct=3) == [1, 0, 1, 1, 0]
+    assert lp.step_labels(steps, passed=False, correct=1) == [1, 0, -1, -1, 0]
+    assert lp.step_labels(steps, passed=False, correct=0) == [-1, 0, -1, -1, 0]
+
+
+def test_select_rows():
+    def row(task, passed, correct=0):
+        return {"task_id": task, "passed": passed, "correct_steps": correct}
+    rows = [row("hard", False, 0), row("hard", False, 2),            # pass rate 0, one revised
+            row("mid", True, 3), row("mid", False, 1), row("mid", True, 3),
+            row("easy", True, 2), row("failed_at_1", False, 0)]
+    ids = lambda rs: [(r["task_id"], r["passed"]) for r in rs]
+    assert len(lp.select_rows(rows, "full")) == 7
+    assert {r["task_id"] for r in lp.select_rows(rows, "remove_hard")} == {"mid", "easy"}
+    assert {r["task_id"] for r in lp.select_rows(rows, "medium_only")} == {"mid"}
+    assert ids(lp.select_rows(rows, "revised_only")) == [("hard", False), ("mid", False), ("mid", True), ("mid", True)]
+    assert ids(lp.select_rows(rows, "revised_only", max_passing=1)) == [("hard", False), ("mid", False), ("mid", True)]
+
+
+def test_batched_search_finds_the_planted_line(monkeypatch, tiny_tokenizer):
+    """A fake policy whose completions of a prefix pass exactly when the prefix is a prefix of the
+    reference: the search must find the mutated line, with at most ceil(log2(L)) checks."""
+    tok = tiny_tokenizer
+    problems = [p for p in sandbox.load_problems("demo", "test") if p.meta["n_steps"] >= 6][:6]
+    responses, expected = [], []
+    for i, p in enumerate(problems):
+        lines = p.solution.split("\n")
+        code = [j for j, l in enumerate(lines) if l.strip() and not l.strip().startswith("#")]
+        wrong = code[i % (len(code) - 1)]  # a code line, never the return
+        lines[wrong] = lines[wrong].replace("=", "= 1 +", 1)
+        responses.append("\n".join(lines))
+        expected.append(code.index(wrong))  # correct code lines before it
+    calls = {"n": 0}
+
+    def fake_sample(model, tok_, inputs, n, args, desc):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return [[r] * n for r in responses]
+        out = []
+        for ids in inputs:
+            text = tok.decode(ids)
+            p = next(p for p in problems if text.startswith(p.prompt))
+            prefix = text[len(p.prompt):]
+            out.append([p.solution[len(prefix):] if p.solution.startswith(prefix) else "    return 0\n"] * n)
+        return out
+    monkeypatch.setattr(lp, "sample", fake_sample)
+    args = SimpleNamespace(n=1, k=3, workers=2, timeout=3.0, current="fake")
+    rows = lp.label_chunk(None, tok, problems, args, {"sample": 0.0, "judge": 0.0})
+    assert [r["correct_steps"] for r in rows] == expected
+    for r in rows:
+        n_code = sum(1 for s in r["steps"] if not s[2])
+        assert not r["passed"] and 1 <= r["checks"] <= math.ceil(math.log2(n_code)) and r["programs"] == 3 * r["checks"]
+        assert r["labels"] == lp.step_labels([tuple(s) for s in r["steps"]], False, r["correct_steps"])
+        first = r["labels"].index(-1)
+        assert r["first_error"] == first and "= 1 +" in r["response"][r["steps"][first][0]:r["steps"][first][1]]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
+def test_script_end_to_end_and_resume(tmp_path, tiny_policy, arch):
+    policy = tiny_policy(arch)
+    cmd = [sys.executable, "label_prm_data.py", "--policy", policy, "--out", str(tmp_path), "--max_prompts", "3",
+           "--n", "2", "--k", "2", "--max_new_tokens", "24", "--chunk", "2", "--select", "full"]
+    first = subprocess.run(cmd, capture_output=True, text=True, cwd=lp.__file__.rsplit("/", 1)[0])
+    assert first.returncode == 0, first.stderr[-2000:]
+    rows = [json.loads(l) for l in open(tmp_path / "rows.jsonl")]
+    assert len(rows) == 6 and {r["policy"] for r in rows} == {policy}
+    for r in rows:
+        assert len(r["labels"]) == len(r["steps"]) == len(sandbox.split_steps(r["response"]))
+    summary = json.load(open(tmp_path / "summary.json"))
+    assert summary["responses"] == 6 and summary["max_checks_minus_bound"] <= 0
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=lp.__file__.rsplit("/", 1)[0])
+    assert again.returncode == 0 and len(open(tmp_path / "rows.jsonl").readlines()) == 6  # resumed: nothing new
+
+
+def test_bad_policy_is_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "label_prm_data.py", "--policy", str(tmp_path / "nope"), "--out", str(tmp_path),
+                        "--max_prompts", "1"], capture_output=True, text=True, cwd=lp.__file__.rsplit("/", 1)[0])
+    assert r.returncode != 0 and "not a checkpoint folder" in r.stderr and "Traceback" not in r.stderr
