@@ -1,0 +1,115 @@
+"""train_prm.py: targets on each line's last token, the loss, the metrics, the script end to end."""
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import label_prm_data as lp
+import sandbox
+import train_prm as tp
+from train_sft import train_tokenizer
+
+HERE = tp.__file__.rsplit("/", 1)[0]
+I = tp.IGNORE
+
+
+def row(prompt, response, passed, correct):
+    steps = sandbox.split_steps(response)
+    labels = lp.step_labels(steps, passed, correct)
+    return {"task_id": prompt, "prompt": prompt, "response": response, "steps": [list(s) for s in steps],
+            "labels": labels, "passed": passed, "first_error": next((m for m, l in enumerate(labels) if l == -1), None)}
+
+
+def test_targets_exact_with_a_byte_tokenizer():
+    tok = train_tokenizer(["ab\n#c\nd"], 258)  # 256 bytes + 2 specials, no merges: one token per character
+    r = row("P:\n", "ab\n\n#c\nd", passed=False, correct=1)
+    assert r["labels"] == [1, 0, -1]
+    ids, targets, positions = tp.prm_example(tok, r)
+    #                 P  :  \n  a  b  \n  \n  #  c  \n  d
+    assert targets == [I, I, I, I, I, 1., I, I, I, 0., -1.]
+    assert positions == [5, 9, 10] and len(ids) == 11
+
+
+def test_targets_sit_on_the_token_holding_the_newline(tiny_tokenizer):
+    tok = tiny_tokenizer
+    p = sandbox.load_problems("demo", "test")[3]
+    response = "    x1 = a + 1\n\n    # note\n        x2 = x1 * 2\n    return x2"
+    r = row(p.prompt, response, passed=False, correct=1)
+    ids, targets, positions = tp.prm_example(tok, r)
+    enc = tok(response, add_special_tokens=False, return_offsets_mapping=True)
+    start = len(ids) - len(enc["input_ids"])
+    assert [targets[t] for t in positions] == [1., 0., -1., -1.]
+    assert sum(t != I for t in targets) == 4
+    for (a, b, _), t in zip(r["steps"], positions):
+        lo, hi = enc["offset_mapping"][t - start]
+        assert lo < b <= hi or (lo <= b - 1 < hi), (response[a:b], response[lo:hi])
+
+
+def test_prm_loss():
+    scores = torch.tensor([[0.5, 9.0, -1.0], [7.0, 0.0, 2.0]])
+    targets = torch.tensor([[1.0, I, -1.0], [I, 0.0, I]])
+    assert tp.prm_loss(scores, targets).item() == pytest.approx((0.25 + 0 + 0) / 3)
+
+
+def test_auc_matches_all_pairs():
+    rng = random.Random(0)
+    for _ in range(20):
+        scores = [rng.choice([0.0, 0.5, 1.0, rng.random()]) for _ in range(40)]
+        pos = [rng.random() < 0.4 for _ in scores]
+        pairs = [(p > n) + 0.5 * (p == n) for p, yp in zip(scores, pos) if yp for n, yn in zip(scores, pos) if not yn]
+        assert tp.auc(scores, pos) == pytest.approx(sum(pairs) / len(pairs))
+    assert tp.auc([1, 2], [True, True]) != tp.auc([1, 2], [True, True])  # nan without negatives
+
+
+def test_prm_metrics_exact():
+    a = row("a", "x\n# c\ny\nz\n", passed=False, correct=1)   # labels [1, 0, -1, -1]
+    b = row("b", "x\ny\n", passed=True, correct=2)             # labels [1, 1]
+    m = tp.prm_metrics([a, b], [[0.9, 5.0, -0.5, 0.2], [0.3, 0.8]])
+    # code steps: a: (0.9,+) (-0.5,-) (0.2,-); b: (0.3,+) (0.8,+). Positives beat negatives in 6 pairs of 6.
+    assert m["step_auc"] == 1.0 and m["step_accuracy"] == pytest.approx(4 / 5)
+    assert m["first_error_accuracy"] == 1.0 and m["failing_with_first_error"] == 1  # first < 0 is step 2
+    assert m["last_step_verdict_auc"] == 1.0  # last scores: a 0.2 (fails), b 0.8 (passes)
+
+
+def labeled_rows(n):
+    rows = []
+    for p in sandbox.load_problems("demo", "test")[:n]:
+        rows.append(row(p.prompt, p.solution, True, 0) | {"task_id": p.task_id})
+        lines = p.solution.split("\n")
+        code = [j for j, l in enumerate(lines) if l.strip() and not l.lstrip().startswith("#")]
+        j = code[len(code) // 2]
+        lines[j] = lines[j].replace("=", "= 1 +", 1)
+        rows.append(row(p.prompt, "\n".join(lines), False, code.index(j)) | {"task_id": p.task_id})
+    return rows
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
+def test_script_end_to_end(tmp_path, tiny_policy, arch):
+    data = tmp_path / "labels.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in labeled_rows(30)))
+    out = tmp_path / "prm"
+    r = subprocess.run([sys.executable, "train_prm.py", "--data", str(data), "--init", tiny_policy(arch), "--out", str(out),
+                        "--epochs", "1", "--holdout", "0.3", "--show", "1"], capture_output=True, text=True, cwd=HERE)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "| step_auc |" in r.stdout and "== demo/test/" in r.stdout
+    metrics = json.load(open(out / "metrics.json"))
+    assert metrics["rows"] > 0 and 0 <= metrics["step_auc"] <= 1
+    from transformers import AutoModelForTokenClassification
+    prm = AutoModelForTokenClassification.from_pretrained(out)
+    assert prm.config.num_labels == 1
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{oops\n", "labels.jsonl:1: not valid JSON"),
+    ('{"task_id": "a"}\n', "labels.jsonl:1: missing field(s) prompt, response"),
+    ("", "labels.jsonl: no rows"),
+])
+def test_bad_data_is_one_line(tmp_path, tiny_policy, content, message):
+    data = tmp_path / "labels.jsonl"
+    data.write_text(content)
+    r = subprocess.run([sys.executable, "train_prm.py", "--data", str(data), "--init", tiny_policy("gpt2"),
+                        "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=HERE)
+    assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-500:]

@@ -1,0 +1,223 @@
+"""Stage 2: the Process Reward Model (paper section 3).
+
+R_phi(x, y<=m): a causal LM with a scalar head on every token (AutoModelForTokenClassification, one
+output), initialised from a policy checkpoint and trained by regression (MSE) against the line labels
+of label_prm_data.py (+1 correct, -1 after the first unrecoverable line, 0 comment). The label of
+line m sits on the line's last token (its newline, when it has one); every other token is ignored.
+
+    python train_prm.py --data runs/prm_data --init runs/sft --out runs/prm
+
+--data is label_prm_data.py's folder (trains on labels.jsonl; held-out prompts are evaluated on all
+their responses in rows.jsonl) or one .jsonl file. A share of the prompts (--holdout) is held out;
+the held-out report: step-level AUC and accuracy (comments excluded), first-error localisation (the
+first line scored below 0 vs the labeled first error) and how well the last line's score predicts
+the test verdict (AUC). `--show N` prints N held-out responses with every line's score.
+Sequence layout (training, right padding): [prompt ids][response ids][pad ...], tokenized separately.
+"""
+import json
+import math
+import os
+import random
+import sys
+import zlib
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer, HfArgumentParser, set_seed
+
+IGNORE = -100.0  # target on tokens that carry no label
+
+
+@dataclass
+class Args:
+    data: str = field(default="runs/prm_data", metadata={"help": "label_prm_data.py output folder, or a labels .jsonl file"})
+    init: str = field(default="runs/sft", metadata={"help": "policy checkpoint the PRM starts from (body; the scalar head is new)"})
+    out: str = field(default="runs/prm", metadata={"help": "output folder (save_pretrained PRM + tokenizer + metrics.json)"})
+    holdout: float = field(default=0.15, metadata={"help": "share of prompts held out for evaluation"})
+    epochs: int = field(default=4, metadata={"help": "passes over the training rows"})
+    batch_size: int = field(default=16, metadata={"help": "sequences per step"})
+    lr: float = field(default=1e-3, metadata={"help": "peak AdamW learning rate (linear warm-up, cosine decay)"})
+    warmup: int = field(default=20, metadata={"help": "warm-up steps"})
+    max_len: int = field(default=1024, metadata={"help": "drop rows longer than this many tokens"})
+    show: int = field(default=0, metadata={"help": "print this many held-out responses with every line's score"})
+    device: str = field(default="cpu", metadata={"help": "cpu | cuda"})
+    bf16: bool = field(default=False, metadata={"help": "autocast to bfloat16 (GPUs)"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory (large models)"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+
+
+def step_last_tokens(offsets, steps):
+    """Index of each step's last token: the token holding the step's last character (end - 1)."""
+    return [max(i for i, (a, b) in enumerate(offsets) if a < end) for _, end, _ in steps]
+
+
+def prm_example(tok, row):
+    """(input ids, targets, positions): the label of step m on its last token, IGNORE elsewhere
+    (TRL's layout); positions lists those tokens' indices."""
+    prompt = tok(row["prompt"], add_special_tokens=False)["input_ids"]
+    enc = tok(row["response"], add_special_tokens=False, return_offsets_mapping=True)
+    positions = [len(prompt) + t for t in step_last_tokens(enc["offset_mapping"], row["steps"])]
+    targets = [IGNORE] * (len(prompt) + len(enc["input_ids"]))
+    for t, label in zip(positions, row["labels"]):
+        targets[t] = float(label)
+    return prompt + enc["input_ids"], targets, positions
+
+
+def prm_loss(scores, targets):
+    """MSE on labeled tokens only: mean over {t: target_t != IGNORE} of (R_phi(t) - l_t)^2.  [B, T]"""
+    mask = targets != IGNORE
+    return ((scores - targets)[mask] ** 2).mean()
+
+
+def auc(scores, positive):
+    """P(a random positive scores above a random negative), ties counting half: the Mann-Whitney U
+    statistic from ranks, U = (sum of the positives' ranks - n_pos (n_pos + 1) / 2) / (n_pos n_neg)."""
+    pairs = sorted(zip(scores, positive))
+    n_pos = sum(1 for _, p in pairs if p)
+    n_neg = len(pairs) - n_pos
+    if not n_pos or not n_neg:
+        return float("nan")
+    rank_sum, i = 0.0, 0
+    while i < len(pairs):
+        j = i
+        while j < len(pairs) and pairs[j][0] == pairs[i][0]:
+            j += 1
+        rank_sum += (i + j + 1) / 2 * sum(1 for _, p in pairs[i:j] if p)  # a tie group shares its mean rank
+        i = j
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def prm_metrics(rows, step_scores):
+    """Held-out quality from each row's labels and the PRM's score on each of its steps."""
+    s_step, y_step, s_last, y_last, hits, located = [], [], [], [], 0, 0
+    for row, scores in zip(rows, step_scores):
+        code = [(s, l) for s, l, st in zip(scores, row["labels"], row["steps"]) if not st[2]]
+        s_step += [s for s, l in code]
+        y_step += [l > 0 for s, l in code]
+        if code:
+            s_last.append(code[-1][0])
+            y_last.append(row["passed"])
+        if row["first_error"] is not None:
+            located += 1
+            predicted = next((m for m, (s, st) in enumerate(zip(scores, row["steps"])) if not st[2] and s < 0), None)
+            hits += predicted == row["first_error"]
+    return {"rows": len(rows), "steps": len(s_step), "step_auc": auc(s_step, y_step),
+            "step_accuracy": sum((s > 0) == y for s, y in zip(s_step, y_step)) / max(1, len(s_step)),
+            "first_error_accuracy": hits / max(1, located), "failing_with_first_error": located,
+            "last_step_verdict_auc": auc(s_last, y_last)}
+
+
+def read_rows(path):
+    rows = []
+    try:
+        with open(path) as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise SystemExit(f"train_prm.py: {path}:{i}: not valid JSON ({e.msg})")
+                missing = [k for k in ("task_id", "prompt", "response", "steps", "labels", "passed", "first_error") if k not in row]
+                if missing:
+                    raise SystemExit(f"train_prm.py: {path}:{i}: missing field(s) {', '.join(missing)}")
+                if not row["steps"]:
+                    continue  # an empty response carries no line to learn from
+                if len(row["steps"]) != len(row["labels"]):
+                    raise SystemExit(f"train_prm.py: {path}:{i}: {len(row['steps'])} steps but {len(row['labels'])} labels")
+                rows.append(row)
+    except OSError as e:
+        raise SystemExit(f"train_prm.py: {path}: cannot read ({e.strerror})")
+    if not rows:
+        raise SystemExit(f"train_prm.py: {path}: no rows with at least one step")
+    return rows
+
+
+@torch.no_grad()
+def score_steps(model, tok, rows, args):
+    """The PRM's score on every step of every row (one row at a time: no padding to reason about)."""
+    out = []
+    for row in tqdm(rows, desc="score", leave=False):
+        ids, _, positions = prm_example(tok, row)
+        with torch.autocast(args.device, torch.bfloat16, enabled=args.bf16):
+            scores = model(torch.tensor([ids], device=args.device)).logits[0, :, 0].float()  # [T]
+        out.append(scores[positions].tolist())
+    return out
+
+
+def show(rows, step_scores, n):
+    color = sys.stdout.isatty()
+    for row, scores in list(zip(rows, step_scores))[:n]:
+        print(f"\n== {row['task_id']}  ({'passes' if row['passed'] else 'fails'} its tests; label | PRM score)")
+        for (a, b, _), label, s in zip(row["steps"], row["labels"], scores):
+            mark = f"{label:+d} | {s:+.2f}"
+            if color:
+                mark = f"\033[{32 if s > 0 else 31}m{mark}\033[0m"
+            print(f"{mark}  {row['response'][a:b].rstrip()}")
+
+
+def main():
+    args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
+    set_seed(args.seed)
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    folder = os.path.isdir(args.data)
+    train_rows = read_rows(os.path.join(args.data, "labels.jsonl") if folder else args.data)
+    all_rows = read_rows(os.path.join(args.data, "rows.jsonl")) if folder and os.path.exists(os.path.join(args.data, "rows.jsonl")) else train_rows
+    held = lambda r: zlib.crc32(f"{args.seed}/{r['task_id']}".encode()) % 10000 < args.holdout * 10000
+    train = [r for r in train_rows if not held(r)]
+    test = [r for r in all_rows if held(r)]
+    if not os.path.exists(os.path.join(args.init, "config.json")):
+        raise SystemExit(f"train_prm.py: {args.init}: not a checkpoint folder (no config.json)")
+    tok = AutoTokenizer.from_pretrained(args.init)
+    if not tok.is_fast:
+        raise SystemExit(f"train_prm.py: {args.init}: needs a fast tokenizer (character offsets map lines to tokens)")
+    model = AutoModelForTokenClassification.from_pretrained(args.init, num_labels=1).to(args.device)
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    examples = [e[:2] for e in (prm_example(tok, r) for r in train) if len(e[0]) <= args.max_len]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    steps_per_epoch = math.ceil(len(examples) / args.batch_size)
+    total = steps_per_epoch * args.epochs
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / args.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+    rng = random.Random(args.seed)
+    model.train()
+    bar = tqdm(total=total, desc="train PRM")
+    for epoch in range(args.epochs):
+        rng.shuffle(examples)
+        for s in range(0, len(examples), args.batch_size):
+            batch = examples[s:s + args.batch_size]
+            width = max(len(ids) for ids, _ in batch)
+            ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in batch], device=args.device)          # [B, T]
+            targets = torch.tensor([t + [IGNORE] * (width - len(t)) for _, t in batch], device=args.device)        # [B, T]
+            mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch], device=args.device)     # [B, T]
+            with torch.autocast(args.device, torch.bfloat16, enabled=args.bf16):
+                scores = model(input_ids=ids, attention_mask=mask).logits[..., 0].float()                          # [B, T]
+            loss = prm_loss(scores, targets)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+    bar.close()
+    model.eval()
+    metrics = prm_metrics(test, score_steps(model, tok, test, args)) if test else {}
+    metrics |= {"train_rows": len(examples), "train_labeled_steps": sum(sum(t != IGNORE for t in e[1]) for e in examples),
+                "final_loss": loss.item(), "init": args.init}
+    os.makedirs(args.out, exist_ok=True)
+    model.save_pretrained(args.out)
+    tok.save_pretrained(args.out)
+    with open(os.path.join(args.out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=1)
+    if args.show and test:
+        show(test, score_steps(model, tok, test[:args.show], args), args.show)
+    print("\n| held-out metric | value |\n|---|---|")
+    for key, value in metrics.items():
+        print(f"| {key} | {value:.3f} |" if isinstance(value, float) else f"| {key} | {value} |")
+
+
+if __name__ == "__main__":
+    main()
