@@ -1,0 +1,145 @@
+"""train_psgpo.py: GAE, the clipped losses, dense rewards on the right tokens, the four settings end
+to end on tiny GPT-2 / Llama / Qwen2 models, KL 0 at the start, 2-process DDP (gloo), exact resume."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import sandbox
+import train_psgpo as tp
+from train_sft import train_tokenizer
+
+HERE = os.path.dirname(os.path.abspath(tp.__file__))
+
+
+def naive_gae(rewards, values, lengths, gamma, lam):
+    adv = torch.zeros_like(rewards)
+    for b, n in enumerate(lengths):
+        for t in range(n):
+            a = 0.0
+            for k in range(t, n):  # A_t = sum_k (gamma lam)^(k-t) delta_k, V after the last token = 0
+                v_next = values[b, k + 1] if k + 1 < n else 0.0
+                a += (gamma * lam) ** (k - t) * (rewards[b, k] + gamma * v_next - values[b, k])
+            adv[b, t] = a
+    return adv
+
+
+def test_gae_matches_naive_loop():
+    torch.manual_seed(0)
+    lengths = [5, 1, 7, 3]
+    mask = (torch.arange(7)[None] < torch.tensor(lengths)[:, None]).float()
+    rewards, values = torch.randn(4, 7) * mask, torch.randn(4, 7)
+    for gamma, lam in ((1.0, 0.95), (0.9, 1.0), (1.0, 0.0)):
+        adv, ret = tp.compute_gae(rewards, values, mask, gamma, lam)
+        assert torch.allclose(adv, naive_gae(rewards, values, lengths, gamma, lam), atol=1e-5)
+        assert torch.allclose(ret, (adv + values) * mask)
+
+
+def test_clipped_losses_on_hand_numbers():
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    old = torch.zeros(1, 3)
+    logp = torch.log(torch.tensor([[1.5, 0.5, 9.0]]))  # ratios 1.5 and 0.5 (the third is masked)
+    adv = torch.tensor([[1.0, 1.0, 5.0]])
+    loss, clipfrac = tp.policy_loss(logp, old, adv, mask, clip=0.2)
+    # token 1: max(-1.5, -1.2) = -1.2; token 2: max(-0.5, -0.8) = -0.5
+    assert loss.item() == pytest.approx((-1.2 - 0.5) / 2) and clipfrac.item() == 1.0
+    v = tp.value_loss(torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[0.0, 0.0, 0.0]]), torch.tensor([[2.0, 1.0, 0.0]]), mask, 0.2)
+    # token 1: max((1-2)^2, (0.2-2)^2) = 3.24; token 2: max(1, 1) = 1
+    assert v.item() == pytest.approx(0.5 * (3.24 + 1.0) / 2)
+
+
+def test_dense_reward_lands_on_line_ends():
+    tok = train_tokenizer(["x"], 258)  # bytes only: response token t is character t
+    text = "    a = 1\n\n    # c\n        b = a\n    return b"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    ends = [len(tok.decode(ids[:t + 1])) for t in range(len(ids))]
+    steps = sandbox.split_steps(text)
+    toks = tp.step_end_tokens(ends, steps)
+    assert toks == [9, 18, 32, len(text) - 1]  # each line's newline; the last line's last character
+    assert [text[t] for t in toks] == ["\n", "\n", "\n", "b"]
+    scores = [1.0, 0.0, -0.5, 0.8]
+    assert tp.dense_reward(toks, scores, False, 0.25, 0.025, True) == [(9, 0.0625), (18, 0.0), (32, -0.03125), (44, 0.05)]
+    passing = tp.dense_reward(toks, scores, True, 0.25, 0.025, True)
+    assert [t for t, _ in passing] == toks and [r for _, r in passing] == pytest.approx([0.00625, 0.0, -0.003125, 0.005])
+    assert tp.dense_reward(toks, scores, False, 0.25, 0.025, False)[0] == (9, 0.25)  # without 1/T
+
+
+def test_dense_reward_with_merged_whitespace_tokens(tiny_tokenizer):
+    tok = tiny_tokenizer
+    text = "    x1 = a + 1\n\n    # add\n    return x1"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    ends = [len(tok.decode(ids[:t + 1])) for t in range(len(ids))]
+    for (a, b, _), t in zip(sandbox.split_steps(text), tp.step_end_tokens(ends, sandbox.split_steps(text))):
+        lo = ends[t - 1] if t else 0
+        assert lo < b <= ends[t]  # the token holding the line's last character
+
+
+@pytest.fixture(scope="module")
+def tiny_prm(tmp_path_factory, tiny_policy):
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    def make(arch):
+        out = tmp_path_factory.getbasetemp() / f"prm-{arch}"
+        if not (out / "config.json").exists():
+            torch.manual_seed(1)
+            AutoModelForTokenClassification.from_pretrained(tiny_policy(arch), num_labels=1).save_pretrained(out)
+            AutoTokenizer.from_pretrained(tiny_policy(arch)).save_pretrained(out)
+        return str(out)
+    return make
+
+
+def run(monkeypatch, *argv):
+    monkeypatch.setattr(sys, "argv", ["train_psgpo.py", *map(str, argv)])
+    tp.main()
+
+
+SMALL = ["--batch_size", 4, "--minibatch_size", 2, "--max_new_tokens", 12, "--iterations", 1, "--warmup", 1]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
+@pytest.mark.parametrize("dense, value_init", [("false", "policy"), ("true", "policy"), ("false", "prm"), ("true", "prm")])
+def test_one_iteration_each_setting(monkeypatch, tmp_path, tiny_policy, tiny_prm, arch, dense, value_init):
+    run(monkeypatch, "--policy", tiny_policy(arch), "--prm", tiny_prm(arch), "--out", tmp_path, "--dense_reward", dense,
+        "--value_init", value_init, *SMALL)
+    (row,) = [json.loads(l) for l in open(tmp_path / "log.jsonl")]
+    assert row["charts/kl_per_seq"] == pytest.approx(0.0, abs=1e-5)  # policy == reference before the first update
+    assert (row["rewards/dense"] != 0) == (dense == "true") or row["response/steps"] == 0
+    from transformers import AutoModelForCausalLM
+    AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt-0001")  # a checkpoint label_prm_data.py can load
+
+
+def test_resume_continues_exactly(monkeypatch, tmp_path, tiny_policy, tiny_prm):
+    common = ["--policy", tiny_policy("gpt2"), "--prm", tiny_prm("gpt2"), "--save_every", 1, *SMALL[:-4], "--warmup", 1]
+    run(monkeypatch, *common, "--out", tmp_path / "a", "--iterations", 2)
+    run(monkeypatch, *common, "--out", tmp_path / "b", "--iterations", 1)
+    run(monkeypatch, *common, "--out", tmp_path / "b", "--iterations", 2, "--resume", "true")
+    a, b = ([json.loads(l) for l in open(tmp_path / d / "log.jsonl")] for d in "ab")
+    assert len(a) == len(b) == 2
+    for ra, rb in zip(a, b):
+        assert {k: v for k, v in ra.items() if not k.startswith("time/")} == {k: v for k, v in rb.items() if not k.startswith("time/")}
+
+
+def test_two_processes_gloo(tmp_path, tiny_policy, tiny_prm):
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "train_psgpo.py",
+                        "--policy", tiny_policy("gpt2"), "--prm", tiny_prm("gpt2"), "--out", str(tmp_path),
+                        *map(str, SMALL), "--workers", "1"], capture_output=True, text=True, cwd=HERE, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (row,) = [json.loads(l) for l in open(tmp_path / "log.jsonl")]
+    assert row["iteration"] == 1 and os.path.exists(tmp_path / "ckpt-0001" / "value" / "config.json")
+
+
+def test_bad_inputs_are_one_line(tmp_path, tiny_policy, tiny_prm, tiny_tokenizer):
+    other = tmp_path / "other-tok-prm"
+    from transformers import AutoModelForTokenClassification
+    AutoModelForTokenClassification.from_pretrained(tiny_prm("gpt2")).save_pretrained(other)
+    train_tokenizer(["completely different text"], 300).save_pretrained(other)
+    cases = [(["--prm", tiny_policy("gpt2")], "must be a token-classification model"),
+             (["--prm", tmp_path / "missing"], "need a PRM"),
+             (["--prm", other], "different tokenizers")]
+    for extra, message in cases:
+        r = subprocess.run([sys.executable, "train_psgpo.py", "--policy", tiny_policy("gpt2"), "--out", str(tmp_path / "o"),
+                            *map(str, SMALL), *map(str, extra)], capture_output=True, text=True, cwd=HERE)
+        assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-800:]

@@ -1,0 +1,378 @@
+"""Stage 3: PPO with process supervision (paper section 4.1, Eq. 3): PSGPO.
+
+Hand-written PPO + GAE. The PRM R_phi (train_prm.py) enters twice:
+  dense reward  r_m = lam * R_phi(x, y<=m) / T  on the last token of line m   (--dense_reward)
+  value init    the value model starts as a copy of the PRM (body and head)  (--value_init prm)
+The paper's four settings are these two flags; `--dense_reward false --value_init policy` is the
+RL baseline (unit-test reward only), which needs no PRM and saves the checkpoints label_prm_data.py
+samples from.
+
+    python train_psgpo.py --dense_reward false --value_init policy --out runs/baseline      # baseline
+    python train_psgpo.py --prm runs/prm --out runs/psgpo                                   # PSGPO
+    torchrun --nproc_per_node 4 train_psgpo.py --policy Qwen/... --dataset mbpp --device cuda --bf16 ...
+
+Padding convention: prompts are left-padded to P columns, so every response starts at column P;
+`seq = [pad.. prompt | response | pad..]`, [B, P + R]. Response token t (column P + t) is an action:
+its log-prob comes from the logits at column P + t - 1, the value of the state before it V(s_t) from
+the value head at column P + t - 1, and a line's dense reward sits on the line's last token. The
+outcome reward (1 if all tests pass, else 0) sits on the response's last token (its eos when it has one).
+"""
+import glob
+import json
+import os
+import random
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer, HfArgumentParser
+
+import sandbox
+
+
+@dataclass
+class Args:
+    # common
+    policy: str = field(default="runs/sft", metadata={"help": "starting policy: the SFT checkpoint or any HF causal LM"})
+    prm: str = field(default="runs/prm", metadata={"help": "PRM folder (train_prm.py); needed for --dense_reward or --value_init prm"})
+    out: str = field(default="runs/psgpo", metadata={"help": "run folder: log.jsonl, ckpt-NNNN/ checkpoints"})
+    dataset: str = field(default="demo", metadata={"help": "demo | humaneval | mbpp | livecodebench | a .jsonl path"})
+    split: str = field(default="train", metadata={"help": "split the prompts come from"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    device: str = field(default="cpu", metadata={"help": "cpu | cuda (under torchrun: each rank its own GPU)"})
+    bf16: bool = field(default=False, metadata={"help": "autocast to bfloat16 (GPUs)"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory (large models)"})
+    # the paper's settings (section 4.1)
+    dense_reward: bool = field(default=True, metadata={"help": "add the PRM's line rewards (Eq. 3)"})
+    value_init: str = field(default="prm", metadata={"help": "prm: value model = copy of the PRM; policy: policy body + fresh head"})
+    lam_fail: float = field(default=0.25, metadata={"help": "Eq. 3 lambda for a response that fails its tests"})
+    lam_pass: float = field(default=0.025, metadata={"help": "Eq. 3 lambda for a response that passes"})
+    length_norm: bool = field(default=True, metadata={"help": "divide line rewards by T, the number of lines (false shows the hack)"})
+    kl_coef: float = field(default=0.05, metadata={"help": "beta: per-token KL penalty in the reward, as in Eq. 3"})
+    kl_loss_coef: float = field(default=0.0, metadata={"help": "coefficient of the exact KL to the reference (whole vocabulary) added to the loss"})
+    # PPO
+    iterations: int = field(default=100, metadata={"help": "PPO iterations (rollout + update)"})
+    batch_size: int = field(default=128, metadata={"help": "prompts per iteration (over all ranks), one response each"})
+    minibatch_size: int = field(default=32, metadata={"help": "sequences per gradient step"})
+    ppo_epochs: int = field(default=2, metadata={"help": "passes over each batch"})
+    lr: float = field(default=1e-4, metadata={"help": "policy learning rate"})
+    value_lr: float = field(default=3e-4, metadata={"help": "value model learning rate"})
+    warmup: int = field(default=80, metadata={"help": "linear warm-up, in optimizer steps"})
+    clip: float = field(default=0.2, metadata={"help": "PPO ratio clip epsilon"})
+    vf_clip: float = field(default=0.2, metadata={"help": "value clip around the rollout's values"})
+    gamma: float = field(default=1.0, metadata={"help": "discount"})
+    gae_lambda: float = field(default=0.95, metadata={"help": "GAE lambda"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
+    max_new_tokens: int = field(default=192, metadata={"help": "longest response in tokens"})
+    # around the loop
+    save_every: int = field(default=25, metadata={"help": "checkpoint every N iterations (and at the end)"})
+    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in --out"})
+    workers: int = field(default=2, metadata={"help": "judge worker processes per rank"})
+    timeout: float = field(default=3.0, metadata={"help": "seconds per program"})
+
+
+# ------------------------------------------------------------------ the math, as small pure functions
+def masked_mean(x, mask):
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_whiten(x, mask):
+    mean = masked_mean(x, mask)
+    return (x - mean) * torch.rsqrt(masked_mean((x - mean) ** 2, mask) + 1e-8)
+
+
+def compute_gae(rewards, values, mask, gamma, lam):
+    """Generalised advantage estimation over response tokens. rewards, values, mask: [B, T]; mask is 1
+    on response tokens (a prefix of each row); the value after the last token is 0.
+        delta_t = r_t + gamma * V(s_{t+1}) - V(s_t)
+        A_t     = delta_t + gamma * lam * A_{t+1}
+    Returns (advantages, returns = advantages + values), [B, T], zero off the mask."""
+    B, T = rewards.shape
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros(B, dtype=rewards.dtype, device=rewards.device)
+    for t in reversed(range(T)):
+        next_mask = mask[:, t + 1] if t + 1 < T else torch.zeros_like(last)
+        next_value = values[:, t + 1] * next_mask if t + 1 < T else torch.zeros_like(last)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        last = delta + gamma * lam * next_mask * last
+        advantages[:, t] = last
+    advantages = advantages * mask
+    return advantages, (advantages + values) * mask
+
+
+def policy_loss(logp, old_logp, advantages, mask, clip):
+    """PPO's clipped surrogate: mean over tokens of max(-A r, -A clip(r, 1-eps, 1+eps)), r = pi/pi_old."""
+    ratio = torch.exp(logp - old_logp)
+    loss = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip, 1 + clip))
+    return masked_mean(loss, mask), masked_mean(((ratio - 1).abs() > clip).float(), mask)
+
+
+def value_loss(values, old_values, returns, mask, clip):
+    """Clipped value loss: 0.5 * mean of max((V - G)^2, (V_old + clip(V - V_old, -c, c) - G)^2)."""
+    clipped = old_values + (values - old_values).clamp(-clip, clip)
+    return 0.5 * masked_mean(torch.max((values - returns) ** 2, (clipped - returns) ** 2), mask)
+
+
+def step_end_tokens(char_ends, steps):
+    """Token index holding each line's last character: the first t with char_ends[t] >= end
+    (char_ends[t]: characters decoded through response token t)."""
+    return [next(t for t, c in enumerate(char_ends) if c >= end) for _, end, _ in steps]
+
+
+def dense_reward(step_tokens, step_scores, passed, lam_fail, lam_pass, length_norm):
+    """Eq. 3: [(token, r_m)] with r_m = lam * R_phi(x, y<=m) / T on line m's last token; lam is
+    lam_pass for a passing response and lam_fail for a failing one; T = number of lines."""
+    lam = lam_pass if passed else lam_fail
+    T = len(step_tokens) if length_norm else 1
+    return [(t, lam * s / T) for t, s in zip(step_tokens, step_scores)]
+
+
+# ------------------------------------------------------------------ model plumbing
+def forward(model, seq, mask):
+    """Logits [B, L, V] (or scores [B, L, 1]) for left-padded rows: positions count real tokens only."""
+    return model(input_ids=seq, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits
+
+
+def token_logp(model, seq, mask, P, temperature):
+    """log pi(y_t | x, y<t) of each response token, [B, R] (logits at column P + t - 1 predict token t)."""
+    logits = forward(model, seq, mask)[:, P - 1:-1].float() / temperature
+    return torch.gather(F.log_softmax(logits, -1), 2, seq[:, P:, None])[..., 0]
+
+
+def load_token_model(path, what):
+    config = os.path.join(path, "config.json")
+    if not os.path.exists(config):
+        raise SystemExit(f"train_psgpo.py: {path}: not a checkpoint folder (no config.json)")
+    with open(config) as f:
+        cfg = json.load(f)
+    if not any(a.endswith("ForTokenClassification") for a in cfg.get("architectures") or []) or cfg.get("num_labels", len(cfg.get("id2label", {}))) != 1:
+        raise SystemExit(f"train_psgpo.py: {path}: {what} must be a token-classification model with one output (train_prm.py writes one)")
+    return AutoModelForTokenClassification.from_pretrained(path)
+
+
+def save(out, it, policy, value, tok, opts, scheds, rng, log_rows):
+    ckpt = os.path.join(out, f"ckpt-{it:04d}")
+    policy.save_pretrained(ckpt)  # the folder label_prm_data.py and evaluate.py load
+    tok.save_pretrained(ckpt)
+    value.save_pretrained(os.path.join(ckpt, "value"))
+    torch.save({"iteration": it, "opts": [o.state_dict() for o in opts], "scheds": [s.state_dict() for s in scheds], "rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
+                "numpy_rng": np.random.get_state(), "log_rows": log_rows}, os.path.join(ckpt, "trainer_state.pt"))
+
+
+def main():
+    args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
+    ddp = "RANK" in os.environ
+    if ddp:  # torchrun: one process per rank, each samples its own prompts; gradients are all-reduced
+        dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
+    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if args.device == "cuda" else args.device
+    if args.value_init not in ("prm", "policy"):
+        raise SystemExit(f"train_psgpo.py: --value_init must be prm or policy, not {args.value_init!r}")
+    needs_prm = args.dense_reward or args.value_init == "prm"
+    if needs_prm and not os.path.exists(args.prm):
+        raise SystemExit(f"train_psgpo.py: --dense_reward/--value_init prm need a PRM, and {args.prm!r} does not exist "
+                         f"(train one with train_prm.py, or run the baseline: --dense_reward false --value_init policy)")
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads()) // world))
+    random.seed(args.seed + rank), np.random.seed(args.seed + rank), torch.manual_seed(args.seed + rank)
+    rng = random.Random(args.seed * 1000 + rank)  # which prompts this rank draws
+    try:
+        problems = sandbox.load_problems(args.dataset, args.split)
+    except sandbox.DataError as e:
+        raise SystemExit(f"train_psgpo.py: {e}")
+
+    # models: policy (trained), reference (frozen), value (trained), PRM (frozen)
+    start, log_rows = 0, []
+    ckpts = sorted(glob.glob(os.path.join(args.out, "ckpt-*"))) if args.resume else []
+    src = ckpts[-1] if ckpts else args.policy
+    if not os.path.exists(os.path.join(src, "config.json")):
+        raise SystemExit(f"train_psgpo.py: {src}: not a checkpoint folder (no config.json)")
+    tok = AutoTokenizer.from_pretrained(src)
+    if tok.pad_token_id is None or tok.eos_token_id is None:
+        raise SystemExit(f"train_psgpo.py: {src}: the tokenizer needs a pad and an eos token")
+    tok.padding_side = "left"
+    policy = AutoModelForCausalLM.from_pretrained(src).to(device)
+    ref = AutoModelForCausalLM.from_pretrained(args.policy).to(device).eval().requires_grad_(False)
+    prm = load_token_model(args.prm, "--prm").to(device).eval().requires_grad_(False) if args.dense_reward else None
+    if needs_prm and AutoTokenizer.from_pretrained(args.prm).get_vocab() != tok.get_vocab():
+        raise SystemExit(f"train_psgpo.py: {args.prm} and {args.policy} have different tokenizers; train the PRM from this policy")
+    if ckpts:
+        value = AutoModelForTokenClassification.from_pretrained(os.path.join(src, "value"))
+    elif args.value_init == "prm":
+        value = load_token_model(args.prm, "--prm")
+    else:
+        value = AutoModelForTokenClassification.from_pretrained(args.policy, num_labels=1)
+    value.to(device)
+    if args.gradient_checkpointing:
+        policy.gradient_checkpointing_enable(), value.gradient_checkpointing_enable()
+    policy.eval(), value.eval()  # dropout off: log-probs and values must agree between rollout and update
+    opts = [torch.optim.AdamW(policy.parameters(), lr=args.lr, eps=1e-5), torch.optim.AdamW(value.parameters(), lr=args.value_lr, eps=1e-5)]
+    scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: min(1.0, (s + 1) / args.warmup)) for o in opts]  # linear warm-up
+    if ckpts:  # resume exactly: optimizers, every RNG, the log so far
+        state = torch.load(os.path.join(src, "trainer_state.pt"), weights_only=False)
+        start, log_rows = state["iteration"], state["log_rows"]
+        for o, s in zip(opts + scheds, state["opts"] + state["scheds"]):
+            o.load_state_dict(s)
+        rng.setstate(state["rng"]), torch.set_rng_state(state["torch_rng"]), np.random.set_state(state["numpy_rng"])
+    train_policy = torch.nn.parallel.DistributedDataParallel(policy) if ddp else policy
+    train_value = torch.nn.parallel.DistributedDataParallel(value) if ddp else value
+    per_rank = args.batch_size // world
+    if rank == 0:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "args.json"), "w") as f:
+            json.dump(asdict(args), f, indent=1)
+        with open(os.path.join(args.out, "log.jsonl"), "w") as f:  # the log as of the checkpoint resumed from
+            f.writelines(json.dumps(r) + "\n" for r in log_rows)
+    stop = {"now": False}
+    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))  # Ctrl-C: finish the iteration, save, exit
+    autocast = torch.autocast(device.split(":")[0], torch.bfloat16, enabled=args.bf16)
+    bar = tqdm(range(start, args.iterations), desc="psgpo", initial=start, total=args.iterations, disable=rank != 0)
+
+    for it in bar:
+        tm = {}
+        # 1. Rollout: one response per prompt, sampled with the KV cache from left-padded prompts
+        t0 = time.time()
+        batch = rng.sample(problems, per_rank)
+        prompts = [tok(p.prompt)["input_ids"] for p in batch]
+        P = max(map(len, prompts))
+        query = torch.tensor([[tok.pad_token_id] * (P - len(q)) + q for q in prompts], device=device)
+        qmask = (torch.arange(P, device=device)[None] >= torch.tensor([P - len(q) for q in prompts], device=device)[:, None]).long()
+        assert (query[:, -1] != tok.pad_token_id).all(), "left padding: every prompt ends at column P - 1"
+        with torch.no_grad(), autocast:
+            seq = policy.generate(input_ids=query, attention_mask=qmask, do_sample=True, temperature=args.temperature, top_k=0,
+                                  top_p=1.0, max_new_tokens=args.max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        response = seq[:, P:]                                                              # [B, R]
+        texts, lengths = [], []
+        for p, row in zip(batch, response.tolist()):  # a response ends at its eos, or at a stop sequence
+            n = row.index(tok.eos_token_id) + 1 if tok.eos_token_id in row else len(row)
+            text = tok.decode(row[:n], skip_special_tokens=True)
+            cut = min([text.find(s) for s in p.stop if s in text] or [len(text)])
+            if cut < len(text):  # keep the tokens up to the one where the stop sequence starts
+                n = next(k for k in range(1, n + 1) if len(tok.decode(row[:k], skip_special_tokens=True)) > cut)
+            texts.append(text[:cut])
+            lengths.append(n)
+        R = response.shape[1]
+        rmask = (torch.arange(R, device=device)[None] < torch.tensor(lengths, device=device)[:, None]).float()  # [B, R]
+        seq_mask = torch.cat([qmask, rmask.long()], 1)                                    # [B, P + R]
+        tm["time/generate"] = time.time() - t0
+
+        # 2. Outcome reward: 1 if the program passes all tests, 0 otherwise, on the last token
+        t0 = time.time()
+        verdicts = sandbox.check_many(list(zip(batch, texts)), args.workers, args.timeout)
+        passed = torch.tensor([v.passed for v in verdicts], dtype=torch.float, device=device)
+        tm["time/judge"] = time.time() - t0
+        last = (torch.tensor(lengths, device=device) - 1).clamp(min=0)
+        rewards = torch.zeros(len(batch), R, device=device)
+        rewards[torch.arange(len(batch)), last] += passed
+
+        # 3. Dense reward (Eq. 3): the PRM's score of each line, on the line's last token
+        t0 = time.time()
+        steps = [sandbox.split_steps(t) for t in texts]
+        dense = torch.zeros_like(rewards)
+        neg_share = comment_share = 0.0
+        if args.dense_reward:
+            with torch.no_grad(), autocast:
+                scores = forward(prm, seq, seq_mask)[:, P:, 0].float()                     # [B, R]: R_phi after token t
+            n_steps = sum(len(s) for s in steps)
+            for b, (row, st) in enumerate(zip(response.tolist(), steps)):
+                if not st:  # ours, not the paper's: an empty response earns no more than the worst real
+                    dense[b, last[b]] = -args.lam_fail  # attempt (Eq. 3's sum is >= -lam when R_phi >= -1)
+                    continue
+                ends = [len(tok.decode(row[:t + 1], skip_special_tokens=True)) for t in range(lengths[b])]
+                toks = step_end_tokens(ends, st)
+                for t, r in dense_reward(toks, scores[b, toks].tolist(), bool(passed[b]), args.lam_fail, args.lam_pass, args.length_norm):
+                    dense[b, t] += r
+                neg_share += sum(scores[b, t].item() < 0 for t in toks) / max(1, n_steps)
+        comment_share = sum(c for st in steps for _, _, c in st) / max(1, sum(len(s) for s in steps))
+        rewards += dense
+
+        # 4. KL penalty per token against the reference (beta in Eq. 3): r_t -= beta * (log pi - log pi_ref)
+        mb = max(1, args.minibatch_size // world)
+        with torch.no_grad(), autocast:  # in minibatches: [B, R, V] logits need not fit at once
+            old_logp = torch.cat([token_logp(policy, seq[i], seq_mask[i], P, args.temperature) for i in torch.arange(len(batch)).split(mb)])  # [B, R]
+            ref_logp = torch.cat([token_logp(ref, seq[i], seq_mask[i], P, args.temperature) for i in torch.arange(len(batch)).split(mb)])
+            old_values = torch.cat([forward(value, seq[i], seq_mask[i])[:, P - 1:-1, 0].float() for i in torch.arange(len(batch)).split(mb)]) * rmask  # V(s_t)
+        kl = (old_logp - ref_logp) * rmask
+        rewards = (rewards - args.kl_coef * kl) * rmask
+        tm["time/score"] = time.time() - t0
+
+        # 5. Values and GAE; whiten the advantages over response tokens
+        advantages, returns = compute_gae(rewards, old_values, rmask, args.gamma, args.gae_lambda)
+        advantages = masked_whiten(advantages, rmask)
+
+        # 6. PPO epochs over minibatches
+        t0 = time.time()
+        stats = {k: [] for k in ("pg", "vf", "clipfrac", "approx_kl", "entropy", "exact_kl")}
+        for _ in range(args.ppo_epochs):
+            for idx in torch.randperm(len(batch), device=device).split(mb):
+                m, s, sm = rmask[idx], seq[idx], seq_mask[idx]
+                with autocast:
+                    logits = forward(train_policy, s, sm)[:, P - 1:-1].float() / args.temperature
+                    vpred = forward(train_value, s, sm)[:, P - 1:-1, 0].float()
+                logp_all = F.log_softmax(logits, -1)
+                logp = torch.gather(logp_all, 2, response[idx][..., None])[..., 0]
+                pg, clipfrac = policy_loss(logp, old_logp[idx], advantages[idx], m, args.clip)
+                loss = pg
+                if args.kl_loss_coef:  # exact KL(pi || pi_ref) over the whole vocabulary, per token
+                    with torch.no_grad(), autocast:
+                        ref_all = F.log_softmax(forward(ref, s, sm)[:, P - 1:-1].float() / args.temperature, -1)
+                    exact = masked_mean((logp_all.exp() * (logp_all - ref_all)).sum(-1), m)
+                    loss = loss + args.kl_loss_coef * exact
+                    stats["exact_kl"].append(exact.item())
+                vf = value_loss(vpred, old_values[idx], returns[idx], m, args.vf_clip)
+                for o in opts:
+                    o.zero_grad(set_to_none=True)
+                (loss + vf).backward()  # separate models and optimizers: one backward serves both
+                for o, sched, model in zip(opts, scheds, (policy, value)):
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    o.step()
+                    sched.step()
+                with torch.no_grad():
+                    stats["pg"].append(pg.item()), stats["vf"].append(vf.item()), stats["clipfrac"].append(clipfrac.item())
+                    stats["approx_kl"].append(masked_mean(0.5 * (logp - old_logp[idx]) ** 2, m).item())
+                    stats["entropy"].append(masked_mean(-(logp_all.exp() * logp_all).sum(-1), m).item())
+        tm["time/update"] = time.time() - t0
+
+        # logging (means over ranks) and checkpoints (rank 0)
+        var_ret = masked_mean((returns - masked_mean(returns, rmask)) ** 2, rmask)
+        row = {"iteration": it + 1, "train/pass_rate": passed.mean().item(),
+               "rewards/outcome": passed.mean().item(), "rewards/dense": dense.sum(1).mean().item(),
+               "charts/kl_per_seq": kl.sum(1).mean().item(), "charts/approx_kl": np.mean(stats["approx_kl"]),
+               "charts/clipfrac": np.mean(stats["clipfrac"]), "charts/entropy": np.mean(stats["entropy"]),
+               "losses/policy_loss": np.mean(stats["pg"]), "losses/value_loss": np.mean(stats["vf"]),
+               "charts/explained_variance": (1 - masked_mean((returns - old_values - masked_mean(returns - old_values, rmask)) ** 2, rmask) / var_ret.clamp(min=1e-8)).item(),
+               "response/steps": float(np.mean([len(s) for s in steps])), "response/tokens": float(np.mean(lengths)),
+               "response/comment_share": comment_share, "response/prm_negative_share": neg_share} | tm
+        if stats["exact_kl"]:
+            row["charts/exact_kl"] = np.mean(stats["exact_kl"])
+        if ddp:
+            vals = torch.tensor(list(row.values())[1:], dtype=torch.float64, device=device)
+            dist.all_reduce(vals)
+            row = {"iteration": it + 1} | {k: v / world for k, v in zip(list(row)[1:], vals.tolist())}
+        log_rows.append(row)
+        if rank == 0:
+            with open(os.path.join(args.out, "log.jsonl"), "a") as f:
+                f.write(json.dumps(row) + "\n")
+            bar.set_postfix(pass_rate=f"{row['train/pass_rate']:.2f}", kl=f"{row['charts/kl_per_seq']:.2f}", ent=f"{row['charts/entropy']:.2f}")
+            if (it + 1) % args.save_every == 0 or it + 1 == args.iterations or stop["now"]:
+                save(args.out, it + 1, policy, value, tok, opts, scheds, rng, log_rows)
+        if stop["now"]:
+            if rank == 0:
+                print(f"\ninterrupted: saved {args.out}/ckpt-{it + 1:04d}; --resume continues from there")
+            break
+
+    if rank == 0 and log_rows:
+        first, last_row = log_rows[0], log_rows[-1]
+        print("\n| metric | first iteration | last iteration |\n|---|---|---|")
+        for k in ("train/pass_rate", "rewards/dense", "charts/kl_per_seq", "charts/entropy", "response/steps", "response/comment_share"):
+            print(f"| {k} | {first[k]:.3f} | {last_row[k]:.3f} |")
+    if ddp:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
