@@ -143,7 +143,7 @@ def label_chunk(model, tok, problems, args, timing):
     """Sample n responses per problem, judge them, binary-search every failing one, all in lockstep:
     every prefix at the same search depth is completed in one sampling pass and judged in one
     check_many call. Returns the rows."""
-    prompt_ids = [tok(p.prompt, add_special_tokens=False)["input_ids"] for p in problems]
+    prompt_ids = [tok(p.prompt)["input_ids"] for p in problems]  # with special tokens (a bos), as in SFT
     t = time.time()
     responses = [[cut(r, p.stop) for r in rs] for p, rs in zip(problems, sample(model, tok, prompt_ids, args.n, args, "sample"))]
     timing["sample"] += time.time() - t

@@ -156,11 +156,27 @@ def _demo_task(rng, task_id, planted):
     good.append(f"    return x{n}"), bad.append(f"    return x{n}")
     checks = "".join(f"    r = candidate({', '.join(str(t[a]) for a in args)})\n"
                      f"    assert type(r) is int and r == {t[f'x{n}']}, r\n" for t in tests)
-    meta = {"n_steps": n + 1, "args": args}
+    # where each named construction appears and its wrong form, for counting planted mistakes in any response
+    wrong_forms = {f"x{k}": (kind, wrong) for k, (_, _, kind, wrong, _) in enumerate(steps, 1) if kind}
+    meta = {"n_steps": n + 1, "args": args, "wrong_forms": wrong_forms}
     if planted:
         meta |= {"flawed_solution": "\n".join(bad) + "\n", "planted": marks}
     return Problem(task_id=task_id, prompt=head + doc, solution="\n".join(good) + "\n",
                    test="def check(candidate):\n" + checks, entry_point="f", stop=["\ndef", "\nclass"], meta=meta)
+
+
+def planted_mistakes(problem, response):
+    """Demo tasks: {kind: [lines written in that kind's wrong form, lines where the kind can occur]}
+    for a response; a line `x3 = ...` is in the wrong form when it equals step 3's (spaces ignored)."""
+    counts = {kind: [0, 0] for kind in PLANTED_RATES}
+    wrong = problem.meta.get("wrong_forms", {})
+    for _, kind_wrong in wrong.items():
+        counts[kind_wrong[0]][1] += 1
+    for line in response.split("\n"):
+        var, eq, expr = line.partition("=")
+        if eq and var.strip() in wrong and expr.replace(" ", "") == wrong[var.strip()][1].replace(" ", ""):
+            counts[wrong[var.strip()][0]][0] += 1
+    return counts
 
 
 def _demo(split):

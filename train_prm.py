@@ -55,7 +55,7 @@ def step_last_tokens(offsets, steps):
 def prm_example(tok, row):
     """(input ids, targets, positions): the label of step m on its last token, IGNORE elsewhere
     (TRL's layout); positions lists those tokens' indices."""
-    prompt = tok(row["prompt"], add_special_tokens=False)["input_ids"]
+    prompt = tok(row["prompt"])["input_ids"]  # with special tokens (a bos), as in SFT
     enc = tok(row["response"], add_special_tokens=False, return_offsets_mapping=True)
     positions = [len(prompt) + t for t in step_last_tokens(enc["offset_mapping"], row["steps"])]
     targets = [IGNORE] * (len(prompt) + len(enc["input_ids"]))

@@ -45,22 +45,24 @@ def test_demo_deterministic_distinct_and_disjoint(demo_train, demo_test):
 
 def test_demo_planted_rates(demo_train):
     # each planted kind appears at its documented rate among the lines where it can appear
-    lines = {k: 0 for k in sandbox.PLANTED_RATES}
-    planted = {k: 0 for k in sandbox.PLANTED_RATES}
+    total = {k: [0, 0] for k in sandbox.PLANTED_RATES}
     for p in demo_train[:3000]:
-        for _, kind in p.meta["planted"]:
-            planted[kind] += 1
-        doc = p.prompt.split('"""')[1]
-        lines["sub_swap"] += doc.count(": subtract")
-        lines["missing_parens"] += doc.count("by the sum of")
-        lines["stale_var"] += sum(1 for k, m in enumerate(re.findall(r"x(\d+): (add|multiply|subtract)(?! \S+ by the sum)", doc))
-                                  if m[1] != "subtract" and int(m[0]) >= 3)
+        flawed = sandbox.planted_mistakes(p, p.meta["flawed_solution"])
+        assert all(made == 0 for made, _ in sandbox.planted_mistakes(p, p.solution).values())
+        assert sum(made for made, _ in flawed.values()) == len(p.meta["planted"])
+        for kind, (made, possible) in flawed.items():
+            total[kind][0] += made
+            total[kind][1] += possible
     for kind, rate in sandbox.PLANTED_RATES.items():
-        assert abs(planted[kind] / lines[kind] - rate) < 0.03, (kind, planted[kind], lines[kind])
+        assert abs(total[kind][0] / total[kind][1] - rate) < 0.03, (kind, total[kind])
     # the flawed target differs from the reference exactly on the planted lines
     for p in demo_train[:200]:
         bad, good = p.meta["flawed_solution"].split("\n"), p.solution.split("\n")
         assert [i for i in range(len(good)) if bad[i] != good[i]] == [i for i, _ in p.meta["planted"]]
+    # the counter reads a model's spacing too
+    p = next(p for p in demo_train if p.meta["planted"])
+    line = p.meta["flawed_solution"].split("\n")[p.meta["planted"][0][0]]
+    assert sandbox.planted_mistakes(p, line.replace(" ", ""))[p.meta["planted"][0][1]][0] == 1
 
 
 def test_demo_references_pass_and_planted_fail(demo_test, demo_train):
