@@ -94,7 +94,8 @@ PLANTED_RATES = {
 
 
 def _demo_step(rng, k, p, args):
-    """Step k on previous value `p`: (words, correct forms, planted kind, wrong form, value fn)."""
+    """Step k on previous value `p`: (words, correct forms, planted kind, wrong form, value fn,
+    wrong form's value fn); a value fn maps the environment of earlier values to this step's value."""
     stale = f"x{k - 2}" if k >= 3 else None
     const = rng.randint(1, 9)
     others = [a for a in args if a != p]
@@ -102,18 +103,20 @@ def _demo_step(rng, k, p, args):
     op = rng.choice(["add", "sub", "rsub", "mul", "mulsum"])
     if op == "add":
         return (f"add {u} to {p}", [f"{p} + {u}", f"{u} + {p}"], "stale_var" if stale else None,
-                f"{stale} + {u}", lambda e: e[p] + e[u])
+                f"{stale} + {u}", lambda e: e[p] + e[u], lambda e: e[stale] + e[u])
     if op == "sub":
-        return (f"subtract {u} from {p}", [f"{p} - {u}"], "sub_swap", f"{u} - {p}", lambda e: e[p] - e[u])
+        return (f"subtract {u} from {p}", [f"{p} - {u}"], "sub_swap", f"{u} - {p}", lambda e: e[p] - e[u],
+                lambda e: e[u] - e[p])
     if op == "rsub":
-        return (f"subtract {p} from {u}", [f"{u} - {p}"], "sub_swap", f"{p} - {u}", lambda e: e[u] - e[p])
+        return (f"subtract {p} from {u}", [f"{u} - {p}"], "sub_swap", f"{p} - {u}", lambda e: e[u] - e[p],
+                lambda e: e[p] - e[u])
     if op == "mul":
         c = str(rng.randint(2, 5))
         return (f"multiply {p} by {c}", [f"{p} * {c}", f"{c} * {p}"], "stale_var" if stale else None,
-                f"{stale} * {c}", lambda e: e[p] * e[c])
+                f"{stale} * {c}", lambda e: e[p] * e[c], lambda e: e[stale] * e[c])
     w = str(rng.randint(1, 9))
     return (f"multiply {p} by the sum of {u} and {w}", [f"{p} * ({u} + {w})", f"({u} + {w}) * {p}"],
-            "missing_parens", f"{p} * {u} + {w}", lambda e: e[p] * (e[u] + e[w]))
+            "missing_parens", f"{p} * {u} + {w}", lambda e: e[p] * (e[u] + e[w]), lambda e: e[p] * e[u] + e[w])
 
 
 def _demo_task(rng, task_id, planted):
@@ -122,26 +125,30 @@ def _demo_task(rng, task_id, planted):
     n = rng.randint(1, DEMO_MAX_STEPS)
     steps = [_demo_step(rng, k, f"x{k - 1}" if k > 1 else rng.choice(args), args) for k in range(1, n + 1)]
     # hidden test inputs, drawn until every multiplied factor is non-zero (no step can be dead)
-    tests = []
+    tests, told = [], [False] * n  # told[k]: some test input tells step k's wrong form from the right one
     for _ in range(50):
         env = {a: rng.randint(-20, 20) for a in args} | {str(i): i for i in range(10)}
-        ok = True
-        for k, (words, _, _, _, fn) in enumerate(steps, 1):
+        ok, differs = True, []
+        for k, (words, _, kind, _, fn, wrong_fn) in enumerate(steps, 1):
             old = env.get(f"x{k - 1}", None)
+            differs.append(bool(kind) and wrong_fn(env) != fn(env))
             env[f"x{k}"] = fn(env)
             if "multiply" in words and (old == 0 or env[f"x{k}"] == 0):
                 ok = False
         if ok:
             tests.append(env)
+            told = [t or d for t, d in zip(told, differs)]
         if len(tests) == DEMO_N_TESTS:
             break
-    if len(tests) < DEMO_N_TESTS:
+    # every planted construction must be caught by the tests: the program's later steps are one-to-one
+    # in the previous value, so a wrong value on a line reaches the returned value
+    if len(tests) < DEMO_N_TESTS or not all(t or not s[2] for t, s in zip(told, steps)):
         return None
     head = f"def f({', '.join(args)}):\n"
     doc = f'    """Return x{n}, computed step by step.\n'
     doc += "".join(f"    x{k}: {s[0]}\n" for k, s in enumerate(steps, 1)) + '    """\n'
     good, bad, marks = [], [], []
-    for k, (words, forms, kind, wrong, _) in enumerate(steps, 1):
+    for k, (words, forms, kind, wrong, _, _) in enumerate(steps, 1):
         if rng.random() < BLANK_RATE and k > 1:
             good.append(""), bad.append("")
         if rng.random() < COMMENT_RATE:
@@ -157,8 +164,8 @@ def _demo_task(rng, task_id, planted):
     checks = "".join(f"    r = candidate({', '.join(str(t[a]) for a in args)})\n"
                      f"    assert type(r) is int and r == {t[f'x{n}']}, r\n" for t in tests)
     # where each named construction appears and its wrong form, for counting planted mistakes in any response
-    wrong_forms = {f"x{k}": (kind, wrong) for k, (_, _, kind, wrong, _) in enumerate(steps, 1) if kind}
-    meta = {"n_steps": n + 1, "args": args, "wrong_forms": wrong_forms}
+    wrong_forms = {f"x{k}": (kind, wrong) for k, (_, _, kind, wrong, _, _) in enumerate(steps, 1) if kind}
+    meta = {"n_steps": n + 1, "args": args, "wrong_forms": wrong_forms, "inputs": [[t[a] for a in args] for t in tests]}
     if planted:
         meta |= {"flawed_solution": "\n".join(bad) + "\n", "planted": marks}
     return Problem(task_id=task_id, prompt=head + doc, solution="\n".join(good) + "\n",
@@ -177,6 +184,61 @@ def planted_mistakes(problem, response):
         if eq and var.strip() in wrong and expr.replace(" ", "") == wrong[var.strip()][1].replace(" ", ""):
             counts[wrong[var.strip()][0]][0] += 1
     return counts
+
+
+def oracle_step_scores(problem, response):
+    """Demo tasks: an exact step scorer, the ceiling of what a PRM can give. For each step of
+    split_steps(response): 0 for a comment line; +1 while every code line so far assigns (or returns)
+    the reference's value for its variable on every hidden input, -1 from the first one that does not.
+    Lines are evaluated as integer arithmetic on the AST (+, -, *, names, integers), never executed."""
+    import ast
+
+    def value(node, env):
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            return node.value
+        if isinstance(node, ast.Name):
+            return env[node.id]
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            v = value(node.operand, env)
+            return -v if isinstance(node.op, ast.USub) else v
+        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult)):
+            a, b = value(node.left, env), value(node.right, env)
+            if max(abs(a), abs(b)) > 10 ** 40:
+                raise OverflowError
+            return a + b if isinstance(node.op, ast.Add) else a - b if isinstance(node.op, ast.Sub) else a * b
+        raise ValueError("not demo arithmetic")
+
+    def run_line(line, envs):
+        """(variable, [value per input]) of one code line; raises on anything else."""
+        node = ast.parse(line.strip()).body[0]
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            var = node.targets[0].id
+        elif isinstance(node, ast.Return) and node.value is not None:
+            var = "return"
+        else:
+            raise ValueError("not an assignment or a return")
+        vals = [value(node.value, env) for env in envs]
+        for env, v in zip(envs, vals):
+            env[var] = v
+        return var, vals
+
+    args = problem.meta["args"]
+    ref_envs = [dict(zip(args, x)) for x in problem.meta["inputs"]]
+    reference = dict(run_line(line, ref_envs) for line in problem.solution.split("\n")
+                     if line.strip() and not line.strip().startswith("#"))
+    envs, ok, scores = [dict(zip(args, x)) for x in problem.meta["inputs"]], True, []
+    for start, end, is_comment in split_steps(response):
+        if is_comment:
+            scores.append(0.0)
+            continue
+        if ok:
+            try:
+                var, vals = run_line(response[start:end], envs)
+                ok = reference.get(var) == vals
+            except Exception:  # a line that does not parse or is not demo arithmetic
+                ok = False
+        scores.append(1.0 if ok else -1.0)
+    return scores
 
 
 def _demo(split):

@@ -349,6 +349,10 @@ def main():
                "response/comment_share": comment_share, "response/prm_negative_share": neg_share} | tm
         if stats["exact_kl"]:
             row["charts/exact_kl"] = np.mean(stats["exact_kl"])
+        if "wrong_forms" in batch[0].meta:  # demo: how often each planted mistake is still written
+            counts = [sandbox.planted_mistakes(p, t) for p, t in zip(batch, texts)]
+            for kind in sandbox.PLANTED_RATES:
+                row[f"planted/{kind}"] = sum(c[kind][0] for c in counts) / max(1, sum(c[kind][1] for c in counts))
         if ddp:
             vals = torch.tensor(list(row.values())[1:], dtype=torch.float64, device=device)
             dist.all_reduce(vals)

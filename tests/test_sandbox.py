@@ -67,9 +67,10 @@ def test_demo_planted_rates(demo_train):
 
 def test_demo_references_pass_and_planted_fail(demo_test, demo_train):
     assert all(v.passed for v in check_many([(p, p.solution) for p in demo_test]))
-    sample = demo_train[:400]
+    # one planted mistake always fails (two can cancel out, as two sign errors do)
+    sample = [p for p in demo_train[:1500] if len(p.meta["planted"]) <= 1]
     verdicts = check_many([(p, p.meta["flawed_solution"]) for p in sample])
-    assert all(v.passed == (not p.meta["planted"]) for p, v in zip(sample, verdicts))
+    assert len(sample) > 400 and all(v.passed == (not p.meta["planted"]) for p, v in zip(sample, verdicts))
 
 
 def mutations(solution):
@@ -97,6 +98,23 @@ def test_demo_every_one_line_mutation_fails(demo_test):
     verdicts = check_many(items)
     survivors = [m for (p, m), v in zip(items, verdicts) if v.passed]
     assert not survivors, survivors[:3]
+
+
+def test_oracle_step_scores(demo_train):
+    for p in demo_train[:1000]:
+        assert all(s >= 0 for s in sandbox.oracle_step_scores(p, p.solution))
+        flawed = p.meta["flawed_solution"]
+        scores, steps = sandbox.oracle_step_scores(p, flawed), split_steps(flawed)
+        lines = [flawed[:a].count("\n") for a, _, _ in steps]
+        assert [s == 0 for s in scores] == [c for _, _, c in steps]  # comments are neutral
+        if p.meta["planted"]:  # +1 before the first planted line, -1 on it and on every code line after
+            first = lines.index(p.meta["planted"][0][0])
+            assert all(s >= 0 for s in scores[:first]) and all(s == -1 or c for s, (_, _, c) in zip(scores[first:], steps[first:]))
+        else:
+            assert all(s >= 0 for s in scores)
+    p = demo_train[0]
+    assert sandbox.oracle_step_scores(p, "    import os\n" + p.solution)[0] == -1  # not arithmetic: wrong
+    assert sandbox.oracle_step_scores(p, "") == []
 
 
 def test_local_jsonl_function_and_stdio(tmp_path):
