@@ -39,7 +39,7 @@ import sandbox
 class Args:
     # common
     policy: str = field(default="runs/sft", metadata={"help": "starting policy: the SFT checkpoint or any HF causal LM"})
-    prm: str = field(default="runs/prm", metadata={"help": "PRM folder (train_prm.py); needed for --dense_reward or --value_init prm"})
+    prm: str = field(default="runs/prm", metadata={"help": "PRM folder (train_prm.py), needed for --dense_reward or --value_init prm; 'oracle': demo only, sandbox's exact step scorer as dense reward"})
     out: str = field(default="runs/psgpo", metadata={"help": "run folder: log.jsonl, ckpt-NNNN/ checkpoints"})
     dataset: str = field(default="demo", metadata={"help": "demo | humaneval | mbpp | livecodebench | a .jsonl path"})
     split: str = field(default="train", metadata={"help": "split the prompts come from"})
@@ -173,7 +173,10 @@ def main():
     device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if args.device == "cuda" else args.device
     if args.value_init not in ("prm", "policy"):
         raise SystemExit(f"train_psgpo.py: --value_init must be prm or policy, not {args.value_init!r}")
-    needs_prm = args.dense_reward or args.value_init == "prm"
+    oracle = args.prm == "oracle"
+    if oracle and args.value_init == "prm":
+        raise SystemExit("train_psgpo.py: --prm oracle has no weights to start the value model from: use --value_init policy")
+    needs_prm = (args.dense_reward or args.value_init == "prm") and not oracle
     if needs_prm and not os.path.exists(args.prm):
         raise SystemExit(f"train_psgpo.py: --dense_reward/--value_init prm need a PRM, and {args.prm!r} does not exist "
                          f"(train one with train_prm.py, or run the baseline: --dense_reward false --value_init policy)")
@@ -184,6 +187,8 @@ def main():
         problems = sandbox.load_problems(args.dataset, args.split)
     except sandbox.DataError as e:
         raise SystemExit(f"train_psgpo.py: {e}")
+    if oracle and "inputs" not in problems[0].meta:
+        raise SystemExit(f"train_psgpo.py: --prm oracle scores demo tasks only, not {args.dataset!r}")
 
     # models: policy (trained), reference (frozen), value (trained), PRM (frozen)
     start, log_rows = 0, []
@@ -197,7 +202,7 @@ def main():
     tok.padding_side = "left"
     policy = AutoModelForCausalLM.from_pretrained(src).to(device)
     ref = AutoModelForCausalLM.from_pretrained(args.policy).to(device).eval().requires_grad_(False)
-    prm = load_token_model(args.prm, "--prm").to(device).eval().requires_grad_(False) if args.dense_reward else None
+    prm = load_token_model(args.prm, "--prm").to(device).eval().requires_grad_(False) if args.dense_reward and not oracle else None
     if needs_prm and AutoTokenizer.from_pretrained(args.prm).get_vocab() != tok.get_vocab():
         raise SystemExit(f"train_psgpo.py: {args.prm} and {args.policy} have different tokenizers; train the PRM from this policy")
     if ckpts:
@@ -275,8 +280,9 @@ def main():
         dense = torch.zeros_like(rewards)
         neg_share = comment_share = 0.0
         if args.dense_reward:
-            with torch.no_grad(), autocast:
-                scores = forward(prm, seq, seq_mask)[:, P:, 0].float()                     # [B, R]: R_phi after token t
+            if prm is not None:
+                with torch.no_grad(), autocast:
+                    scores = forward(prm, seq, seq_mask)[:, P:, 0].float()                 # [B, R]: R_phi after token t
             n_steps = sum(len(s) for s in steps)
             for b, (row, st) in enumerate(zip(response.tolist(), steps)):
                 if not st:  # ours, not the paper's: an empty response earns no more than the worst real
@@ -284,9 +290,10 @@ def main():
                     continue
                 ends = [len(tok.decode(row[:t + 1], skip_special_tokens=True)) for t in range(lengths[b])]
                 toks = step_end_tokens(ends, st)
-                for t, r in dense_reward(toks, scores[b, toks].tolist(), bool(passed[b]), args.lam_fail, args.lam_pass, args.length_norm):
+                step_scores = sandbox.oracle_step_scores(batch[b], texts[b]) if oracle else scores[b, toks].tolist()
+                for t, r in dense_reward(toks, step_scores, bool(passed[b]), args.lam_fail, args.lam_pass, args.length_norm):
                     dense[b, t] += r
-                neg_share += sum(scores[b, t].item() < 0 for t in toks) / max(1, n_steps)
+                neg_share += sum(s < 0 for s in step_scores) / max(1, n_steps)
         comment_share = sum(c for st in steps for _, _, c in st) / max(1, sum(len(s) for s in steps))
         rewards += dense
 

@@ -111,6 +111,14 @@ def test_one_iteration_each_setting(monkeypatch, tmp_path, tiny_policy, tiny_prm
     AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt-0001")  # a checkpoint label_prm_data.py can load
 
 
+def test_oracle_prm_as_dense_reward(monkeypatch, tmp_path, tiny_policy):
+    run(monkeypatch, "--policy", tiny_policy("gpt2"), "--prm", "oracle", "--value_init", "policy", "--out", tmp_path, *SMALL)
+    (row,) = [json.loads(l) for l in open(tmp_path / "log.jsonl")]
+    # a random policy writes no demo arithmetic: every line it writes is scored -1 (or it writes nothing)
+    assert row["response/prm_negative_share"] == 1.0 or row["response/steps"] == 0
+    assert row["rewards/dense"] < 0
+
+
 def test_resume_continues_exactly(monkeypatch, tmp_path, tiny_policy, tiny_prm):
     common = ["--policy", tiny_policy("gpt2"), "--prm", tiny_prm("gpt2"), "--save_every", 1, *SMALL[:-4], "--warmup", 1]
     run(monkeypatch, *common, "--out", tmp_path / "a", "--iterations", 2)
