@@ -1,0 +1,293 @@
+"""evaluate.py - the paper's evaluation: pass@1 / pass@k (Table 1), the best-of-K curve (Figure 3) and
+pass@1 by response length (Figure 4), for one or more checkpoints side by side on the same problems.
+
+    python evaluate.py --model runs/sft runs/psgpo --dataset demo --n 10      # -> runs/eval/
+    python evaluate.py --oracle --dataset humaneval                          # the harness itself: 100%
+
+For every problem: one greedy completion and `--n` sampled ones at `--temperature`, all from batched
+`generate` with the KV cache. Padding convention: prompts are LEFT-padded to [B, P], so every row's
+response starts at index P (asserted: the last prompt column is never padding). A response ends at eos,
+or at max_new_tokens; the decoded text is then cut at the first of the problem's stop strings, and that
+completion is what gets judged (program = prompt + completion + tests, see sandbox.py).
+Metrics (all in `compute_metrics`, a pure function of the verdicts):
+  pass@k      unbiased estimator of Chen et al. (2021): 1 - C(n-c, k) / C(n, k), averaged over problems
+  best_of_k   pass@K for K = 1..n: the expected share of problems solved within K samples (Figure 3)
+  by_tokens   pass rate of the sampled responses by their length in tokens (Figure 4)
+  by_steps    demo only: greedy and sampled pass@1 by the task's number of steps (lines incl. return)
+  planted     demo only: share of sampled responses that contain each planted-mistake kind
+Outputs under --out: eval.json (every number, every completion with its verdict), bestofk.png, by_length.png.
+"""
+import json
+import math
+import os
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, set_seed
+
+import sandbox
+
+
+@dataclass
+class Args:
+    model: list[str] = field(default_factory=lambda: ["runs/sft"], metadata={"help": "one or more checkpoint folders or Hugging Face names, evaluated side by side"})
+    dataset: str = field(default="demo", metadata={"help": "demo | humaneval | mbpp | livecodebench | FILE.jsonl"})
+    split: str = field(default="test", metadata={"help": "split of the problem set"})
+    max_problems: int = field(default=0, metadata={"help": "evaluate only the first N problems (0: all)"})
+    n: int = field(default=10, metadata={"help": "sampled completions per problem (greedy is always added); pass@k for k <= n"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (1.0: the policy's own distribution, as RL samples it)"})
+    max_new_tokens: int = field(default=256, metadata={"help": "longest response, in tokens"})
+    batch_size: int = field(default=64, metadata={"help": "sequences per generate call"})
+    length_edges: str = field(default="", metadata={"help": "token-length bucket edges, e.g. 50,100,200 (empty: 50,100,200; demo: 40,70,100)"})
+    oracle: bool = field(default=False, metadata={"help": "judge the reference solutions instead of a model (a check of the harness)"})
+    seed: int = field(default=1, metadata={"help": "sampling seed (same seed, same samples on CPU)"})
+    out: str = field(default="runs/eval", metadata={"help": "output folder: eval.json, bestofk.png, by_length.png"})
+    device: str = field(default="cpu", metadata={"help": "cpu | cuda"})
+    bf16: bool = field(default=False, metadata={"help": "load the models in bfloat16 (GPU)"})
+    threads: int = field(default=2, metadata={"help": "torch CPU threads"})
+    workers: int = field(default=2, metadata={"help": "judge worker processes"})
+    timeout: float = field(default=3.0, metadata={"help": "seconds per program (per stdin test)"})
+
+
+def pass_at_k(n, c, k):
+    """Unbiased pass@k from n samples with c correct: 1 - C(n-c, k) / C(n, k), in a stable product form."""
+    if n - c < k:
+        return 1.0
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def bucket(x, edges):
+    """Label of the length bucket of x: '<e0', 'e0-e1', ..., '>=eN'."""
+    for i, e in enumerate(edges):
+        if x < e:
+            return f"<{e}" if i == 0 else f"{edges[i - 1]}-{e}"
+    return f">={edges[-1]}"
+
+
+def compute_metrics(results, edges):
+    """results: one dict per problem {"greedy": bool, "samples": [bool] * n, "tokens": [int] * n,
+    "n_steps": int | None, "planted": [[kind, ...]] * n (demo, optional)}. Returns every number reported."""
+    n = len(results[0]["samples"])
+    m = {"problems": len(results), "n": n, "greedy_pass@1": float(np.mean([r["greedy"] for r in results]))}
+    if n:
+        c = [sum(r["samples"]) for r in results]
+        for k in [k for k in (1, 5, 10, 20, 50, 100) if k <= n]:
+            m[f"pass@{k}"] = float(np.mean([pass_at_k(n, ci, k) for ci in c]))
+        m["best_of_k"] = [float(np.mean([pass_at_k(n, ci, k) for ci in c])) for k in range(1, n + 1)]
+    by_tok = {}
+    for r in results:
+        for ok, t in zip(r["samples"], r["tokens"]):
+            by_tok.setdefault(bucket(t, edges), []).append(ok)
+    labels = [bucket(e - 1, edges) for e in edges] + [bucket(edges[-1], edges)]
+    m["by_tokens"] = {b: {"pass@1": float(np.mean(by_tok[b])), "responses": len(by_tok[b])} for b in labels if b in by_tok}
+    if results[0].get("n_steps") is not None:
+        steps = sorted({r["n_steps"] for r in results})
+        m["by_steps"] = {s: {"greedy_pass@1": float(np.mean([r["greedy"] for r in results if r["n_steps"] == s])),
+                             "pass@1": float(np.mean([np.mean(r["samples"]) for r in results if r["n_steps"] == s])) if n else None,
+                             "problems": sum(r["n_steps"] == s for r in results)} for s in steps}
+    if n and "planted" in results[0]:
+        kinds = [k for r in results for ks in r["planted"] for k in ks]
+        m["planted"] = {k: float(np.mean([k in ks for r in results for ks in r["planted"]])) for k in sorted(set(kinds))}
+        failed = [bool(ks) for r in results for ks, ok in zip(r["planted"], r["samples"]) if not ok]
+        m["planted"]["failures_with_a_planted_kind"] = float(np.mean(failed)) if failed else 0.0
+    return m
+
+
+def demo_mistakes(prompt, completion):
+    """The planted-mistake kinds (sandbox.PLANTED_RATES) that a demo completion contains, one per line."""
+    words = {int(k): w for k, w in re.findall(r"^    x(\d+): (.*)$", prompt, re.M)}
+    kinds = []
+    for k, expr in re.findall(r"^    x(\d+) = (.*)$", completion, re.M):
+        k, w = int(k), words.get(int(k), "")
+        if m := re.fullmatch(r"subtract (\S+) from (\S+)", w):
+            wrong = {f"{m[1]} - {m[2]}": "sub_swap"}
+        elif m := re.fullmatch(r"multiply (\S+) by the sum of (\S+) and (\S+)", w):
+            wrong = {f"{m[1]} * {m[2]} + {m[3]}": "missing_parens"}
+        elif m := re.fullmatch(r"(add|multiply) (\S+) (to|by) (\S+)", w):
+            op, u = ("+", m[2]) if m[1] == "add" else ("*", m[4])
+            wrong = {f"x{k - 2} {op} {u}": "stale_var"} if k >= 3 else {}
+        else:
+            wrong = {}
+        if expr.strip() in wrong:
+            kinds.append(wrong[expr.strip()])
+    return kinds
+
+
+def load_model(path, args):
+    """(model, tokenizer) for generation, or one clear line saying why not."""
+    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json")):
+        raise SystemExit(f"evaluate.py: {path}: not a checkpoint folder (no config.json)")
+    if not os.path.exists(path) and (path.startswith((".", "/", "~", "runs/")) or path.count("/") != 1):
+        raise SystemExit(f"evaluate.py: {path}: no such checkpoint folder")
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if args.bf16 else torch.float32)
+    except Exception as e:  # offline hub name, broken folder: one line
+        raise SystemExit(f"evaluate.py: cannot load {path!r} ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})")
+    if tok.pad_token_id is None:
+        if tok.eos_token_id is None:
+            raise SystemExit(f"evaluate.py: {path}: the tokenizer has neither a pad nor an eos token")
+        print(f"evaluate.py: warning: {path}: the tokenizer has no pad token; padding with eos", file=sys.stderr)
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return model.to(args.device).eval(), tok
+
+
+def cut_at_stop(text, stops):
+    """The completion up to (not including) the first stop string."""
+    ends = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return text[:min(ends)] if ends else text
+
+
+@torch.no_grad()
+def generate(model, tok, problems, n, args, desc):
+    """n completions per problem (n=0: one greedy completion): [[(completion, n_tokens)] * max(n, 1)]."""
+    greedy = n == 0
+    order = sorted(range(len(problems)), key=lambda i: len(problems[i].prompt))  # similar lengths: less padding
+    jobs = [i for i in order for _ in range(max(n, 1))]
+    stops = problems[0].stop if all(p.stop == problems[0].stop for p in problems) else None
+    out = [[] for _ in problems]
+    for s in tqdm(range(0, len(jobs), args.batch_size), desc=desc, unit="batch", leave=False):
+        batch = jobs[s:s + args.batch_size]
+        enc = tok([problems[i].prompt for i in batch], return_tensors="pt", padding=True).to(args.device)
+        assert enc["attention_mask"][:, -1].all(), "prompts must be left-padded"
+        P = enc["input_ids"].shape[1]
+        gen = model.generate(**enc, max_new_tokens=args.max_new_tokens, do_sample=not greedy,
+                             **({} if greedy else {"temperature": args.temperature, "top_k": 0, "top_p": 1.0}),
+                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                             stop_strings=stops, tokenizer=tok)  # [B, P + new]; responses start at P
+        for i, ids in zip(batch, gen[:, P:].tolist()):
+            if tok.eos_token_id in ids:
+                ids = ids[:ids.index(tok.eos_token_id)]
+            full = tok.decode(ids, skip_special_tokens=True)
+            text = cut_at_stop(full, problems[i].stop)  # cut at a stop string: count the tokens kept
+            out[i].append((text, len(ids) if text == full else len(tok(text, add_special_tokens=False)["input_ids"])))
+    return out
+
+
+def evaluate_one(name, problems, args, edges):
+    """Sample, judge and score one model (or the reference solutions): (metrics, timing, samples)."""
+    t0 = time.time()
+    if name == "oracle":  # the references, as both the greedy and the single sample; tokens ~ words
+        count = lambda s: len(re.findall(r"\w+|[^\w\s]", s))  # noqa: E731
+        greedy = [[(p.solution, count(p.solution))] for p in problems]
+        sampled = greedy if args.n else [[] for _ in problems]
+    else:
+        model, tok = load_model(name, args)
+        greedy = generate(model, tok, problems, 0, args, f"greedy {name}")
+        set_seed(args.seed)
+        sampled = generate(model, tok, problems, args.n, args, f"sample {name}") if args.n else [[] for _ in problems]
+    gen_s = time.time() - t0
+    items = [(p, c) for p, g, s in zip(problems, greedy, sampled) for c, _ in g + s]
+    t1 = time.time()
+    verdicts = iter(sandbox.check_many(items, workers=args.workers, timeout=args.timeout, progress=True))
+    judge_s = time.time() - t1
+    results, samples = [], []
+    for p, g, s in zip(problems, greedy, sampled):
+        vs = [next(verdicts) for _ in g + s]
+        r = {"greedy": vs[0].passed, "samples": [v.passed for v in vs[1:]], "tokens": [t for _, t in s],
+             "n_steps": p.meta.get("n_steps")}
+        if args.dataset == "demo":
+            r["planted"] = [demo_mistakes(p.prompt, c) for c, _ in s]
+        results.append(r)
+        samples += [{"task_id": p.task_id, "kind": "greedy" if j == 0 else "sample", "completion": c,
+                     "n_tokens": t, "passed": v.passed, "status": v.status, "detail": v.detail}
+                    for j, ((c, t), v) in enumerate(zip(g + s, vs))]
+    timing = {"generate_s": round(gen_s, 2), "samples_per_s": round(len(items) / max(gen_s, 1e-9), 1),
+              "judge_s": round(judge_s, 2), "programs_per_s": round(len(items) / max(judge_s, 1e-9), 1)}
+    return compute_metrics(results, edges), timing, samples
+
+
+def markdown(report, args):
+    """One table, a column per model."""
+    names = list(report)
+    ms = [report[k]["metrics"] for k in names]
+    rows = [("greedy pass@1", [m["greedy_pass@1"] for m in ms])]
+    rows += [(f"{k} (T={args.temperature:g})", [m.get(k) for m in ms]) for k in ms[0] if k.startswith("pass@")]
+    for s in ms[0].get("by_steps", {}):
+        rows.append((f"steps={s}: greedy / sampled", [(m["by_steps"][s]["greedy_pass@1"], m["by_steps"][s]["pass@1"]) for m in ms]))
+    for b in ms[0]["by_tokens"]:
+        rows.append((f"tokens {b}: pass@1", [m["by_tokens"].get(b, {}).get("pass@1") for m in ms]))
+    for k in ms[0].get("planted", {}):
+        rows.append((f"planted {k}", [m.get("planted", {}).get(k) for m in ms]))
+
+    def fmt(v):
+        if isinstance(v, tuple):
+            return " / ".join(fmt(x) for x in v)
+        return "-" if v is None else f"{100 * v:.1f}"
+    lines = ["| metric (%) | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines += [f"| {r} | " + " | ".join(fmt(v) for v in vs) + " |" for r, vs in rows]
+    lines += [f"| {k} (not %) | " + " | ".join(str(report[n]["timing"][k]) for n in names) + " |"
+              for k in ("samples_per_s", "programs_per_s")]
+    return "\n".join(lines)
+
+
+def plot(report, out):
+    """bestofk.png (Figure 3) and by_length.png (Figure 4: pass@1 by steps and by response tokens)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for name, r in report.items():
+        if "best_of_k" in r["metrics"]:
+            ks = range(1, len(r["metrics"]["best_of_k"]) + 1)
+            ax.plot(ks, [100 * v for v in r["metrics"]["best_of_k"]], marker="o", label=name)
+    ax.set(xlabel="K (samples)", ylabel="% problems solved within K", title="best-of-K (Figure 3)")
+    ax.legend(), ax.grid(alpha=0.3), fig.tight_layout(), fig.savefig(os.path.join(out, "bestofk.png"), dpi=100)
+    plt.close(fig)
+    views = [v for v in ("by_steps", "by_tokens") if v in next(iter(report.values()))["metrics"]]
+    fig, axes = plt.subplots(1, len(views), figsize=(5 * len(views), 4), squeeze=False)
+    for ax, view in zip(axes[0], views):
+        for name, r in report.items():
+            d = r["metrics"][view]
+            key = "pass@1" if r["metrics"]["n"] else "greedy_pass@1"
+            ax.plot([str(b) for b in d], [100 * v[key] for v in d.values()], marker="o", label=name)
+        ax.set(xlabel="steps (lines)" if view == "by_steps" else "response tokens", ylabel="pass@1 (%)",
+               title=f"pass@1 {view.replace('_', ' ')} (Figure 4)")
+        ax.legend(), ax.grid(alpha=0.3)
+    fig.tight_layout(), fig.savefig(os.path.join(out, "by_length.png"), dpi=100)
+    plt.close(fig)
+
+
+def main():
+    args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
+    torch.set_num_threads(args.threads)
+    set_seed(args.seed)
+    try:
+        problems = sandbox.load_problems(args.dataset, args.split)
+    except sandbox.DataError as e:
+        raise SystemExit(f"evaluate.py: {e}")
+    if args.max_problems:
+        problems = problems[:args.max_problems]
+    if args.oracle and not all(p.solution for p in problems):
+        raise SystemExit(f"evaluate.py: --oracle: {args.dataset} has problems without a reference solution")
+    names = ["oracle"] if args.oracle else args.model
+    if not args.oracle:  # fail on a bad path before spending minutes on the first model
+        for name in names:
+            if not os.path.exists(name) and (name.startswith((".", "/", "~", "runs/")) or name.count("/") != 1):
+                raise SystemExit(f"evaluate.py: {name}: no such checkpoint folder")
+    edges = [int(e) for e in args.length_edges.split(",")] if args.length_edges else (
+        [40, 70, 100] if args.dataset == "demo" else [50, 100, 200])
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "eval.json")
+    report = {}
+    for name in names:  # the same problems, seed and settings for every model
+        metrics, timing, samples = evaluate_one(name, problems, args, edges)
+        report[name] = {"metrics": metrics, "timing": timing, "samples": samples}
+        with open(path, "w") as f:  # rewritten after each model: a long run keeps what it has
+            json.dump({"args": asdict(args), "problems": len(problems), "models": report}, f, indent=1)
+        print(f"{name}: greedy pass@1 {100 * metrics['greedy_pass@1']:.1f}%  "
+              + (f"pass@1 {100 * metrics['pass@1']:.1f}%  " if args.n else "") + f"({timing})")
+    plot(report, args.out)
+    print(f"\n{args.dataset}/{args.split}, {len(problems)} problems, n={args.n}, T={args.temperature:g}\n")
+    print(markdown(report, args))
+    print(f"\nwrote {path}, {os.path.join(args.out, 'bestofk.png')}, {os.path.join(args.out, 'by_length.png')}")
+
+
+if __name__ == "__main__":
+    main()

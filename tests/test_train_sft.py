@@ -1,0 +1,103 @@
+"""train_sft.py: the BPE tokenizer round-trips, examples carry the loss on the completion only,
+length-grouped batches cover the data, and a few steps on a handful of demo tasks write a loadable checkpoint."""
+import json
+import os
+import random
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import sandbox
+import train_sft
+
+
+@pytest.fixture(scope="module")
+def demo_train():
+    return sandbox.load_problems("demo", "train")[:300]
+
+
+@pytest.fixture(scope="module")
+def tok(demo_train):
+    return train_sft.train_tokenizer([p.prompt + p.meta["flawed_solution"] for p in demo_train], 400)
+
+
+def test_tokenizer_round_trips_and_pads_left(tok, demo_train):
+    for p in demo_train[:50] + [sandbox.Problem("x", "def g():\n\t'é ☃'  # tab\n\n  \n", "    return 1\n")]:
+        text = p.prompt + p.solution
+        assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+    assert tok.eos_token == "<|endoftext|>" and tok.pad_token == "<|pad|>" and tok.pad_token_id != tok.eos_token_id
+    assert tok.padding_side == "left"
+    # whole words and variable names are single tokens
+    for word in (" multiply", " subtract", " x1", " x12", " return"):
+        assert len(tok(word, add_special_tokens=False)["input_ids"]) == 1, word
+    batch = tok(["def f(a):\n", "def f(a, b, c):\n"], padding=True)
+    assert batch["attention_mask"][0][0] == 0 and batch["attention_mask"][0][-1] == 1
+
+
+def test_encode_example_masks_the_prompt(tok):
+    prompt, completion = "def f(a):\n", "    x1 = a + 1\n    return x1\n"
+    ids, labels = train_sft.encode_example(tok, prompt, completion, 1024)
+    p = tok(prompt, add_special_tokens=False)["input_ids"]
+    c = tok(completion, add_special_tokens=False)["input_ids"]
+    assert ids == p + c + [tok.eos_token_id]                      # tokenized separately, then joined
+    assert labels == [-100] * len(p) + c + [tok.eos_token_id]     # loss on the completion and its eos
+    assert train_sft.encode_example(tok, prompt, completion, len(ids) - 1) is None
+
+
+def test_sft_target_planted_or_correct(demo_train):
+    p = next(p for p in demo_train if p.meta["planted"])
+    assert train_sft.sft_target(p, True) == p.meta["flawed_solution"] != p.solution
+    assert train_sft.sft_target(p, False) == p.solution
+    assert train_sft.sft_target(sandbox.Problem("t", "x", "y"), True) == "y"  # no flawed version: the reference
+
+
+def test_length_grouped_batches_cover_each_example_once():
+    lengths = [random.Random(i).randint(5, 200) for i in range(1000)]
+    batches = train_sft.length_grouped_batches(lengths, 32, random.Random(0), group=4)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(1000)) and max(len(b) for b in batches) == 32
+    # grouping by length wastes less padding than a plain shuffle
+    waste = sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+    idx = list(range(1000))
+    random.Random(0).shuffle(idx)
+    plain = [idx[j:j + 32] for j in range(0, 1000, 32)]
+    assert waste < 0.5 * sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in plain)
+
+
+def test_collate_right_pads(tok):
+    ex = [([1, 2, 3], [-100, 2, 3]), ([4], [4])]
+    ids, mask, labels = train_sft.collate(ex, tok.pad_token_id)
+    assert ids.tolist() == [[1, 2, 3], [4, tok.pad_token_id, tok.pad_token_id]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0]] and labels.tolist() == [[-100, 2, 3], [4, -100, -100]]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_sft_end_to_end_writes_a_loadable_checkpoint(tmp_path, monkeypatch, arch):
+    out = str(tmp_path / "sft")
+    monkeypatch.setattr(sys, "argv", ["train_sft.py", "--max_problems", "40", "--steps", "25", "--batch_size", "8",
+                                      "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--vocab_size", "300",
+                                      "--lr", "3e-3", "--warmup", "5", "--arch", arch, "--out", out])
+    train_sft.main()
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    assert tok.padding_side == "left" and tok.pad_token_id is not None and tok.eos_token_id is not None
+    summary = json.load(open(os.path.join(out, "sft_args.json")))["summary"]
+    assert summary["steps"] == 25 and summary["final_loss"] < 5.0  # uniform over ~300 tokens would be 5.7
+    p = sandbox.load_problems("demo", "train")[0]
+    assert tok.decode(tok(p.prompt + p.solution)["input_ids"]) == p.prompt + p.solution
+    enc = tok([p.prompt, "def f(a):\n"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        gen = model.generate(**enc, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert gen.shape[0] == 2 and gen.shape[1] <= enc["input_ids"].shape[1] + 5
+
+
+def test_bad_dataset_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["train_sft.py", "--dataset", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as e:
+        train_sft.main()
+    assert str(e.value).startswith("train_sft.py: ") and "no such file" in str(e.value) and "\n" not in str(e.value)
+    monkeypatch.setattr(sys, "argv", ["train_sft.py", "--model", str(tmp_path), "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match="not a checkpoint folder"):
+        train_sft.main()

@@ -1,0 +1,243 @@
+"""train_sft.py - stage 0: the supervised starting policy (the paper's "SFT policy", section 5 / Table 1).
+
+The paper starts every RL run from a supervised policy. With a real instruct model you skip this stage;
+the offline demo needs it. Two modes:
+
+  default   train a byte-level BPE tokenizer on the demo training split, build a tiny GPT-2 from a
+            config (~1M parameters) and train it on prompt -> reference completion (on the demo: the
+            *flawed* reference, `meta["flawed_solution"]`, whose planted systematic mistakes RL is
+            later meant to fix; `--planted false` trains on the correct one). ~4 minutes on 2 CPU cores.
+                python train_sft.py                         # -> runs/sft/
+  --model   fine-tune any Hugging Face causal LM on a problem set's reference solutions:
+                python train_sft.py --model Qwen/Qwen2.5-0.5B --dataset mbpp --split train \
+                    --device cuda --bf16 --gradient_checkpointing --lr 1e-5 --batch_size 8
+
+Sequence layout (right padding, training only): [prompt ids][completion ids][eos][pad ...]. Prompt and
+completion are tokenized separately and concatenated, so the boundary is the same one generation sees;
+labels are -100 on the prompt and the padding: the loss is on the completion (and its eos) only.
+The saved tokenizer has pad and eos tokens and padding_side="left", for batched generation later.
+"""
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from tqdm import tqdm
+from transformers import (AutoModelForCausalLM, AutoTokenizer, GPT2Config, HfArgumentParser, LlamaConfig,
+                          PreTrainedTokenizerFast, set_seed)
+
+import sandbox
+
+
+@dataclass
+class Args:
+    # common
+    out: str = field(default="runs/sft", metadata={"help": "output folder (save_pretrained model + tokenizer)"})
+    seed: int = field(default=1, metadata={"help": "seed for init, data order and dropout"})
+    device: str = field(default="cpu", metadata={"help": "cpu | cuda"})
+    threads: int = field(default=2, metadata={"help": "torch CPU threads"})
+    # data
+    dataset: str = field(default="demo", metadata={"help": "demo | humaneval | mbpp | livecodebench | FILE.jsonl"})
+    split: str = field(default="train", metadata={"help": "split of the problem set to train on"})
+    planted: bool = field(default=True, metadata={"help": "demo: train on the flawed reference (planted mistakes); false: the correct one"})
+    max_problems: int = field(default=0, metadata={"help": "use only the first N problems (0: all)"})
+    max_len: int = field(default=1024, metadata={"help": "drop examples longer than this many tokens"})
+    # model: a tiny GPT-2 from a config, or a pretrained one
+    model: str = field(default="", metadata={"help": "Hugging Face causal LM name or folder; empty: a tiny model + BPE trained here"})
+    arch: str = field(default="llama", metadata={"help": "tiny model: llama (RoPE: learns to copy from the docstring faster) | gpt2"})
+    vocab_size: int = field(default=512, metadata={"help": "tiny model: BPE vocabulary size (256 bytes + merges + specials)"})
+    n_layer: int = field(default=4, metadata={"help": "tiny model: transformer layers"})
+    n_embd: int = field(default=128, metadata={"help": "tiny model: width"})
+    n_head: int = field(default=4, metadata={"help": "tiny model: attention heads"})
+    # optimisation
+    steps: int = field(default=1600, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=16, metadata={"help": "sequences per step"})
+    lr: float = field(default=3e-3, metadata={"help": "peak AdamW learning rate"})
+    warmup: int = field(default=50, metadata={"help": "linear warmup steps, then cosine decay to lr/10"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (matrices only)"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    bf16: bool = field(default=False, metadata={"help": "GPU: autocast the forward pass to bfloat16"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "GPU: trade compute for memory on big models"})
+    save_every: int = field(default=0, metadata={"help": "also save a checkpoint every N steps (0: only at the end)"})
+
+
+def train_tokenizer(texts, vocab_size, specials=("<|endoftext|>", "<|pad|>")):
+    """Byte-level BPE (GPT-2's scheme: every byte is a token, so any text round-trips exactly),
+    wrapped as a transformers fast tokenizer with eos, pad and left padding."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    bpe = Tokenizer(models.BPE())
+    # GPT-2's split, except that an identifier keeps its digits (" x12" can become one token)
+    words = Regex(r"'(?:[sdmt]|ll|ve|re)| ?[A-Za-z_][A-Za-z_0-9]*| ?[0-9]+| ?[^\sA-Za-z_0-9]+|\s+(?!\S)|\s+")
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(words, behavior="isolated"),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(specials),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    bpe.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=specials[0], bos_token=specials[0],
+                                   pad_token=specials[1], padding_side="left")
+
+
+def sft_target(problem, planted):
+    """The completion trained on: the demo's flawed reference when `planted`, else the reference."""
+    if planted and "flawed_solution" in problem.meta:
+        return problem.meta["flawed_solution"]
+    return problem.solution
+
+
+def encode_example(tok, prompt, completion, max_len):
+    """(input_ids, labels): prompt and completion tokenized separately, eos appended, loss on completion."""
+    p = tok(prompt)["input_ids"]  # special tokens (a bos, for tokenizers that add one) as generation sees them
+    c = tok(completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    if len(p) + len(c) > max_len:
+        return None
+    return p + c, [-100] * len(p) + c
+
+
+def length_grouped_batches(lengths, batch_size, rng, group=64):
+    """One epoch of batches of similar length (little padding): shuffle, sort within groups of
+    `group` batches, cut, shuffle the batches."""
+    idx = list(range(len(lengths)))
+    rng.shuffle(idx)
+    span = batch_size * group
+    batches = []
+    for s in range(0, len(idx), span):
+        chunk = sorted(idx[s:s + span], key=lambda i: lengths[i])
+        batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(examples, pad_id):
+    """Right-pad a list of (ids, labels) to [B, T] tensors; labels -100 on padding."""
+    T = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), T), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), T), dtype=torch.long)
+    for i, (ids, lab) in enumerate(examples):
+        input_ids[i, :len(ids)] = torch.tensor(ids)
+        labels[i, :len(lab)] = torch.tensor(lab)
+        mask[i, :len(ids)] = 1
+    return input_ids, mask, labels
+
+
+def load_policy(args, texts):
+    """(model, tokenizer): a pretrained causal LM, or a tiny GPT-2 with a BPE tokenizer trained on `texts`."""
+    if not args.model:
+        tok = train_tokenizer(texts, args.vocab_size)
+        ids = dict(bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        if args.arch == "gpt2":  # no dropout: on CPU it costs about half of each step
+            config = GPT2Config(vocab_size=len(tok), n_positions=args.max_len, n_embd=args.n_embd, n_layer=args.n_layer,
+                                n_head=args.n_head, activation_function="gelu", resid_pdrop=0.0, embd_pdrop=0.0,
+                                attn_pdrop=0.0, **ids)
+        else:
+            config = LlamaConfig(vocab_size=len(tok), max_position_embeddings=args.max_len, hidden_size=args.n_embd,
+                                 intermediate_size=3 * args.n_embd, num_hidden_layers=args.n_layer,
+                                 num_attention_heads=args.n_head, num_key_value_heads=args.n_head,
+                                 tie_word_embeddings=True, **ids)
+        return AutoModelForCausalLM.from_config(config), tok
+    if os.path.isdir(args.model) and not os.path.exists(os.path.join(args.model, "config.json")):
+        raise SystemExit(f"train_sft.py: {args.model}: not a checkpoint folder (no config.json)")
+    try:
+        tok = AutoTokenizer.from_pretrained(args.model)
+        model = AutoModelForCausalLM.from_pretrained(
+            args.model, dtype=torch.bfloat16 if args.bf16 else torch.float32)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"train_sft.py: cannot load {args.model!r} ({str(e).splitlines()[0][:200]})")
+    if tok.eos_token_id is None:
+        raise SystemExit(f"train_sft.py: {args.model}: the tokenizer has no eos token; completions could not end")
+    if tok.pad_token_id is None:
+        print(f"train_sft.py: warning: {args.model}'s tokenizer has no pad token; using eos as pad")
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return model, tok
+
+
+def save(model, tok, args, out, summary=None):
+    os.makedirs(out, exist_ok=True)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    with open(os.path.join(out, "sft_args.json"), "w") as f:
+        json.dump({"args": asdict(args), "summary": summary}, f, indent=1)
+
+
+def main():
+    args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
+    torch.set_num_threads(args.threads)
+    set_seed(args.seed)
+    t0 = time.time()
+    try:
+        problems = sandbox.load_problems(args.dataset, args.split)
+    except sandbox.DataError as e:
+        raise SystemExit(f"train_sft.py: {e}")
+    if args.max_problems:
+        problems = problems[:args.max_problems]
+    pairs = [(p.prompt, sft_target(p, args.planted)) for p in problems if sft_target(p, args.planted)]
+    if not pairs:
+        raise SystemExit(f"train_sft.py: {args.dataset}: no problem has a reference solution to train on")
+
+    # 1. tokenizer + model; 2. encode (prompt | completion + eos), loss on the completion
+    model, tok = load_policy(args, [p + c for p, c in pairs])
+    examples = [e for e in (encode_example(tok, p, c, args.max_len) for p, c in pairs) if e]
+    if not examples:
+        raise SystemExit(f"train_sft.py: every example is longer than --max_len {args.max_len}")
+    lengths = [len(ids) for ids, _ in examples]
+    model.to(args.device)
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model.config.use_cache = False
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"{len(examples)} examples ({len(pairs) - len(examples)} too long), {sum(lengths) / len(lengths):.0f} "
+          f"tokens each on average, vocab {len(tok)}, {n_params / 1e6:.2f}M parameters")
+
+    # 3. AdamW, weight decay on matrices only; linear warmup then cosine to lr/10
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, args.warmup)) * (
+        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, args.steps))))))
+
+    # 4. the loop
+    rng = random.Random(args.seed)
+    batches, epoch, losses = [], 0, []
+    model.train()
+    bar = tqdm(range(1, args.steps + 1), desc="sft", unit="step")
+    t_train = time.time()
+    for step in bar:
+        if not batches:
+            batches, epoch = length_grouped_batches(lengths, args.batch_size, rng), epoch + 1
+        input_ids, mask, labels = (t.to(args.device) for t in collate([examples[i] for i in batches.pop()], tok.pad_token_id))
+        with torch.autocast(device_type=args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16):
+            loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss  # mean over completion tokens
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}", gnorm=f"{grad_norm:.2f}", epoch=epoch)
+        if args.save_every and step % args.save_every == 0 and step < args.steps:
+            save(model, tok, args, os.path.join(args.out, f"step{step}"))
+    train_s = time.time() - t_train
+
+    model.config.use_cache = True
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    tail = losses[-50:]
+    summary = {"steps": args.steps, "epochs": round(args.steps * args.batch_size / len(examples), 2),
+               "final_loss": round(sum(tail) / len(tail), 4), "train_s": round(train_s, 1),
+               "steps_per_s": round(args.steps / train_s, 2), "total_s": round(time.time() - t0, 1),
+               "params_M": round(n_params / 1e6, 3), "vocab": len(tok), "tokens_per_example": round(sum(lengths) / len(lengths), 1)}
+    save(model, tok, args, args.out, summary)
+    print("\n| " + " | ".join(summary) + " |\n|" + "---|" * len(summary) + "\n| "
+          + " | ".join(str(v) for v in summary.values()) + " |")
+    print(f"saved to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
