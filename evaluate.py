@@ -14,7 +14,8 @@ Metrics (all in `compute_metrics`, a pure function of the verdicts):
   best_of_k   pass@K for K = 1..n: the expected share of problems solved within K samples (Figure 3)
   by_tokens   pass rate of the sampled responses by their length in tokens (Figure 4)
   by_steps    demo only: greedy and sampled pass@1 by the task's number of steps (lines incl. return)
-  planted     demo only: share of sampled responses that contain each planted-mistake kind
+  planted     demo only: per planted-mistake kind, the share of the lines where it can occur that the
+              sampled responses write in its wrong form (sandbox.planted_mistakes)
 Outputs under --out: eval.json (every number, every completion with its verdict), bestofk.png, by_length.png.
 """
 import json
@@ -71,7 +72,7 @@ def bucket(x, edges):
 
 def compute_metrics(results, edges):
     """results: one dict per problem {"greedy": bool, "samples": [bool] * n, "tokens": [int] * n,
-    "n_steps": int | None, "planted": [[kind, ...]] * n (demo, optional)}. Returns every number reported."""
+    "n_steps": int | None, "planted": [sandbox.planted_mistakes(...)] * n (demo, optional)}. Returns every number reported."""
     n = len(results[0]["samples"])
     m = {"problems": len(results), "n": n, "greedy_pass@1": float(np.mean([r["greedy"] for r in results]))}
     if n:
@@ -90,32 +91,12 @@ def compute_metrics(results, edges):
         m["by_steps"] = {s: {"greedy_pass@1": float(np.mean([r["greedy"] for r in results if r["n_steps"] == s])),
                              "pass@1": float(np.mean([np.mean(r["samples"]) for r in results if r["n_steps"] == s])) if n else None,
                              "problems": sum(r["n_steps"] == s for r in results)} for s in steps}
-    if n and "planted" in results[0]:
-        kinds = [k for r in results for ks in r["planted"] for k in ks]
-        m["planted"] = {k: float(np.mean([k in ks for r in results for ks in r["planted"]])) for k in sorted(set(kinds))}
-        failed = [bool(ks) for r in results for ks, ok in zip(r["planted"], r["samples"]) if not ok]
+    if n and "planted" in results[0]:  # each kind: lines written in its wrong form / lines where it can occur
+        counts = [c for r in results for c in r["planted"]]
+        m["planted"] = {k: sum(c[k][0] for c in counts) / max(1, sum(c[k][1] for c in counts)) for k in sorted(counts[0])}
+        failed = [any(made for made, _ in c.values()) for r in results for c, ok in zip(r["planted"], r["samples"]) if not ok]
         m["planted"]["failures_with_a_planted_kind"] = float(np.mean(failed)) if failed else 0.0
     return m
-
-
-def demo_mistakes(prompt, completion):
-    """The planted-mistake kinds (sandbox.PLANTED_RATES) that a demo completion contains, one per line."""
-    words = {int(k): w for k, w in re.findall(r"^    x(\d+): (.*)$", prompt, re.M)}
-    kinds = []
-    for k, expr in re.findall(r"^    x(\d+) = (.*)$", completion, re.M):
-        k, w = int(k), words.get(int(k), "")
-        if m := re.fullmatch(r"subtract (\S+) from (\S+)", w):
-            wrong = {f"{m[1]} - {m[2]}": "sub_swap"}
-        elif m := re.fullmatch(r"multiply (\S+) by the sum of (\S+) and (\S+)", w):
-            wrong = {f"{m[1]} * {m[2]} + {m[3]}": "missing_parens"}
-        elif m := re.fullmatch(r"(add|multiply) (\S+) (to|by) (\S+)", w):
-            op, u = ("+", m[2]) if m[1] == "add" else ("*", m[4])
-            wrong = {f"x{k - 2} {op} {u}": "stale_var"} if k >= 3 else {}
-        else:
-            wrong = {}
-        if expr.strip() in wrong:
-            kinds.append(wrong[expr.strip()])
-    return kinds
 
 
 def load_model(path, args):
@@ -193,7 +174,7 @@ def evaluate_one(name, problems, args, edges):
         r = {"greedy": vs[0].passed, "samples": [v.passed for v in vs[1:]], "tokens": [t for _, t in s],
              "n_steps": p.meta.get("n_steps")}
         if args.dataset == "demo":
-            r["planted"] = [demo_mistakes(p.prompt, c) for c, _ in s]
+            r["planted"] = [sandbox.planted_mistakes(p, c) for c, _ in s]
         results.append(r)
         samples += [{"task_id": p.task_id, "kind": "greedy" if j == 0 else "sample", "completion": c,
                      "n_tokens": t, "passed": v.passed, "status": v.status, "detail": v.detail}

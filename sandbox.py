@@ -62,16 +62,20 @@ class DataError(ValueError):
 #
 #   def f(a, b):
 #       """Return x3, computed step by step.
-#       x1: subtract 4 from a
-#       x2: multiply x1 by the sum of b and 3
-#       x3: add 7 to x2
+#       x1: a minus 4
+#       x2: x1 times (b plus 3)
+#       x3: x2 plus 7
 #       """
 #       x1 = a - 4                  <- the completion starts here
-#       # multiply x1 by the sum of b and 3
+#       # x1 times (b plus 3)
 #       x2 = (b + 3) * x1
 #
-#       x3 = x2 + 7
+#       x3 = 7 + x2
 #       return x3
+#
+# The words give each step in code order, so a line is a monotone copy of its docstring line with the
+# operators spelled out: a measured choice (the words-reordering form "subtract 4 from a" left a 0.9M
+# model at 2% greedy pass@1 after its 3-minute SFT: it learned the shape of a line, not to copy operands).
 #
 # Every step matters: step k computes x_k from x_{k-1} with a map that is one-to-one in x_{k-1}
 # (operands are only constants and arguments, multiplied factors are non-zero on every test input),
@@ -83,45 +87,46 @@ class DataError(ValueError):
 # ---------------------------------------------------------------------------------------------
 DEMO_SEED = 1234
 DEMO_SIZES = {"train": 20000, "test": 1000}
-DEMO_MAX_STEPS = 15
+DEMO_MAX_STEPS = 8
 DEMO_N_TESTS = 5
 COMMENT_RATE, BLANK_RATE = 0.15, 0.1
 PLANTED_RATES = {
-    "sub_swap": 0.5,        # "subtract U from V" written V - U the wrong way round: U - V
-    "missing_parens": 0.5,  # "multiply P by the sum of U and W" written P * U + W
-    "stale_var": 0.25,      # "add/multiply x_{k-1}" written with x_{k-2} (from step 3 on)
+    "sub_swap": 0.3,        # "V minus U" written the wrong way round: U - V
+    "missing_parens": 0.4,  # "P times (U plus W)" written without the parentheses: P * U + W
+    "stale_var": 0.15,      # "x_{k-1} plus/times U" written with x_{k-2} (from step 3 on)
 }
 
 
 def _demo_step(rng, k, p, args):
     """Step k on previous value `p`: (words, correct forms, planted kind, wrong form, value fn,
-    wrong form's value fn); a value fn maps the environment of earlier values to this step's value."""
+    wrong form's value fn); a value fn maps the environment of earlier values to this step's value.
+    The words give the expression in code order ("x1 minus 7"), so the line is a monotone copy of them."""
     stale = f"x{k - 2}" if k >= 3 else None
     const = rng.randint(1, 9)
     others = [a for a in args if a != p]
     u = rng.choice(others + [str(const)] * max(1, len(others)))  # another argument or a constant
     op = rng.choice(["add", "sub", "rsub", "mul", "mulsum"])
     if op == "add":
-        return (f"add {u} to {p}", [f"{p} + {u}", f"{u} + {p}"], "stale_var" if stale else None,
+        return (f"{p} plus {u}", [f"{p} + {u}", f"{u} + {p}"], "stale_var" if stale else None,
                 f"{stale} + {u}", lambda e: e[p] + e[u], lambda e: e[stale] + e[u])
     if op == "sub":
-        return (f"subtract {u} from {p}", [f"{p} - {u}"], "sub_swap", f"{u} - {p}", lambda e: e[p] - e[u],
+        return (f"{p} minus {u}", [f"{p} - {u}"], "sub_swap", f"{u} - {p}", lambda e: e[p] - e[u],
                 lambda e: e[u] - e[p])
     if op == "rsub":
-        return (f"subtract {p} from {u}", [f"{u} - {p}"], "sub_swap", f"{p} - {u}", lambda e: e[u] - e[p],
+        return (f"{u} minus {p}", [f"{u} - {p}"], "sub_swap", f"{p} - {u}", lambda e: e[u] - e[p],
                 lambda e: e[p] - e[u])
     if op == "mul":
         c = str(rng.randint(2, 5))
-        return (f"multiply {p} by {c}", [f"{p} * {c}", f"{c} * {p}"], "stale_var" if stale else None,
+        return (f"{p} times {c}", [f"{p} * {c}", f"{c} * {p}"], "stale_var" if stale else None,
                 f"{stale} * {c}", lambda e: e[p] * e[c], lambda e: e[stale] * e[c])
     w = str(rng.randint(1, 9))
-    return (f"multiply {p} by the sum of {u} and {w}", [f"{p} * ({u} + {w})", f"({u} + {w}) * {p}"],
+    return (f"{p} times ({u} plus {w})", [f"{p} * ({u} + {w})", f"({u} + {w}) * {p}"],
             "missing_parens", f"{p} * {u} + {w}", lambda e: e[p] * (e[u] + e[w]), lambda e: e[p] * e[u] + e[w])
 
 
 def _demo_task(rng, task_id, planted):
     """One demo task, or None when its tests would not tell every line's mistake apart."""
-    args = sorted(rng.sample(["a", "b", "c"], rng.randint(1, 3)))
+    args = ["a", "b"]
     n = rng.randint(1, DEMO_MAX_STEPS)
     steps = [_demo_step(rng, k, f"x{k - 1}" if k > 1 else rng.choice(args), args) for k in range(1, n + 1)]
     # hidden test inputs, drawn until every multiplied factor is non-zero (no step can be dead)
@@ -133,7 +138,7 @@ def _demo_task(rng, task_id, planted):
             old = env.get(f"x{k - 1}", None)
             differs.append(bool(kind) and wrong_fn(env) != fn(env))
             env[f"x{k}"] = fn(env)
-            if "multiply" in words and (old == 0 or env[f"x{k}"] == 0):
+            if "times" in words and (old == 0 or env[f"x{k}"] == 0):
                 ok = False
         if ok:
             tests.append(env)

@@ -24,14 +24,19 @@ def test_pass_at_k_matches_the_combinatorial_formula():
     assert evaluate.pass_at_k(10, 3, 1) == pytest.approx(0.3)
 
 
+def P(sub_swap, missing_parens, stale_var):
+    """A sandbox.planted_mistakes result: [times made, times possible] per kind."""
+    return {"sub_swap": [sub_swap, 2], "missing_parens": [missing_parens, 2], "stale_var": [stale_var, 2]}
+
+
 def test_compute_metrics_on_fixed_fake_samples():
     results = [
         {"greedy": True, "samples": [True, False, False, False], "tokens": [10, 50, 80, 120], "n_steps": 2,
-         "planted": [[], ["sub_swap"], ["sub_swap", "stale_var"], []]},
+         "planted": [P(0, 0, 0), P(1, 0, 0), P(1, 0, 1), P(0, 0, 0)]},
         {"greedy": False, "samples": [False] * 4, "tokens": [30] * 4, "n_steps": 2,
-         "planted": [[], [], [], ["missing_parens"]]},
+         "planted": [P(0, 0, 0), P(0, 0, 0), P(0, 0, 0), P(0, 1, 0)]},
         {"greedy": True, "samples": [True, True, True, False], "tokens": [45, 45, 100, 150], "n_steps": 5,
-         "planted": [[], [], [], ["sub_swap"]]},
+         "planted": [P(0, 0, 0), P(0, 0, 0), P(0, 0, 0), P(1, 0, 0)]},
     ]
     m = evaluate.compute_metrics(results, [40, 70, 100])
     assert m["problems"] == 3 and m["n"] == 4
@@ -46,16 +51,9 @@ def test_compute_metrics_on_fixed_fake_samples():
     assert list(m["by_tokens"]) == ["<40", "40-70", "70-100", ">=100"]
     assert m["by_steps"] == {2: {"greedy_pass@1": 0.5, "pass@1": 0.125, "problems": 2},
                              5: {"greedy_pass@1": 1.0, "pass@1": 0.75, "problems": 1}}
-    assert m["planted"] == pytest.approx({"missing_parens": 1 / 12, "stale_var": 1 / 12, "sub_swap": 3 / 12,
+    # each response could have made each mistake twice (P's second numbers): 24 chances per kind
+    assert m["planted"] == pytest.approx({"missing_parens": 1 / 24, "stale_var": 1 / 24, "sub_swap": 3 / 24,
                                           "failures_with_a_planted_kind": 4 / 8})
-
-
-def test_demo_mistakes_finds_exactly_the_planted_kinds():
-    train = sandbox.load_problems("demo", "train")[:500]
-    assert sum(len(p.meta["planted"]) for p in train) > 300
-    for p in train:
-        assert sorted(evaluate.demo_mistakes(p.prompt, p.meta["flawed_solution"])) == sorted(k for _, k in p.meta["planted"])
-        assert evaluate.demo_mistakes(p.prompt, p.solution) == []
 
 
 def test_cut_at_stop():
