@@ -44,7 +44,7 @@ class Args:
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (1.0: the policy's own distribution, as RL samples it)"})
     max_new_tokens: int = field(default=256, metadata={"help": "longest response, in tokens"})
     batch_size: int = field(default=64, metadata={"help": "sequences per generate call"})
-    length_edges: str = field(default="", metadata={"help": "token-length bucket edges, e.g. 50,100,200 (empty: 50,100,200; demo: 40,70,100)"})
+    length_edges: str = field(default="", metadata={"help": "token-length bucket edges, e.g. 50,100,200 (empty: 50,100,200; demo: 30,45,60)"})
     oracle: bool = field(default=False, metadata={"help": "judge the reference solutions instead of a model (a check of the harness)"})
     seed: int = field(default=1, metadata={"help": "sampling seed (same seed, same samples on CPU)"})
     out: str = field(default="runs/eval", metadata={"help": "output folder: eval.json, bestofk.png, by_length.png"})
@@ -253,7 +253,7 @@ def main():
             if not os.path.exists(name) and (name.startswith((".", "/", "~", "runs/")) or name.count("/") != 1):
                 raise SystemExit(f"evaluate.py: {name}: no such checkpoint folder")
     edges = [int(e) for e in args.length_edges.split(",")] if args.length_edges else (
-        [40, 70, 100] if args.dataset == "demo" else [50, 100, 200])
+        [30, 45, 60] if args.dataset == "demo" else [50, 100, 200])
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "eval.json")
     report = {}

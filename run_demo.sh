@@ -37,5 +37,5 @@ stage "4. PSGPO: PPO from the SFT policy with the PRM as dense reward and value 
 [ -d "$(last $R/psgpo)" ] || python train_psgpo.py --policy $R/sft --prm $R/prm --dense_reward true --value_init prm --out $R/psgpo $PPO
 
 stage "5. Evaluate SFT, the baseline and PSGPO on the held-out demo tasks"
-[ -f $R/eval/eval.json ] || python evaluate.py --model $R/sft "$(last $R/baseline)" "$(last $R/psgpo)" --n 4 --out $R/eval
+[ -f $R/eval/by_length.png ] || python evaluate.py --model $R/sft "$(last $R/baseline)" "$(last $R/psgpo)" --n 4 --out $R/eval
 echo "plots: $R/eval/bestofk.png $R/eval/by_length.png"

@@ -30,7 +30,7 @@ def test_tokenizer_round_trips_and_pads_left(tok, demo_train):
     assert tok.eos_token == "<|endoftext|>" and tok.pad_token == "<|pad|>" and tok.pad_token_id != tok.eos_token_id
     assert tok.padding_side == "left"
     # whole words and variable names are single tokens
-    for word in (" multiply", " subtract", " x1", " x12", " return"):
+    for word in (" minus", " times", " plus", " x1", " x8", " return"):
         assert len(tok(word, add_special_tokens=False)["input_ids"]) == 1, word
     batch = tok(["def f(a):\n", "def f(a, b, c):\n"], padding=True)
     assert batch["attention_mask"][0][0] == 0 and batch["attention_mask"][0][-1] == 1
