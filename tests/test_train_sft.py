@@ -101,3 +101,17 @@ def test_bad_dataset_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["train_sft.py", "--model", str(tmp_path), "--out", str(tmp_path / "o")])
     with pytest.raises(SystemExit, match="not a checkpoint folder"):
         train_sft.main()
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_fine_tunes_a_given_model_on_a_benchmark(tmp_path, monkeypatch, tiny_policy, arch):
+    """--model PATH --dataset NAME: the path users take with a real Hugging Face model."""
+    out = str(tmp_path / "ft")
+    monkeypatch.setattr(sys, "argv", ["train_sft.py", "--model", tiny_policy(arch), "--dataset", "humaneval", "--split", "test",
+                                      "--max_problems", "8", "--steps", "3", "--batch_size", "4", "--warmup", "1",
+                                      "--gradient_checkpointing", "true", "--out", out])
+    train_sft.main()
+    before = AutoModelForCausalLM.from_pretrained(tiny_policy(arch))
+    after = AutoModelForCausalLM.from_pretrained(out)
+    assert any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))  # it trained
+    assert json.load(open(os.path.join(out, "sft_args.json")))["summary"]["steps"] == 3
