@@ -19,7 +19,6 @@ Metrics (all in `compute_metrics`, a pure function of the verdicts):
 Outputs under --out: eval.json (every number, every completion with its verdict), bestofk.png, by_length.png.
 """
 import json
-import math
 import os
 import re
 import sys

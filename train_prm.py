@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 from tqdm import tqdm
-from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer, HfArgumentParser, set_seed
+from transformers import AutoModelForTokenClassification, AutoTokenizer, HfArgumentParser, set_seed
 
 IGNORE = -100.0  # target on tokens that carry no label
 
