@@ -214,7 +214,12 @@ def main():
     value.to(device)
     if args.gradient_checkpointing:
         policy.gradient_checkpointing_enable(), value.gradient_checkpointing_enable()
-    policy.eval(), value.eval()  # dropout off: log-probs and values must agree between rollout and update
+    for model in (policy, value):  # no dropout: log-probs and values must agree between rollout and update
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+        if hasattr(model.config, "attention_dropout"):
+            model.config.attention_dropout = 0.0
     opts = [torch.optim.AdamW(policy.parameters(), lr=args.lr, eps=1e-5), torch.optim.AdamW(value.parameters(), lr=args.value_lr, eps=1e-5)]
     scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: min(1.0, (s + 1) / args.warmup)) for o in opts]  # linear warm-up
     if ckpts:  # resume exactly: optimizers, every RNG, the log so far
@@ -241,6 +246,7 @@ def main():
         tm = {}
         # 1. Rollout: one response per prompt, sampled with the KV cache from left-padded prompts
         t0 = time.time()
+        policy.eval(), value.eval()  # eval mode for the rollout: generate keeps its KV cache
         batch = rng.sample(problems, per_rank)
         prompts = [tok(p.prompt)["input_ids"] for p in batch]
         P = max(map(len, prompts))
@@ -314,6 +320,7 @@ def main():
         # 6. PPO epochs over minibatches
         t0 = time.time()
         stats = {k: [] for k in ("pg", "vf", "clipfrac", "approx_kl", "entropy", "exact_kl")}
+        policy.train(), value.train()  # train mode for the update (gradient checkpointing needs it)
         for _ in range(args.ppo_epochs):
             for idx in torch.randperm(len(batch), device=device).split(mb):
                 m, s, sm = rmask[idx], seq[idx], seq_mask[idx]

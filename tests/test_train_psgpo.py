@@ -112,7 +112,8 @@ def test_one_iteration_each_setting(monkeypatch, tmp_path, tiny_policy, tiny_prm
 
 
 def test_oracle_prm_as_dense_reward(monkeypatch, tmp_path, tiny_policy):
-    run(monkeypatch, "--policy", tiny_policy("gpt2"), "--prm", "oracle", "--value_init", "policy", "--out", tmp_path, *SMALL)
+    run(monkeypatch, "--policy", tiny_policy("gpt2"), "--prm", "oracle", "--value_init", "policy", "--out", tmp_path, *SMALL,
+        "--gradient_checkpointing", "true")
     (row,) = [json.loads(l) for l in open(tmp_path / "log.jsonl")]
     # a random policy writes no demo arithmetic: every line it writes is scored -1 (or it writes nothing)
     assert row["response/prm_negative_share"] == 1.0 or row["response/steps"] == 0
