@@ -237,6 +237,13 @@ def main():
             json.dump(asdict(args), f, indent=1)
         with open(os.path.join(args.out, "log.jsonl"), "w") as f:  # the log as of the checkpoint resumed from
             f.writelines(json.dumps(r) + "\n" for r in log_rows)
+    writer = None
+    if rank == 0:
+        try:  # TensorBoard when it is installed; log.jsonl always
+            from torch.utils.tensorboard import SummaryWriter
+            writer = SummaryWriter(args.out)
+        except ImportError:
+            pass
     stop = {"now": False}
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))  # Ctrl-C: finish the iteration, save, exit
     autocast = torch.autocast(device.split(":")[0], torch.bfloat16, enabled=args.bf16)
@@ -375,6 +382,9 @@ def main():
         if rank == 0:
             with open(os.path.join(args.out, "log.jsonl"), "a") as f:
                 f.write(json.dumps(row) + "\n")
+            for k, v in row.items():
+                if writer is not None and k != "iteration":
+                    writer.add_scalar(k, v, it + 1)
             bar.set_postfix(pass_rate=f"{row['train/pass_rate']:.2f}", kl=f"{row['charts/kl_per_seq']:.2f}", ent=f"{row['charts/entropy']:.2f}")
             if (it + 1) % args.save_every == 0 or it + 1 == args.iterations or stop["now"]:
                 save(args.out, it + 1, policy, value, tok, opts, scheds, rng, log_rows)
