@@ -37,12 +37,14 @@ class Args:
     max_prompts: int = field(default=80, metadata={"help": "label this many prompts (a seeded sample; -1 for all)"})
     n: int = field(default=2, metadata={"help": "responses per prompt per checkpoint"})
     k: int = field(default=20, metadata={"help": "completions per prefix check (best-of-K; the paper's K = 20)"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature for responses and prefix completions"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the responses (the policy's own distribution, as RL samples it)"})
+    prefix_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the K completions of a prefix (the paper leaves it open)"})
     max_new_tokens: int = field(default=160, metadata={"help": "longest response in tokens"})
     batch_size: int = field(default=256, metadata={"help": "sequences per generate call"})
     chunk: int = field(default=50, metadata={"help": "prompts per unit of work; rows are written after each"})
     select: str = field(default="revised_only", metadata={"help": "data selection (paper Table 2): full | remove_hard | medium_only | revised_only"})
     max_passing: int = field(default=-1, metadata={"help": "with revised_only: passing responses kept per kept prompt (-1: all)"})
+    neutral_comments: bool = field(default=True, metadata={"help": "label comment lines 0 (the paper's neutral labeling); false: a comment takes its prefix's label (shows the comment hack)"})
     workers: int = field(default=2, metadata={"help": "judge worker processes"})
     timeout: float = field(default=3.0, metadata={"help": "seconds per program"})
     device: str = field(default="cpu", metadata={"help": "cpu | cuda"})
@@ -81,16 +83,17 @@ def ask(known):
     return prefix_ok
 
 
-def step_labels(steps, passed, correct):
+def step_labels(steps, passed, correct, neutral_comments=True):
     """Paper section 3: +1 for code lines within the first `correct` code lines (all, if passed),
-    -1 for code lines after, 0 for comment lines."""
+    -1 for code lines after, 0 for comment lines (neutral labeling). Without neutral labeling a comment
+    gets the label of the prefix it ends: a comment adds no code, so that is the preceding code's."""
     labels, seen = [], 0
     for _, _, is_comment in steps:
-        if is_comment:
+        if is_comment and neutral_comments:
             labels.append(0)
-        else:
-            seen += 1
-            labels.append(1 if passed or seen <= correct else -1)
+            continue
+        seen += not is_comment
+        labels.append(1 if passed or seen <= correct else -1)
     return labels
 
 
@@ -115,7 +118,7 @@ def select_rows(rows, how, max_passing=-1):
 
 
 @torch.no_grad()
-def sample(model, tok, inputs, n, args, desc):
+def sample(model, tok, inputs, n, temperature, args, desc):
     """n sampled continuations (text) of each token-id list in `inputs`, cut at EOS; batched with
     left padding, so every row's new tokens start at the same column."""
     jobs = sorted(((i, j) for i in range(len(inputs)) for j in range(n)), key=lambda ij: len(inputs[ij[0]]))
@@ -126,7 +129,7 @@ def sample(model, tok, inputs, n, args, desc):
         ids = torch.tensor([[tok.pad_token_id] * (width - len(inputs[i])) + inputs[i] for i, _ in batch])
         mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(inputs[i]) for i, _ in batch])[:, None]).long()
         gen = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), do_sample=True,
-                             temperature=args.temperature, top_k=0, top_p=1.0, max_new_tokens=args.max_new_tokens,
+                             temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=args.max_new_tokens,
                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         for (i, j), row in zip(batch, gen[:, width:].tolist()):
             out[i][j] = tok.decode(row, skip_special_tokens=True)
@@ -145,7 +148,7 @@ def label_chunk(model, tok, problems, args, timing):
     check_many call. Returns the rows."""
     prompt_ids = [tok(p.prompt)["input_ids"] for p in problems]  # with special tokens (a bos), as in SFT
     t = time.time()
-    responses = [[cut(r, p.stop) for r in rs] for p, rs in zip(problems, sample(model, tok, prompt_ids, args.n, args, "sample"))]
+    responses = [[cut(r, p.stop) for r in rs] for p, rs in zip(problems, sample(model, tok, prompt_ids, args.n, args.temperature, args, "sample"))]
     timing["sample"] += time.time() - t
     rows = []
     for i, p in enumerate(problems):
@@ -181,7 +184,7 @@ def label_chunk(model, tok, problems, args, timing):
             prefixes.append(r["response"][:enc["offset_mapping"][keep - 1][1]] if keep else "")
             inputs.append(prompt_ids[r["_i"]] + enc["input_ids"][:keep])
         t = time.time()
-        conts = sample(model, tok, inputs, args.k, args, f"prefixes x{args.k}")
+        conts = sample(model, tok, inputs, args.k, args.prefix_temperature, args, f"prefixes x{args.k}")
         timing["sample"] += time.time() - t
         t = time.time()
         items = [(problems[r["_i"]], cut(pre + c, problems[r["_i"]].stop)) for (r, _), pre, cs in zip(pending, prefixes, conts) for c in cs]
@@ -198,6 +201,8 @@ def label_chunk(model, tok, problems, args, timing):
         r["steps"] = [list(s) for s in steps]
         r["labels"] = step_labels(steps, r["passed"], r["correct_steps"])
         r["first_error"] = next((m for m, l in enumerate(r["labels"]) if l == -1), None)
+        if "inputs" in problems[r["_i"]].meta:  # demo: the exact step scorer, to measure the labels' noise
+            r["oracle"] = sandbox.oracle_step_scores(problems[r["_i"]], r["response"])
         for key in [k for k in r if k.startswith("_")]:
             del r[key]
     return rows
@@ -218,7 +223,21 @@ def summarize(rows, timing, k):
         # the search's bound, ceil(log2(n + 1)) for n searched prefixes; must never be exceeded
         "max_checks_minus_bound": max([r["checks"] - n.bit_length() for r, n in zip(fail, searched)] or [0]),
         "seconds_sampling": timing["sample"], "seconds_judging": timing["judge"],
-    }
+    } | oracle_agreement(rows)
+
+
+def oracle_agreement(rows):
+    """Demo only: how the search's code-line labels compare with the exact step scorer. Best-of-K can
+    only err one way on the demo (no wrong line is recoverable): a correct prefix none of whose K
+    completions passes is labeled -1."""
+    pairs = [(l, o) for r in rows if "oracle" in r for l, o, s in zip(r["labels"], r["oracle"], r["steps"]) if not s[2]]
+    if not pairs:
+        return {}
+    correct = [l for l, o in pairs if o > 0]
+    wrong = [l for l, o in pairs if o < 0]
+    return {"labels_agree_with_oracle": sum(l == o for l, o in pairs) / len(pairs),
+            "correct_lines_labeled_-1": sum(l < 0 for l in correct) / max(1, len(correct)),
+            "wrong_lines_labeled_+1": sum(l > 0 for l in wrong) / max(1, len(wrong))}
 
 
 def main():
@@ -258,10 +277,13 @@ def main():
     with open(rows_path) as f:
         rows = [r for r in map(json.loads, f) if r["policy"] in args.policy]
     kept = select_rows(rows, args.select, args.max_passing)
+    if not args.neutral_comments:  # relabel comments from the search's result (the search is the same)
+        kept = [r | {"labels": step_labels(r["steps"], r["passed"], r["correct_steps"], False)} for r in kept]
     with open(os.path.join(args.out, "labels.jsonl"), "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in kept)
-    summary = summarize(rows, timing, args.k) | {"select": args.select, "kept_rows": len(kept),
-                                         "kept_passing": sum(r["passed"] for r in kept), "k": args.k}
+    summary = summarize(rows, timing, args.k) | {"select": args.select, "max_passing": args.max_passing, "kept_rows": len(kept),
+                                         "kept_passing": sum(r["passed"] for r in kept), "k": args.k,
+                                         "neutral_comments": args.neutral_comments}
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     print("\n| metric | value |\n|---|---|")

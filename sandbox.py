@@ -247,16 +247,16 @@ def oracle_step_scores(problem, response):
 
 
 def _demo(split):
-    """The demo split, deterministic from DEMO_SEED; train excludes every test prompt."""
+    """The demo split, deterministic from DEMO_SEED. Test prompts are distinct; train excludes every test
+    prompt but may repeat its own: there are only a few hundred one-step tasks, and a train split without
+    repeats would hold few of them, so that its lengths, and its pass rates, would differ from the test's."""
     if split not in DEMO_SIZES:
         raise DataError(f"demo: unknown split {split!r} (choose from {sorted(DEMO_SIZES)})")
-    seen = set()
-    if split == "train":
-        seen = {p.prompt for p in _demo("test")}
-    rng, out = random.Random(f"demo-{split}-{DEMO_SEED}"), []
+    test = {p.prompt for p in _demo("test")} if split == "train" else set()
+    rng, out, seen = random.Random(f"demo-{split}-{DEMO_SEED}"), [], set()
     while len(out) < DEMO_SIZES[split]:
         p = _demo_task(rng, f"demo/{split}/{len(out)}", planted=split == "train")
-        if p is not None and p.prompt not in seen:
+        if p is not None and p.prompt not in test and (split == "train" or p.prompt not in seen):
             seen.add(p.prompt)
             out.append(p)
     return out

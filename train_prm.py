@@ -164,7 +164,8 @@ def main():
     folder = os.path.isdir(args.data)
     train_rows = read_rows(os.path.join(args.data, "labels.jsonl") if folder else args.data)
     all_rows = read_rows(os.path.join(args.data, "rows.jsonl")) if folder and os.path.exists(os.path.join(args.data, "rows.jsonl")) else train_rows
-    held = lambda r: zlib.crc32(f"{args.seed}/{r['task_id']}".encode()) % 10000 < args.holdout * 10000
+    # held out by prompt text, not task id: the demo's train split repeats a few short prompts
+    held = lambda r: zlib.crc32(f"{args.seed}/{r['prompt']}".encode()) % 10000 < args.holdout * 10000  # noqa: E731
     train = [r for r in train_rows if not held(r)]
     test = [r for r in all_rows if held(r)]
     if not os.path.exists(os.path.join(args.init, "config.json")):
@@ -172,7 +173,7 @@ def main():
     tok = AutoTokenizer.from_pretrained(args.init)
     if not tok.is_fast:
         raise SystemExit(f"train_prm.py: {args.init}: needs a fast tokenizer (character offsets map lines to tokens)")
-    model = AutoModelForTokenClassification.from_pretrained(args.init, num_labels=1).to(args.device)
+    model = AutoModelForTokenClassification.from_pretrained(args.init, num_labels=1, dtype=torch.float32).to(args.device)  # fp32 weights; --bf16 autocasts
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     examples = [e[:2] for e in (prm_example(tok, r) for r in train) if len(e[0]) <= args.max_len]

@@ -144,7 +144,7 @@ def token_logp(model, seq, mask, P, temperature):
     return torch.gather(F.log_softmax(logits, -1), 2, seq[:, P:, None])[..., 0]
 
 
-def load_token_model(path, what):
+def load_token_model(path, what, dtype):
     config = os.path.join(path, "config.json")
     if not os.path.exists(config):
         raise SystemExit(f"train_psgpo.py: {path}: not a checkpoint folder (no config.json)")
@@ -152,7 +152,7 @@ def load_token_model(path, what):
         cfg = json.load(f)
     if not any(a.endswith("ForTokenClassification") for a in cfg.get("architectures") or []) or cfg.get("num_labels", len(cfg.get("id2label", {}))) != 1:
         raise SystemExit(f"train_psgpo.py: {path}: {what} must be a token-classification model with one output (train_prm.py writes one)")
-    return AutoModelForTokenClassification.from_pretrained(path)
+    return AutoModelForTokenClassification.from_pretrained(path, dtype=dtype)
 
 
 def save(out, it, policy, value, tok, opts, scheds, rng, log_rows):
@@ -200,17 +200,20 @@ def main():
     if tok.pad_token_id is None or tok.eos_token_id is None:
         raise SystemExit(f"train_psgpo.py: {src}: the tokenizer needs a pad and an eos token")
     tok.padding_side = "left"
-    policy = AutoModelForCausalLM.from_pretrained(src).to(device)
-    ref = AutoModelForCausalLM.from_pretrained(args.policy).to(device).eval().requires_grad_(False)
-    prm = load_token_model(args.prm, "--prm").to(device).eval().requires_grad_(False) if args.dense_reward and not oracle else None
+    # trained models keep fp32 weights (--bf16 autocasts their forward passes: bf16 weights would round small
+    # AdamW updates away); the frozen reference and PRM may be stored in bf16
+    frozen = torch.bfloat16 if args.bf16 else torch.float32
+    policy = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).to(device)
+    ref = AutoModelForCausalLM.from_pretrained(args.policy, dtype=frozen).to(device).eval().requires_grad_(False)
+    prm = load_token_model(args.prm, "--prm", frozen).to(device).eval().requires_grad_(False) if args.dense_reward and not oracle else None
     if needs_prm and AutoTokenizer.from_pretrained(args.prm).get_vocab() != tok.get_vocab():
         raise SystemExit(f"train_psgpo.py: {args.prm} and {args.policy} have different tokenizers; train the PRM from this policy")
     if ckpts:
-        value = AutoModelForTokenClassification.from_pretrained(os.path.join(src, "value"))
+        value = AutoModelForTokenClassification.from_pretrained(os.path.join(src, "value"), dtype=torch.float32)
     elif args.value_init == "prm":
-        value = load_token_model(args.prm, "--prm")
+        value = load_token_model(args.prm, "--prm", torch.float32)
     else:
-        value = AutoModelForTokenClassification.from_pretrained(args.policy, num_labels=1)
+        value = AutoModelForTokenClassification.from_pretrained(args.policy, num_labels=1, dtype=torch.float32)
     value.to(device)
     if args.gradient_checkpointing:
         policy.gradient_checkpointing_enable(), value.gradient_checkpointing_enable()

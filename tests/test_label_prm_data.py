@@ -36,6 +36,20 @@ def test_step_labels():
     assert lp.step_labels(steps, passed=True, correct=3) == [1, 0, 1, 1, 0]
     assert lp.step_labels(steps, passed=False, correct=1) == [1, 0, -1, -1, 0]
     assert lp.step_labels(steps, passed=False, correct=0) == [-1, 0, -1, -1, 0]
+    # without neutral labeling a comment takes the label of the code before it (the hack's labels)
+    assert lp.step_labels(steps, passed=False, correct=1, neutral_comments=False) == [1, 1, -1, -1, -1]
+    assert lp.step_labels(steps, passed=True, correct=3, neutral_comments=False) == [1, 1, 1, 1, 1]
+    first_comment = [(0, 3, True), (3, 8, False)]
+    assert lp.step_labels(first_comment, passed=False, correct=0, neutral_comments=False) == [1, -1]
+
+
+def test_oracle_agreement():
+    rows = [{"steps": [[0, 1, False], [1, 2, True], [2, 3, False], [3, 4, False]], "labels": [1, 0, -1, -1], "oracle": [1, 0, 1, -1]},
+            {"steps": [[0, 1, False]], "labels": [1], "oracle": [-1]},
+            {"steps": [[0, 1, False]], "labels": [1]}]  # not a demo task: no oracle, not counted
+    m = lp.oracle_agreement(rows)  # code lines: (1, 1) (-1, 1) (-1, -1) (1, -1)
+    assert m == {"labels_agree_with_oracle": 0.5, "correct_lines_labeled_-1": 0.5, "wrong_lines_labeled_+1": 0.5}
+    assert lp.oracle_agreement(rows[2:]) == {}
 
 
 def test_select_rows():
@@ -67,7 +81,7 @@ def test_batched_search_finds_the_planted_line(monkeypatch, tiny_tokenizer):
         expected.append(code.index(wrong))  # correct code lines before it
     calls = {"n": 0}
 
-    def fake_sample(model, tok_, inputs, n, args, desc):
+    def fake_sample(model, tok_, inputs, n, temperature, args, desc):
         calls["n"] += 1
         if calls["n"] == 1:
             return [[r] * n for r in responses]
@@ -79,7 +93,7 @@ def test_batched_search_finds_the_planted_line(monkeypatch, tiny_tokenizer):
             out.append([p.solution[len(prefix):] if p.solution.startswith(prefix) else "    return 0\n"] * n)
         return out
     monkeypatch.setattr(lp, "sample", fake_sample)
-    args = SimpleNamespace(n=1, k=3, workers=2, timeout=3.0, current="fake")
+    args = SimpleNamespace(n=1, k=3, workers=2, timeout=3.0, current="fake", temperature=1.0, prefix_temperature=1.0)
     rows = lp.label_chunk(None, tok, problems, args, {"sample": 0.0, "judge": 0.0})
     assert [r["correct_steps"] for r in rows] == expected
     for r in rows:
@@ -103,6 +117,9 @@ def test_script_end_to_end_and_resume(tmp_path, tiny_policy, arch):
         assert len(r["labels"]) == len(r["steps"]) == len(sandbox.split_steps(r["response"]))
     summary = json.load(open(tmp_path / "summary.json"))
     assert summary["responses"] == 6 and summary["max_checks_minus_bound"] <= 0
+    problems = {p.task_id: p for p in sandbox.load_problems("demo", "train")}
+    for r in rows:  # demo tasks: the exact step scorer beside the labels
+        assert r["oracle"] == sandbox.oracle_step_scores(problems[r["task_id"]], r["response"])
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=lp.__file__.rsplit("/", 1)[0])
     assert again.returncode == 0 and len(open(tmp_path / "rows.jsonl").readlines()) == 6  # resumed: nothing new
 

@@ -34,8 +34,11 @@ def test_humaneval_offline():
 
 def test_demo_deterministic_distinct_and_disjoint(demo_train, demo_test):
     assert len(demo_test) >= 1000 and len(demo_train) >= 5000
-    assert len({p.prompt for p in demo_train}) == len(demo_train)
+    assert len({p.prompt for p in demo_test}) == len(demo_test)
     assert not {p.prompt for p in demo_train} & {p.prompt for p in demo_test}
+    for n in range(2, sandbox.DEMO_MAX_STEPS + 2):  # the same task lengths in both splits (one-step tasks repeat in train)
+        share = lambda ps: sum(p.meta["n_steps"] == n for p in ps) / len(ps)  # noqa: E731
+        assert abs(share(demo_train) - share(demo_test)) < 0.03, n
     again = sandbox._demo("test")
     assert [(p.prompt, p.solution, p.test) for p in again] == [(p.prompt, p.solution, p.test) for p in demo_test]
     steps = [p.meta["n_steps"] - 1 for p in demo_test]

@@ -120,6 +120,18 @@ def test_oracle_prm_as_dense_reward(monkeypatch, tmp_path, tiny_policy):
     assert row["rewards/dense"] < 0
 
 
+def test_trained_models_keep_fp32_weights(monkeypatch, tmp_path, tiny_policy):
+    """A bf16 checkpoint (as most hub models are stored) is trained with fp32 weights, not in pure bf16."""
+    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
+    bf16 = tmp_path / "bf16-policy"
+    AutoModelForCausalLM.from_pretrained(tiny_policy("gpt2"), dtype=torch.bfloat16).save_pretrained(bf16)
+    AutoTokenizer.from_pretrained(tiny_policy("gpt2")).save_pretrained(bf16)
+    run(monkeypatch, "--policy", bf16, "--dense_reward", "false", "--value_init", "policy", "--out", tmp_path / "o", *SMALL)
+    policy = AutoModelForCausalLM.from_pretrained(tmp_path / "o" / "ckpt-0001", dtype="auto")
+    value = AutoModelForTokenClassification.from_pretrained(tmp_path / "o" / "ckpt-0001" / "value", dtype="auto")
+    assert next(policy.parameters()).dtype == next(value.parameters()).dtype == torch.float32
+
+
 def test_resume_continues_exactly(monkeypatch, tmp_path, tiny_policy, tiny_prm):
     common = ["--policy", tiny_policy("gpt2"), "--prm", tiny_prm("gpt2"), "--save_every", 1, *SMALL[:-4], "--warmup", 1]
     run(monkeypatch, *common, "--out", tmp_path / "a", "--iterations", 2)

@@ -1,0 +1,211 @@
+"""The paper's ablation in miniature (v1 Table 1, Figures 3-4): the four ways of using the PRM in PPO,
+from the same SFT policy and PRM, over several seeds, plus the two runs that show the reward hacks
+(paper 4.1) and a perfect step scorer as the PRM's ceiling.
+
+    bash run_demo.sh                          # first: runs/sft, runs/prm_data, runs/prm
+    python experiments/ablation.py            # -> runs/ablation/results.md and *.png
+    python experiments/ablation.py --device cuda --parallel 6      # on a GPU: runs side by side
+
+Settings (train_psgpo.py flags; the PRM is runs/prm unless said):
+  sparse          --dense_reward false --value_init policy    the RL baseline, unit-test reward only
+  value_init      --dense_reward false --value_init prm       the PRM starts the critic
+  dense           --dense_reward true  --value_init policy    the PRM's line rewards (Eq. 3)
+  both            --dense_reward true  --value_init prm       PSGPO
+  oracle          --dense_reward true  --prm oracle           sandbox's exact step scorer as the dense reward
+  no_length_norm  both, --length_norm false                   the hack that 1/T guards against
+  no_neutral      both, PRM trained with comments labeled like code   the hack neutral labels guard against
+Every command is printed before it runs, and a re-run skips the runs and evaluations already done.
+Each run is evaluated on the demo test split (evaluate.py); results.md holds the Table 1 analogue
+(mean +- std over seeds), results.json every number, and the plots: bestofk.png (Figure 3),
+gain_by_steps.png (Figure 4), training.png (training pass rate, planted-mistake rates) and hacks.png
+(lines per response and share of comment lines).
+"""
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+from transformers import HfArgumentParser
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, HERE)
+from label_prm_data import step_labels  # noqa: E402
+SETTINGS = {
+    "sparse": "--dense_reward false --value_init policy",
+    "value_init": "--dense_reward false --value_init prm --prm {prm}",
+    "dense": "--dense_reward true --value_init policy --prm {prm}",
+    "both": "--dense_reward true --value_init prm --prm {prm}",
+    "oracle": "--dense_reward true --value_init policy --prm oracle",
+    "no_length_norm": "--dense_reward true --value_init prm --prm {prm} --length_norm false",
+    "no_neutral": "--dense_reward true --value_init prm --prm {out}/prm_no_neutral",
+}
+
+
+@dataclass
+class Args:
+    runs: str = field(default="runs", metadata={"help": "run_demo.sh's folder: sft/, prm_data/, prm/ are read from it"})
+    out: str = field(default="runs/ablation", metadata={"help": "output folder: one folder per run, eval/, results.md, plots"})
+    settings: list[str] = field(default_factory=lambda: ["sparse", "value_init", "dense", "both", "oracle"], metadata={"help": "settings run for every seed"})
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "seeds of every setting"})
+    hacks: list[str] = field(default_factory=lambda: ["no_length_norm", "no_neutral"], metadata={"help": "settings run once (first seed), beside `both`"})
+    iterations: int = field(default=40, metadata={"help": "PPO iterations per run"})
+    ppo: str = field(default="--kl_coef 0 --kl_loss_coef 0.25", metadata={"help": "train_psgpo.py flags shared by every run (run_demo.sh's)"})
+    evaluate: str = field(default="--n 8", metadata={"help": "evaluate.py flags for every policy (demo test split)"})
+    device: str = field(default="cpu", metadata={"help": "cpu | cuda"})
+    parallel: int = field(default=1, metadata={"help": "runs at once (CPU: the cores are shared among them)"})
+
+
+def run(cmd, log, threads):
+    """Run one stage command (printed first), its output to `log`; one clear line if it fails."""
+    print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+    env = os.environ | {"OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    with open(log, "a") as f:
+        if subprocess.run(cmd, cwd=HERE, stdout=f, stderr=subprocess.STDOUT, env=env).returncode:
+            raise SystemExit(f"ablation.py: failed: {' '.join(cmd)} (see {log})")
+
+
+def mean_std(xs):
+    return f"{100 * np.mean(xs):.1f} +- {100 * np.std(xs):.1f}" if len(xs) > 1 else f"{100 * xs[0]:.1f}"
+
+
+def smooth(x, w=5):
+    return np.convolve(x, np.ones(w) / w, mode="valid")
+
+
+def curves(logs, key):
+    """Mean over seeds of a logged metric, smoothed over 5 iterations: x, y."""
+    y = np.mean([[row[key] for row in log] for log in logs], axis=0)
+    return np.arange(len(smooth(y))) + 5, smooth(y)
+
+
+def plots(out, evals, logs, sft_eval, seeds):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    main = [s for s in evals if len(evals[s]) == len(seeds)]
+    fig, ax = plt.subplots(figsize=(5.5, 4))  # Figure 3: best-of-K, mean over seeds
+    for s in ["sft"] + main:
+        ms = [sft_eval] if s == "sft" else evals[s]
+        y = np.mean([m["best_of_k"] for m in ms], axis=0)
+        ax.plot(range(1, len(y) + 1), 100 * y, marker="o", label=s)
+    ax.set(xlabel="K (samples)", ylabel="% test tasks solved within K", title="best-of-K (Figure 3)")
+    ax.legend(), ax.grid(alpha=0.3), fig.tight_layout(), fig.savefig(os.path.join(out, "bestofk.png"), dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5.5, 4))  # Figure 4: pass@1 gain over the baseline, by task length
+    steps = list(evals["sparse"][0]["by_steps"])
+    base = np.mean([[m["by_steps"][k]["pass@1"] for k in steps] for m in evals["sparse"]], axis=0)
+    for s in [s for s in main if s != "sparse"]:
+        y = np.mean([[m["by_steps"][k]["pass@1"] for k in steps] for m in evals[s]], axis=0)
+        ax.plot(steps, 100 * (y - base), marker="o", label=f"{s} - sparse")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set(xlabel="lines in the reference (steps + return)", ylabel="pass@1 difference (points)", title="gain by length (Figure 4)")
+    ax.legend(), ax.grid(alpha=0.3), fig.tight_layout(), fig.savefig(os.path.join(out, "gain_by_steps.png"), dpi=100)
+    plt.close(fig)
+    keys = ["train/pass_rate"] + [k for k in logs["sparse"][0][0] if k.startswith("planted/")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.8))
+    for ax, key in zip(axes, keys):  # training curves: exploration (pass rate) and credit assignment (planted)
+        for s in main:
+            ax.plot(*curves(logs[s], key), label=s)
+        ax.set(xlabel="iteration", ylabel=key, title=f"{key} (mean over seeds, 5-iter mean)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(), fig.tight_layout(), fig.savefig(os.path.join(out, "training.png"), dpi=100)
+    plt.close(fig)
+    hacks = [s for s in ("both", "no_length_norm", "no_neutral") if s in logs]
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.8))
+    for ax, key in zip(axes, ("response/steps", "response/comment_share", "train/pass_rate")):
+        for s in hacks:
+            ax.plot(*curves(logs[s][:1], key), label=s)  # the first seed: the hacks run once
+        ax.set(xlabel="iteration", ylabel=key, title=key), ax.grid(alpha=0.3)
+    axes[0].legend(), fig.tight_layout(), fig.savefig(os.path.join(out, "hacks.png"), dpi=100)
+    plt.close(fig)
+
+
+def main():
+    args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
+    py, R, O = sys.executable, args.runs, args.out
+    for need in ("sft/config.json", "prm/config.json", "prm_data/rows.jsonl", "prm_data/labels.jsonl"):
+        if not os.path.exists(os.path.join(R, need)):
+            raise SystemExit(f"ablation.py: {R}/{need} is missing: run `bash run_demo.sh` first (or pass --runs)")
+    unknown = [s for s in args.settings + args.hacks if s not in SETTINGS]
+    if unknown or "sparse" not in args.settings:
+        raise SystemExit(f"ablation.py: settings must include sparse and come from {', '.join(SETTINGS)}; not {unknown}")
+    os.makedirs(O, exist_ok=True)
+    threads = max(1, (os.cpu_count() or 2) // args.parallel) if args.device == "cpu" else 4
+    t_start = time.time()
+
+    if "no_neutral" in args.hacks:  # the same labels with comments labeled like code: a PRM that pays for them
+        data = os.path.join(O, "prm_data_no_neutral")
+        if not os.path.exists(os.path.join(O, "prm_no_neutral", "metrics.json")):
+            os.makedirs(data, exist_ok=True)
+            shutil.copy(os.path.join(R, "prm_data", "rows.jsonl"), data)  # held-out rows, for train_prm's report
+            with open(os.path.join(R, "prm_data", "labels.jsonl")) as f:
+                rows = [json.loads(line) for line in f]
+            with open(os.path.join(data, "labels.jsonl"), "w") as f:
+                for r in rows:
+                    r["labels"] = step_labels(r["steps"], r["passed"], r["correct_steps"], neutral_comments=False)
+                    f.write(json.dumps(r) + "\n")
+            run([py, "train_prm.py", "--data", data, "--init", f"{R}/sft", "--out", f"{O}/prm_no_neutral", "--device", args.device],
+                os.path.join(O, "prm_no_neutral.log"), threads)
+
+    # 1. PPO runs: every setting x seed, and each hack once
+    jobs = [(s, seed) for s in args.settings for seed in args.seeds] + [(h, args.seeds[0]) for h in args.hacks]
+    final = lambda s, seed: os.path.join(O, f"{s}-s{seed}", f"ckpt-{args.iterations:04d}")  # noqa: E731
+
+    def ppo(job):
+        s, seed = job
+        if not os.path.exists(os.path.join(final(s, seed), "config.json")):
+            flags = SETTINGS[s].format(prm=f"{R}/prm", out=O).split() + args.ppo.split()
+            run([py, "train_psgpo.py", "--policy", f"{R}/sft", "--out", f"{O}/{s}-s{seed}", "--seed", str(seed), "--iterations",
+                 str(args.iterations), "--save_every", str(args.iterations), "--resume", "true", "--device", args.device, *flags],
+                os.path.join(O, f"{s}-s{seed}.log"), threads)
+
+    # 2. Every final policy (and the SFT policy) on the demo test split, each in its own folder
+    def evaluate(name_model):
+        name, model = name_model
+        if not os.path.exists(os.path.join(O, "eval", name, "eval.json")):
+            run([py, "evaluate.py", "--model", model, "--out", f"{O}/eval/{name}", "--device", args.device, "--threads", str(threads),
+                 *args.evaluate.split()], os.path.join(O, f"eval-{name}.log"), threads)
+    with ThreadPoolExecutor(args.parallel) as pool:
+        list(pool.map(ppo, jobs))
+        list(pool.map(evaluate, [("sft", f"{R}/sft")] + [(f"{s}-s{seed}", final(s, seed)) for s, seed in jobs]))
+
+    # 3. The Table 1 analogue, mean +- std over seeds; every number to results.json; the plots
+    metrics = lambda name: next(iter(json.load(open(os.path.join(O, "eval", name, "eval.json")))["models"].values()))["metrics"]  # noqa: E731
+    read_log = lambda s, seed: [json.loads(line) for line in open(os.path.join(O, f"{s}-s{seed}", "log.jsonl"))]  # noqa: E731
+    evals, logs = {}, {}
+    for s, seed in jobs:
+        evals.setdefault(s, []).append(metrics(f"{s}-s{seed}"))
+        logs.setdefault(s, []).append(read_log(s, seed))
+    sft = metrics("sft")
+    k = max((key for key in sft if key.startswith("pass@")), key=lambda key: int(key[5:]))  # the largest k evaluated
+    cols = ["greedy_pass@1", "pass@1", k]
+    lines = [f"| setting | seeds | greedy pass@1 | pass@1 | {k} | train pass rate, last 10 iters | planted mistakes (sub_swap / missing_parens / stale_var) |",
+             "|---|---|---|---|---|---|---|",
+             f"| SFT | - | {' | '.join(mean_std([sft[c]]) for c in cols)} | - | "
+             + " / ".join(f"{100 * sft['planted'][p]:.1f}" for p in ("sub_swap", "missing_parens", "stale_var")) + " |"]
+    for s in evals:
+        ms = evals[s]
+        train = [np.mean([row["train/pass_rate"] for row in log[-10:]]) for log in logs[s]]
+        lines.append(f"| {s} | {len(ms)} | {' | '.join(mean_std([m[c] for m in ms]) for c in cols)} | {mean_std(train)} | "
+                     + " / ".join(f"{100 * np.mean([m['planted'][p] for m in ms]):.1f}" for p in ("sub_swap", "missing_parens", "stale_var")) + " |")
+    hack_lines = ["| run | lines per response, first -> last 5 iters | comment share | train pass rate |", "|---|---|---|---|"]
+    for s in [s for s in ("both", "no_length_norm", "no_neutral") if s in logs]:
+        log = logs[s][0]
+        first_last = lambda key: f"{np.mean([r[key] for r in log[:5]]):.2f} -> {np.mean([r[key] for r in log[-5:]]):.2f}"  # noqa: E731
+        hack_lines.append(f"| {s} (seed {args.seeds[0]}) | {first_last('response/steps')} | {first_last('response/comment_share')} | {first_last('train/pass_rate')} |")
+    plots(O, evals, logs, sft, args.seeds)
+    report = "\n".join(lines) + "\n\nReward hacks (paper 4.1):\n\n" + "\n".join(hack_lines) + "\n"
+    open(os.path.join(O, "results.md"), "w").write(report)
+    json.dump({"args": vars(args), "eval": evals | {"sft": [sft]}, "minutes_this_call": (time.time() - t_start) / 60},
+              open(os.path.join(O, "results.json"), "w"), indent=1)
+    print("\n" + report + f"\nwrote {O}/results.md, results.json, bestofk.png, gain_by_steps.png, training.png, hacks.png")
+
+
+if __name__ == "__main__":
+    main()
