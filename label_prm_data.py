@@ -34,7 +34,7 @@ class Args:
     out: str = field(default="runs/prm_data", metadata={"help": "output folder (rows.jsonl, labels.jsonl, summary.json)"})
     dataset: str = field(default="demo", metadata={"help": "problem set: demo | humaneval | mbpp | livecodebench | a .jsonl path"})
     split: str = field(default="train", metadata={"help": "split of the problem set to label"})
-    max_prompts: int = field(default=80, metadata={"help": "label this many prompts (a seeded sample; -1 for all)"})
+    max_prompts: int = field(default=100, metadata={"help": "label this many prompts (a seeded sample; -1 for all)"})
     n: int = field(default=2, metadata={"help": "responses per prompt per checkpoint"})
     k: int = field(default=20, metadata={"help": "completions per prefix check (best-of-K; the paper's K = 20)"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the responses (the policy's own distribution, as RL samples it)"})

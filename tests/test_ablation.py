@@ -50,8 +50,11 @@ def test_ablation_end_to_end(tmp_path, tiny_policy):
     for png in ("bestofk.png", "gain_by_steps.png", "training.png", "hacks.png"):
         assert (out / png).stat().st_size > 0
     relabeled = [json.loads(line) for line in open(out / "prm_data_no_neutral" / "labels.jsonl")]
-    assert all(r["labels"][0] == 1 for r in relabeled)  # the comment line: 0 in runs/prm_data, +1 without neutral labels
-    assert [r["labels"][1:] for r in relabeled] == [r["labels"][1:] for r in rows]
+    for new, old in zip(relabeled, rows):  # comments: 0 in runs/prm_data, the label of the code before them here
+        assert new["labels"][0] == 1  # the leading comment ends a prefix with no code: correct
+        for (_, _, is_comment), a, b in zip(new["steps"], new["labels"], old["labels"]):
+            assert a == b if not is_comment else (b == 0 and a in (1, -1))
+    assert any(a == -1 for r in relabeled for s, a in zip(r["steps"], r["labels"]) if s[2])  # a comment after the wrong line
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
     assert again.returncode == 0 and "$ " not in again.stdout  # everything done: nothing re-run
 
