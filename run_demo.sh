@@ -27,7 +27,7 @@ stage "1. RL baseline: PPO with the unit-test reward only"
 [ -d "$(last $R/baseline)" ] || python train_psgpo.py --policy $R/sft --dense_reward false --value_init policy --out $R/baseline $PPO
 
 stage "2. PRM data: binary search from 4 checkpoints of the baseline run"
-[ -f $R/prm_data/summary.json ] || python label_prm_data.py --select full --out $R/prm_data --policy \
+[ -f $R/prm_data/summary.json ] || python label_prm_data.py --out $R/prm_data --policy \
   $(for i in 1 2 3 4; do printf '%s/ckpt-%04d ' $R/baseline $((i * EVERY)); done)
 
 stage "3. The PRM"

@@ -143,8 +143,7 @@ def load_policy(args, texts):
         raise SystemExit(f"train_sft.py: {args.model}: not a checkpoint folder (no config.json)")
     try:
         tok = AutoTokenizer.from_pretrained(args.model)
-        model = AutoModelForCausalLM.from_pretrained(
-            args.model, dtype=torch.bfloat16 if args.bf16 else torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)  # fp32 weights; --bf16 autocasts
     except (OSError, ValueError) as e:
         raise SystemExit(f"train_sft.py: cannot load {args.model!r} ({str(e).splitlines()[0][:200]})")
     if tok.eos_token_id is None:
