@@ -227,9 +227,9 @@ def summarize(rows, timing, k):
 
 
 def oracle_agreement(rows):
-    """Demo only: how the search's code-line labels compare with the exact step scorer. Best-of-K can
-    only err one way on the demo (no wrong line is recoverable): a correct prefix none of whose K
-    completions passes is labeled -1."""
+    """Demo only: how the search's code-line labels compare with the exact step scorer. Best-of-K errs
+    mostly one way on the demo: a correct prefix none of whose K completions passes is labeled -1 (a
+    wrong line is labeled +1 only when a completion repairs it by assigning its variable again)."""
     pairs = [(l, o) for r in rows if "oracle" in r for l, o, s in zip(r["labels"], r["oracle"], r["steps"]) if not s[2]]
     if not pairs:
         return {}

@@ -248,8 +248,8 @@ def oracle_step_scores(problem, response):
 
 def _demo(split):
     """The demo split, deterministic from DEMO_SEED. Test prompts are distinct; train excludes every test
-    prompt but may repeat its own: there are only a few hundred one-step tasks, and a train split without
-    repeats would hold few of them, so that its lengths, and its pass rates, would differ from the test's."""
+    prompt but may repeat its own: there are only about 230 distinct one-step tasks, so a train split
+    without repeats would hold few of them, and its lengths, and its pass rates, would differ from the test's."""
     if split not in DEMO_SIZES:
         raise DataError(f"demo: unknown split {split!r} (choose from {sorted(DEMO_SIZES)})")
     test = {p.prompt for p in _demo("test")} if split == "train" else set()
