@@ -102,8 +102,8 @@ def select_rows(rows, how, max_passing=-1):
     revised_only keeps prompts where a failing response has a correct prefix (first_error > 0): those
     responses, plus up to max_passing passing responses of the same prompt (-1: all)."""
     by_prompt = {}
-    for r in rows:
-        by_prompt.setdefault(r["task_id"], []).append(r)
+    for r in rows:  # by prompt text: the demo's train split repeats a few short prompts under other ids
+        by_prompt.setdefault(r["prompt"], []).append(r)
     keep = []
     for group in by_prompt.values():
         rate = sum(r["passed"] for r in group) / len(group)
@@ -230,12 +230,16 @@ def oracle_agreement(rows):
     """Demo only: how the search's code-line labels compare with the exact step scorer. Best-of-K errs
     mostly one way on the demo: a correct prefix none of whose K completions passes is labeled -1 (a
     wrong line is labeled +1 only when a completion repairs it by assigning its variable again)."""
-    pairs = [(l, o) for r in rows if "oracle" in r for l, o, s in zip(r["labels"], r["oracle"], r["steps"]) if not s[2]]
+    def code_lines(rs):
+        return [(l, o) for r in rs if "oracle" in r for l, o, s in zip(r["labels"], r["oracle"], r["steps"]) if not s[2]]
+    pairs = code_lines(rows)
     if not pairs:
         return {}
+    searched = code_lines([r for r in rows if not r["passed"]])  # passing responses agree by construction
     correct = [l for l, o in pairs if o > 0]
     wrong = [l for l, o in pairs if o < 0]
     return {"labels_agree_with_oracle": sum(l == o for l, o in pairs) / len(pairs),
+            "failing_labels_agree_with_oracle": sum(l == o for l, o in searched) / max(1, len(searched)),
             "correct_lines_labeled_-1": sum(l < 0 for l in correct) / max(1, len(correct)),
             "wrong_lines_labeled_+1": sum(l > 0 for l in wrong) / max(1, len(wrong))}
 
@@ -258,7 +262,12 @@ def main():
     if os.path.exists(rows_path):  # resume: skip (checkpoint, prompt) pairs already written
         with open(rows_path) as f:
             done = {(r["policy"], r["task_id"]) for r in map(json.loads, f)}
+    summary_path = os.path.join(args.out, "summary.json")
     timing = {"sample": 0.0, "judge": 0.0}
+    if done and os.path.exists(summary_path):  # resume: the time spent so far is part of the run's cost
+        with open(summary_path) as f:
+            old = json.load(f)
+        timing = {"sample": old["seconds_sampling"], "judge": old["seconds_judging"]}
     for path in args.policy:
         if not os.path.exists(os.path.join(path, "config.json")):
             raise SystemExit(f"label_prm_data.py: {path}: not a checkpoint folder (no config.json)")
@@ -284,7 +293,7 @@ def main():
     summary = summarize(rows, timing, args.k) | {"select": args.select, "max_passing": args.max_passing, "kept_rows": len(kept),
                                          "kept_passing": sum(r["passed"] for r in kept), "k": args.k,
                                          "neutral_comments": args.neutral_comments}
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
+    with open(summary_path, "w") as f:
         json.dump(summary, f, indent=1)
     print("\n| metric | value |\n|---|---|")
     for key, value in summary.items():

@@ -252,12 +252,13 @@ def _demo(split):
     without repeats would hold few of them, and its lengths, and its pass rates, would differ from the test's."""
     if split not in DEMO_SIZES:
         raise DataError(f"demo: unknown split {split!r} (choose from {sorted(DEMO_SIZES)})")
-    test = {p.prompt for p in _demo("test")} if split == "train" else set()
-    rng, out, seen = random.Random(f"demo-{split}-{DEMO_SEED}"), [], set()
+    taken = {p.prompt for p in _demo("test")} if split == "train" else set()  # prompts this split may not use
+    rng, out = random.Random(f"demo-{split}-{DEMO_SEED}"), []
     while len(out) < DEMO_SIZES[split]:
         p = _demo_task(rng, f"demo/{split}/{len(out)}", planted=split == "train")
-        if p is not None and p.prompt not in test and (split == "train" or p.prompt not in seen):
-            seen.add(p.prompt)
+        if p is not None and p.prompt not in taken:
+            if split == "test":
+                taken.add(p.prompt)
             out.append(p)
     return out
 

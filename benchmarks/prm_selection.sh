@@ -15,7 +15,7 @@ echo "|---|---|---|---|---|---|---|"
 for cfg in "full -1" "remove_hard -1" "medium_only -1" "revised_only -1" "revised_only 0" "revised_only 1" "revised_only 2"; do
   read -r select passing <<< "$cfg"
   d=$R/prm_selection/${select}_$passing; mkdir -p $d; cp $R/prm_data/rows.jsonl $d/
-  python label_prm_data.py --out $d --select $select --max_passing $passing --max_prompts $prompts --policy $policies > /dev/null 2>&1
+  python label_prm_data.py --out $d --select $select --max_passing $passing --max_prompts $prompts --policy $policies > $d/label.log 2>&1
   python train_prm.py --data $d --init $R/sft --out $d/prm "${flags[@]}" > $d/train_prm.log 2>&1
   python -c "import json,sys; m=json.load(open(sys.argv[1])); print(f\"| $select | $passing | {m['train_rows']} | {m['step_auc']:.3f} | {m['step_accuracy']:.3f} | {m['first_error_accuracy']:.3f} | {m['last_step_verdict_auc']:.3f} |\")" $d/prm/metrics.json
 done

@@ -53,7 +53,7 @@ class Args:
     out: str = field(default="runs/ablation", metadata={"help": "output folder: one folder per run, eval/, results.md, plots"})
     settings: list[str] = field(default_factory=lambda: ["sparse", "value_init", "dense", "both", "oracle"], metadata={"help": "settings run for every seed"})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "seeds of every setting"})
-    hacks: list[str] = field(default_factory=lambda: ["no_length_norm", "no_neutral"], metadata={"help": "settings run once (first seed), beside `both`"})
+    hacks: list[str] = field(default_factory=lambda: ["no_length_norm", "no_neutral"], metadata={"help": "settings run once (first seed), beside `both`; `none` for none"})
     iterations: int = field(default=40, metadata={"help": "PPO iterations per run"})
     ppo: str = field(default="--kl_coef 0 --kl_loss_coef 0.25", metadata={"help": "train_psgpo.py flags shared by every run (run_demo.sh's)"})
     evaluate: str = field(default="--n 8", metadata={"help": "evaluate.py flags for every policy (demo test split)"})
@@ -71,24 +71,32 @@ def run(cmd, log, threads):
 
 
 def mean_std(xs):
-    return f"{100 * np.mean(xs):.1f} +- {100 * np.std(xs):.1f}" if len(xs) > 1 else f"{100 * xs[0]:.1f}"
+    """Percent, mean +- sample standard deviation (n - 1) over seeds."""
+    return f"{100 * np.mean(xs):.1f} +- {100 * np.std(xs, ddof=1):.1f}" if len(xs) > 1 else f"{100 * xs[0]:.1f}"
 
 
-def smooth(x, w=5):
-    return np.convolve(x, np.ones(w) / w, mode="valid")
-
-
-def curves(logs, key):
-    """Mean over seeds of a logged metric, smoothed over 5 iterations: x, y."""
+def curves(logs, key, w=5):
+    """Mean over seeds of a logged metric, then a running mean over w iterations: (iterations, values)."""
     y = np.mean([[row[key] for row in log] for log in logs], axis=0)
-    return np.arange(len(smooth(y))) + 5, smooth(y)
+    w = min(w, len(y))
+    return np.arange(w, len(y) + 1), np.convolve(y, np.ones(w) / w, mode="valid")
 
 
-def plots(out, evals, logs, sft_eval, seeds):
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def plots(out, evals, logs, sft_eval, main):
+    """bestofk.png, gain_by_steps.png and training.png for the settings in `main`; hacks.png."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    main = [s for s in evals if len(evals[s]) == len(seeds)]
     fig, ax = plt.subplots(figsize=(5.5, 4))  # Figure 3: best-of-K, mean over seeds
     for s in ["sft"] + main:
         ms = [sft_eval] if s == "sft" else evals[s]
@@ -112,7 +120,7 @@ def plots(out, evals, logs, sft_eval, seeds):
     for ax, key in zip(axes, keys):  # training curves: exploration (pass rate) and credit assignment (planted)
         for s in main:
             ax.plot(*curves(logs[s], key), label=s)
-        ax.set(xlabel="iteration", ylabel=key, title=f"{key} (mean over seeds, 5-iter mean)")
+        ax.set(xlabel="iteration", ylabel=key, title=f"{key} (mean over seeds, 5-iteration mean)")
         ax.grid(alpha=0.3)
     axes[0].legend(), fig.tight_layout(), fig.savefig(os.path.join(out, "training.png"), dpi=100)
     plt.close(fig)
@@ -132,6 +140,7 @@ def main():
     for need in ("sft/config.json", "prm/config.json", "prm_data/rows.jsonl", "prm_data/labels.jsonl"):
         if not os.path.exists(os.path.join(R, need)):
             raise SystemExit(f"ablation.py: {R}/{need} is missing: run `bash run_demo.sh` first (or pass --runs)")
+    args.hacks = [h for h in args.hacks if h != "none"]
     unknown = [s for s in args.settings + args.hacks if s not in SETTINGS]
     if unknown or "sparse" not in args.settings:
         raise SystemExit(f"ablation.py: settings must include sparse and come from {', '.join(SETTINGS)}; not {unknown}")
@@ -139,23 +148,23 @@ def main():
     threads = max(1, (os.cpu_count() or 2) // args.parallel) if args.device == "cpu" else 4
     t_start = time.time()
 
-    if "no_neutral" in args.hacks:  # the same labels with comments labeled like code: a PRM that pays for them
+    if "no_neutral" in args.settings + args.hacks:  # the same labels with comments labeled like code: a PRM that pays for them
         data = os.path.join(O, "prm_data_no_neutral")
         if not os.path.exists(os.path.join(O, "prm_no_neutral", "metrics.json")):
             os.makedirs(data, exist_ok=True)
             shutil.copy(os.path.join(R, "prm_data", "rows.jsonl"), data)  # held-out rows, for train_prm's report
-            with open(os.path.join(R, "prm_data", "labels.jsonl")) as f:
-                rows = [json.loads(line) for line in f]
             with open(os.path.join(data, "labels.jsonl"), "w") as f:
-                for r in rows:
+                for r in read_jsonl(os.path.join(R, "prm_data", "labels.jsonl")):
                     r["labels"] = step_labels(r["steps"], r["passed"], r["correct_steps"], neutral_comments=False)
                     f.write(json.dumps(r) + "\n")
             run([py, "train_prm.py", "--data", data, "--init", f"{R}/sft", "--out", f"{O}/prm_no_neutral", "--device", args.device],
                 os.path.join(O, "prm_no_neutral.log"), threads)
 
     # 1. PPO runs: every setting x seed, and each hack once
-    jobs = [(s, seed) for s in args.settings for seed in args.seeds] + [(h, args.seeds[0]) for h in args.hacks]
-    final = lambda s, seed: os.path.join(O, f"{s}-s{seed}", f"ckpt-{args.iterations:04d}")  # noqa: E731
+    jobs = list(dict.fromkeys([(s, seed) for s in args.settings for seed in args.seeds] + [(h, args.seeds[0]) for h in args.hacks]))
+
+    def final(s, seed):
+        return os.path.join(O, f"{s}-s{seed}", f"ckpt-{args.iterations:04d}")
 
     def ppo(job):
         s, seed = job
@@ -176,12 +185,12 @@ def main():
         list(pool.map(evaluate, [("sft", f"{R}/sft")] + [(f"{s}-s{seed}", final(s, seed)) for s, seed in jobs]))
 
     # 3. The Table 1 analogue, mean +- std over seeds; every number to results.json; the plots
-    metrics = lambda name: next(iter(json.load(open(os.path.join(O, "eval", name, "eval.json")))["models"].values()))["metrics"]  # noqa: E731
-    read_log = lambda s, seed: [json.loads(line) for line in open(os.path.join(O, f"{s}-s{seed}", "log.jsonl"))]  # noqa: E731
+    def metrics(name):
+        return next(iter(read_json(os.path.join(O, "eval", name, "eval.json"))["models"].values()))["metrics"]
     evals, logs = {}, {}
     for s, seed in jobs:
         evals.setdefault(s, []).append(metrics(f"{s}-s{seed}"))
-        logs.setdefault(s, []).append(read_log(s, seed))
+        logs.setdefault(s, []).append(read_jsonl(os.path.join(O, f"{s}-s{seed}", "log.jsonl")))
     sft = metrics("sft")
     k = max((key for key in sft if key.startswith("pass@")), key=lambda key: int(key[5:]))  # the largest k evaluated
     cols = ["greedy_pass@1", "pass@1", k]
@@ -197,13 +206,16 @@ def main():
     hack_lines = ["| run | lines per response, first -> last 5 iters | comment share | train pass rate |", "|---|---|---|---|"]
     for s in [s for s in ("both", "no_length_norm", "no_neutral") if s in logs]:
         log = logs[s][0]
-        first_last = lambda key: f"{np.mean([r[key] for r in log[:5]]):.2f} -> {np.mean([r[key] for r in log[-5:]]):.2f}"  # noqa: E731
-        hack_lines.append(f"| {s} (seed {args.seeds[0]}) | {first_last('response/steps')} | {first_last('response/comment_share')} | {first_last('train/pass_rate')} |")
-    plots(O, evals, logs, sft, args.seeds)
-    report = "\n".join(lines) + "\n\nReward hacks (paper 4.1):\n\n" + "\n".join(hack_lines) + "\n"
-    open(os.path.join(O, "results.md"), "w").write(report)
-    json.dump({"args": vars(args), "eval": evals | {"sft": [sft]}, "minutes_this_call": (time.time() - t_start) / 60},
-              open(os.path.join(O, "results.json"), "w"), indent=1)
+        first_last = [f"{np.mean([r[key] for r in log[:5]]):.2f} -> {np.mean([r[key] for r in log[-5:]]):.2f}"
+                      for key in ("response/steps", "response/comment_share", "train/pass_rate")]
+        hack_lines.append(f"| {s} (seed {args.seeds[0]}) | {' | '.join(first_last)} |")
+    plots(O, evals, logs, sft, args.settings)
+    report = (f"Demo test split, {k} from --evaluate's samples; percent, mean +- sample std over seeds.\n\n" + "\n".join(lines)
+              + "\n\nReward hacks (paper 4.1):\n\n" + "\n".join(hack_lines) + "\n")
+    with open(os.path.join(O, "results.md"), "w") as f:
+        f.write(report)
+    with open(os.path.join(O, "results.json"), "w") as f:
+        json.dump({"args": vars(args), "eval": evals | {"sft": [sft]}, "minutes_this_call": (time.time() - t_start) / 60}, f, indent=1)
     print("\n" + report + f"\nwrote {O}/results.md, results.json, bestofk.png, gain_by_steps.png, training.png, hacks.png")
 
 

@@ -59,6 +59,16 @@ def test_ablation_end_to_end(tmp_path, tiny_policy):
     assert again.returncode == 0 and "$ " not in again.stdout  # everything done: nothing re-run
 
 
+def test_curves_mean_over_seeds_then_running_mean():
+    sys.path.insert(0, os.path.join(HERE, "experiments"))
+    import ablation
+    logs = [[{"k": v} for v in (0, 1, 2, 3, 4, 5)], [{"k": v} for v in (2, 3, 4, 5, 6, 7)]]  # mean over seeds: 1..6
+    x, y = ablation.curves(logs, "k", w=5)
+    assert list(x) == [5, 6] and list(y) == [3.0, 4.0]
+    x, y = ablation.curves([logs[0][:1]], "k")  # fewer iterations than the window: no smoothing
+    assert list(x) == [1] and list(y) == [0.0]
+
+
 def test_missing_inputs_are_one_line(tmp_path):
     r = subprocess.run([sys.executable, "experiments/ablation.py", "--runs", str(tmp_path)], capture_output=True, text=True, cwd=HERE)
     assert r.returncode != 0 and "run `bash run_demo.sh` first" in r.stderr and "Traceback" not in r.stderr

@@ -44,17 +44,18 @@ def test_step_labels():
 
 
 def test_oracle_agreement():
-    rows = [{"steps": [[0, 1, False], [1, 2, True], [2, 3, False], [3, 4, False]], "labels": [1, 0, -1, -1], "oracle": [1, 0, 1, -1]},
-            {"steps": [[0, 1, False]], "labels": [1], "oracle": [-1]},
-            {"steps": [[0, 1, False]], "labels": [1]}]  # not a demo task: no oracle, not counted
-    m = lp.oracle_agreement(rows)  # code lines: (1, 1) (-1, 1) (-1, -1) (1, -1)
-    assert m == {"labels_agree_with_oracle": 0.5, "correct_lines_labeled_-1": 0.5, "wrong_lines_labeled_+1": 0.5}
+    rows = [{"steps": [[0, 1, False], [1, 2, True], [2, 3, False], [3, 4, False]], "labels": [1, 0, -1, -1], "oracle": [1, 0, 1, -1], "passed": False},
+            {"steps": [[0, 1, False]], "labels": [1], "oracle": [-1], "passed": True},
+            {"steps": [[0, 1, False]], "labels": [1], "passed": False}]  # not a demo task: no oracle, not counted
+    m = lp.oracle_agreement(rows)  # code lines: (1, 1) (-1, 1) (-1, -1) | passing: (1, -1)
+    assert m == {"labels_agree_with_oracle": 0.5, "failing_labels_agree_with_oracle": 2 / 3,
+                 "correct_lines_labeled_-1": 0.5, "wrong_lines_labeled_+1": 0.5}
     assert lp.oracle_agreement(rows[2:]) == {}
 
 
 def test_select_rows():
     def row(task, passed, correct=0):
-        return {"task_id": task, "passed": passed, "correct_steps": correct}
+        return {"task_id": task, "prompt": task, "passed": passed, "correct_steps": correct}
     rows = [row("hard", False, 0), row("hard", False, 2),            # pass rate 0, one revised
             row("mid", True, 3), row("mid", False, 1), row("mid", True, 3),
             row("easy", True, 2), row("failed_at_1", False, 0)]
@@ -120,8 +121,12 @@ def test_script_end_to_end_and_resume(tmp_path, tiny_policy, arch):
     problems = {p.task_id: p for p in sandbox.load_problems("demo", "train")}
     for r in rows:  # demo tasks: the exact step scorer beside the labels
         assert r["oracle"] == sandbox.oracle_step_scores(problems[r["task_id"]], r["response"])
-    again = subprocess.run(cmd, capture_output=True, text=True, cwd=lp.__file__.rsplit("/", 1)[0])
+    again = subprocess.run(cmd + ["--neutral_comments", "false"], capture_output=True, text=True, cwd=lp.__file__.rsplit("/", 1)[0])
     assert again.returncode == 0 and len(open(tmp_path / "rows.jsonl").readlines()) == 6  # resumed: nothing new
+    resumed = json.load(open(tmp_path / "summary.json"))  # the first run's time is kept, not reset
+    assert resumed["seconds_sampling"] == summary["seconds_sampling"] > 0 and resumed["neutral_comments"] is False
+    relabeled = [json.loads(l) for l in open(tmp_path / "labels.jsonl")]
+    assert [r["labels"] for r in relabeled] == [lp.step_labels(r["steps"], r["passed"], r["correct_steps"], False) for r in rows]
 
 
 def test_bad_policy_is_one_line(tmp_path):

@@ -102,6 +102,20 @@ def test_script_end_to_end(tmp_path, tiny_policy, arch):
     assert prm.config.num_labels == 1
 
 
+def test_a_bf16_init_is_trained_with_fp32_weights(tmp_path, tiny_policy):
+    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
+    bf16 = tmp_path / "bf16"
+    AutoModelForCausalLM.from_pretrained(tiny_policy("qwen2"), dtype=torch.bfloat16).save_pretrained(bf16)
+    AutoTokenizer.from_pretrained(tiny_policy("qwen2")).save_pretrained(bf16)
+    data = tmp_path / "labels.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in labeled_rows(6)))
+    r = subprocess.run([sys.executable, "train_prm.py", "--data", str(data), "--init", str(bf16), "--out", str(tmp_path / "prm"),
+                        "--epochs", "1"], capture_output=True, text=True, cwd=HERE)
+    assert r.returncode == 0, r.stderr[-2000:]
+    prm = AutoModelForTokenClassification.from_pretrained(tmp_path / "prm", dtype="auto")
+    assert next(prm.parameters()).dtype == torch.float32
+
+
 @pytest.mark.parametrize("content, message", [
     ("{oops\n", "labels.jsonl:1: not valid JSON"),
     ('{"task_id": "a"}\n', "labels.jsonl:1: missing field(s) prompt, response"),

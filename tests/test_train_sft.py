@@ -115,3 +115,15 @@ def test_fine_tunes_a_given_model_on_a_benchmark(tmp_path, monkeypatch, tiny_pol
     after = AutoModelForCausalLM.from_pretrained(out)
     assert any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))  # it trained
     assert json.load(open(os.path.join(out, "sft_args.json")))["summary"]["steps"] == 3
+
+
+def test_a_bf16_model_is_trained_with_fp32_weights(tmp_path, monkeypatch, tiny_policy):
+    """Most hub checkpoints are stored in bf16; --bf16 autocasts, the weights (and updates) stay fp32."""
+    bf16 = tmp_path / "bf16"
+    AutoModelForCausalLM.from_pretrained(tiny_policy("llama"), dtype=torch.bfloat16).save_pretrained(bf16)
+    AutoTokenizer.from_pretrained(tiny_policy("llama")).save_pretrained(bf16)
+    monkeypatch.setattr(sys, "argv", ["train_sft.py", "--model", str(bf16), "--dataset", "humaneval", "--split", "test",
+                                      "--max_problems", "4", "--steps", "2", "--batch_size", "2", "--warmup", "1",
+                                      "--out", str(tmp_path / "ft")])
+    train_sft.main()
+    assert next(AutoModelForCausalLM.from_pretrained(tmp_path / "ft", dtype="auto").parameters()).dtype == torch.float32
