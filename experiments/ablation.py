@@ -63,7 +63,7 @@ class Args:
 
 def run(cmd, log, threads):
     """Run one stage command (printed first), its output to `log`; one clear line if it fails."""
-    print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+    print("$ " + " ".join("python" if c == sys.executable else shlex.quote(c) for c in cmd), flush=True)
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     with open(log, "a") as f:
         if subprocess.run(cmd, cwd=HERE, stdout=f, stderr=subprocess.STDOUT, env=env).returncode:
