@@ -90,9 +90,10 @@ def auc(scores, positive):
 
 def prm_metrics(rows, step_scores):
     """Held-out quality from each row's labels and the PRM's score on each of its steps."""
-    s_step, y_step, s_last, y_last, hits, located = [], [], [], [], 0, 0
+    s_step, y_step, s_last, y_last, hits, located, s_comment = [], [], [], [], 0, 0, []
     for row, scores in zip(rows, step_scores):
         code = [(s, l) for s, l, st in zip(scores, row["labels"], row["steps"]) if not st[2]]
+        s_comment += [s for s, st in zip(scores, row["steps"]) if st[2]]
         s_step += [s for s, l in code]
         y_step += [l > 0 for s, l in code]
         if code:
@@ -105,7 +106,9 @@ def prm_metrics(rows, step_scores):
     return {"rows": len(rows), "steps": len(s_step), "step_auc": auc(s_step, y_step),
             "step_accuracy": sum((s > 0) == y for s, y in zip(s_step, y_step)) / max(1, len(s_step)),
             "first_error_accuracy": hits / max(1, located), "failing_with_first_error": located,
-            "last_step_verdict_auc": auc(s_last, y_last)}
+            "last_step_verdict_auc": auc(s_last, y_last),
+            # what a comment line earns as a dense reward: near 0 with neutral labels (the comment hack's lever)
+            "comment_mean_score": sum(s_comment) / len(s_comment) if s_comment else float("nan")}
 
 
 def read_rows(path):

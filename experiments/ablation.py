@@ -120,8 +120,8 @@ def plots(out, evals, logs, sft_eval, main):
     for ax, key in zip(axes, keys):  # training curves: exploration (pass rate) and credit assignment (planted)
         for s in main:
             ax.plot(*curves(logs[s], key), label=s)
-        ax.set(xlabel="iteration", ylabel=key, title=f"{key} (mean over seeds, 5-iteration mean)")
-        ax.grid(alpha=0.3)
+        ax.set(xlabel="iteration", title=key), ax.grid(alpha=0.3)
+    fig.suptitle("training (mean over seeds, 5-iteration running mean)")
     axes[0].legend(), fig.tight_layout(), fig.savefig(os.path.join(out, "training.png"), dpi=100)
     plt.close(fig)
     hacks = [s for s in ("both", "no_length_norm", "no_neutral") if s in logs]
@@ -129,7 +129,8 @@ def plots(out, evals, logs, sft_eval, main):
     for ax, key in zip(axes, ("response/steps", "response/comment_share", "train/pass_rate")):
         for s in hacks:
             ax.plot(*curves(logs[s][:1], key), label=s)  # the first seed: the hacks run once
-        ax.set(xlabel="iteration", ylabel=key, title=key), ax.grid(alpha=0.3)
+        ax.set(xlabel="iteration", title=key), ax.grid(alpha=0.3)
+    fig.suptitle("reward hacks (first seed, 5-iteration running mean)")
     axes[0].legend(), fig.tight_layout(), fig.savefig(os.path.join(out, "hacks.png"), dpi=100)
     plt.close(fig)
 

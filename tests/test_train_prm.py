@@ -72,6 +72,7 @@ def test_prm_metrics_exact():
     assert m["step_auc"] == 1.0 and m["step_accuracy"] == pytest.approx(4 / 5)
     assert m["first_error_accuracy"] == 1.0 and m["failing_with_first_error"] == 1  # first < 0 is step 2
     assert m["last_step_verdict_auc"] == 1.0  # last scores: a 0.2 (fails), b 0.8 (passes)
+    assert m["comment_mean_score"] == 5.0  # a's comment line
 
 
 def labeled_rows(n):
