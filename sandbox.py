@@ -385,8 +385,8 @@ def split_steps(text):
                 comments.add(tok.start[0])
             elif tok.type not in skip:
                 code.update(range(tok.start[0], tok.end[0] + 1))
-    except (tokenize.TokenError, SyntaxError) as e:  # IndentationError is a SyntaxError
-        trusted = (e.args[1][0] if isinstance(e, tokenize.TokenError) else e.lineno) or 1
+    except Exception as e:  # TokenError, SyntaxError; from Python 3.12 on also Unicode errors and SystemError (a NUL byte)
+        trusted = (e.args[1][0] if isinstance(e, tokenize.TokenError) else getattr(e, "lineno", None)) or 1
     steps, pos = [], 0
     lines = text.split("\n")
     for i, line in enumerate(lines, 1):

@@ -330,3 +330,19 @@ def test_split_steps():
     # spans cover the text exactly, apart from blank lines
     s = split_steps(text)
     assert "".join(text[a:b] for a, b, _ in s) == "".join(l for l in text.splitlines(True) if l.strip())
+
+
+def test_split_steps_survives_any_model_output(monkeypatch):
+    # NUL bytes and lone surrogates make Python >= 3.12's tokenizer raise Unicode errors or SystemError
+    for text in ["x = 1\x00\u00e9\n# c\n", "x = \udc80\n# c\n", '\t"\x0c"\n\x00\x0c#\n x\udc80\n\rx', "\x00"]:
+        lines = [l + "\n" for l in text.split("\n")[:-1]] + [text.split("\n")[-1]]
+        assert "".join(text[a:b] for a, b, _ in split_steps(text)) == "".join(l for l in lines if l.strip())
+    import tokenize
+
+    def raises(error):  # what 3.12 raises, on any Python: every line falls back to the '#' rule
+        def generate_tokens(readline):
+            raise error
+        return generate_tokens
+    for error in (UnicodeDecodeError("utf-8", b"\xef", 0, 1, "unexpected end of data"), SystemError("tokenizer")):
+        monkeypatch.setattr(tokenize, "generate_tokens", raises(error))
+        assert spans("x = 1\n  # c\ny = '#'\n") == [("x = 1\n", False), ("  # c\n", True), ("y = '#'\n", False)]
