@@ -254,6 +254,8 @@ def main():
 
     for it in bar:
         tm = {}
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats(device)
         # 1. Rollout: one response per prompt, sampled with the KV cache from left-padded prompts
         t0 = time.time()
         policy.eval(), value.eval()  # eval mode for the rollout: generate keeps its KV cache
@@ -373,6 +375,8 @@ def main():
                "response/comment_share": comment_share, "response/prm_negative_share": neg_share} | tm
         if stats["exact_kl"]:
             row["charts/exact_kl"] = np.mean(stats["exact_kl"])
+        if device.startswith("cuda"):
+            row["memory/peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         if "wrong_forms" in batch[0].meta:  # demo: how often each planted mistake is still written
             counts = [sandbox.planted_mistakes(p, t) for p, t in zip(batch, texts)]
             for kind in sandbox.PLANTED_RATES:
