@@ -37,6 +37,7 @@ class Args:
     max_prompts: int = field(default=100, metadata={"help": "label this many prompts (a seeded sample; -1 for all)"})
     n: int = field(default=2, metadata={"help": "responses per prompt per checkpoint"})
     k: int = field(default=20, metadata={"help": "completions per prefix check (best-of-K; the paper's K = 20)"})
+    k_first: int = field(default=4, metadata={"help": "completions sampled first; the other K - k_first only if none of these passes (0: all K at once)"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the responses (the policy's own distribution, as RL samples it)"})
     prefix_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the K completions of a prefix (the paper leaves it open)"})
     max_new_tokens: int = field(default=160, metadata={"help": "longest response in tokens"})
@@ -183,17 +184,25 @@ def label_chunk(model, tok, problems, args, timing):
             keep = sum(1 for a, b in enc["offset_mapping"] if b <= end)  # whole tokens, as the model wrote them
             prefixes.append(r["response"][:enc["offset_mapping"][keep - 1][1]] if keep else "")
             inputs.append(prompt_ids[r["_i"]] + enc["input_ids"][:keep])
-        t = time.time()
-        conts = sample(model, tok, inputs, args.k, args.prefix_temperature, args, f"prefixes x{args.k}")
-        timing["sample"] += time.time() - t
-        t = time.time()
-        items = [(problems[r["_i"]], cut(pre + c, problems[r["_i"]].stop)) for (r, _), pre, cs in zip(pending, prefixes, conts) for c in cs]
-        verdicts = sandbox.check_many(items, args.workers, args.timeout)
-        timing["judge"] += time.time() - t
-        for n_, (r, m) in enumerate(pending):
-            r["_known"][m] = any(v.passed for v in verdicts[n_ * args.k:(n_ + 1) * args.k])  # best-of-K
+        # best-of-K in two waves: k_first completions of every prefix, the other K - k_first only for the
+        # prefixes none of whose first ones passed (the same answer as K at once, fewer samples)
+        ok, programs, todo = [False] * len(pending), [0] * len(pending), list(range(len(pending)))
+        for wave in ([args.k_first, args.k - args.k_first] if 0 < args.k_first < args.k else [args.k]):
+            t = time.time()
+            conts = sample(model, tok, [inputs[i] for i in todo], wave, args.prefix_temperature, args, f"prefixes x{wave}")
+            timing["sample"] += time.time() - t
+            t = time.time()
+            items = [(problems[pending[i][0]["_i"]], cut(prefixes[i] + c, problems[pending[i][0]["_i"]].stop)) for i, cs in zip(todo, conts) for c in cs]
+            verdicts = sandbox.check_many(items, args.workers, args.timeout)
+            timing["judge"] += time.time() - t
+            for n_, i in enumerate(todo):
+                ok[i] = any(v.passed for v in verdicts[n_ * wave:(n_ + 1) * wave])  # best-of-K
+                programs[i] += wave
+            todo = [i for i in todo if not ok[i]]
+        for (r, m), ok_m, n_programs in zip(pending, ok, programs):
+            r["_known"][m] = ok_m
             r["checks"] += 1
-            r["programs"] += args.k
+            r["programs"] += n_programs
     for r in rows:
         steps = sandbox.split_steps(r["response"])
         if r["passed"]:
@@ -208,7 +217,7 @@ def label_chunk(model, tok, problems, args, timing):
     return rows
 
 
-def summarize(rows, timing, k):
+def summarize(rows, timing):
     fail = [r for r in rows if not r["passed"]]
     n_fail = max(1, len(fail))
     searched = [sum(1 for s in r["steps"] if not s[2]) - 1 for r in fail]  # prefixes a search covers
@@ -219,7 +228,7 @@ def summarize(rows, timing, k):
         "checks_per_failing": sum(r["checks"] for r in fail) / n_fail,
         "linear_checks_per_failing": sum(searched) / n_fail,  # a linear scan checks every one of them
         "programs_per_failing": sum(r["programs"] for r in fail) / n_fail,
-        "linear_programs_per_failing": k * sum(searched) / n_fail,
+        "linear_programs_per_failing": sum(searched) / n_fail * sum(r["programs"] for r in fail) / max(1, sum(r["checks"] for r in fail)),  # at this run's programs per check
         # the search's bound, ceil(log2(n + 1)) for n searched prefixes; must never be exceeded
         "max_checks_minus_bound": max([r["checks"] - n.bit_length() for r, n in zip(fail, searched)] or [0]),
         "seconds_sampling": timing["sample"], "seconds_judging": timing["judge"],
@@ -290,7 +299,7 @@ def main():
         kept = [r | {"labels": step_labels(r["steps"], r["passed"], r["correct_steps"], False)} for r in kept]
     with open(os.path.join(args.out, "labels.jsonl"), "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in kept)
-    summary = summarize(rows, timing, args.k) | {"select": args.select, "max_passing": args.max_passing, "kept_rows": len(kept),
+    summary = summarize(rows, timing) | {"select": args.select, "max_passing": args.max_passing, "kept_rows": len(kept),
                                          "kept_passing": sum(r["passed"] for r in kept), "k": args.k,
                                          "neutral_comments": args.neutral_comments}
     with open(summary_path, "w") as f:

@@ -94,12 +94,16 @@ def test_batched_search_finds_the_planted_line(monkeypatch, tiny_tokenizer):
             out.append([p.solution[len(prefix):] if p.solution.startswith(prefix) else "    return 0\n"] * n)
         return out
     monkeypatch.setattr(lp, "sample", fake_sample)
-    args = SimpleNamespace(n=1, k=3, workers=2, timeout=3.0, current="fake", temperature=1.0, prefix_temperature=1.0)
+    args = SimpleNamespace(n=1, k=3, k_first=1, workers=2, timeout=3.0, current="fake", temperature=1.0, prefix_temperature=1.0)
     rows = lp.label_chunk(None, tok, problems, args, {"sample": 0.0, "judge": 0.0})
     assert [r["correct_steps"] for r in rows] == expected
     for r in rows:
         n_code = sum(1 for s in r["steps"] if not s[2])
-        assert not r["passed"] and 1 <= r["checks"] <= math.ceil(math.log2(n_code)) and r["programs"] == 3 * r["checks"]
+        assert not r["passed"] and 1 <= r["checks"] <= math.ceil(math.log2(n_code))
+        # two waves: a correct prefix passes with its first completion (1 program), a wrong one takes all K = 3
+        asked = []
+        lp.binary_search_first_error(n_code - 1, lambda m: asked.append(m) or m <= r["correct_steps"])
+        assert r["checks"] == len(asked) and r["programs"] == sum(1 if m <= r["correct_steps"] else 3 for m in asked)
         assert r["labels"] == lp.step_labels([tuple(s) for s in r["steps"]], False, r["correct_steps"])
         first = r["labels"].index(-1)
         assert r["first_error"] == first and "= 1 +" in r["response"][r["steps"][first][0]:r["steps"][first][1]]
