@@ -35,6 +35,7 @@ class Args:
     init: str = field(default="runs/sft", metadata={"help": "policy checkpoint the PRM starts from (body; the scalar head is new)"})
     out: str = field(default="runs/prm", metadata={"help": "output folder (save_pretrained PRM + tokenizer + metrics.json)"})
     holdout: float = field(default=0.15, metadata={"help": "share of prompts held out for evaluation"})
+    eval: str = field(default="", metadata={"help": "also evaluate on another labeled set (a label_prm_data.py folder's rows.jsonl, or a .jsonl), minus the prompts trained on"})
     epochs: int = field(default=8, metadata={"help": "passes over the training rows"})
     batch_size: int = field(default=16, metadata={"help": "sequences per step"})
     lr: float = field(default=3e-3, metadata={"help": "peak AdamW learning rate (linear warm-up, cosine decay)"})
@@ -209,6 +210,10 @@ def main():
     bar.close()
     model.eval()
     metrics = prm_metrics(test, score_steps(model, tok, test, args)) if test else {}
+    if args.eval:  # an independent labeled set: more prompts than a share of the training data's
+        seen = {r["prompt"] for r in train}
+        extra = [r for r in read_rows(os.path.join(args.eval, "rows.jsonl") if os.path.isdir(args.eval) else args.eval) if r["prompt"] not in seen]
+        metrics |= {f"eval/{k}": v for k, v in prm_metrics(extra, score_steps(model, tok, extra, args)).items()}
     metrics |= {"train_rows": len(examples), "train_labeled_steps": sum(sum(t != IGNORE for t in e[1]) for e in examples),
                 "final_loss": loss.item(), "init": args.init}
     os.makedirs(args.out, exist_ok=True)

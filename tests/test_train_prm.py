@@ -103,6 +103,18 @@ def test_script_end_to_end(tmp_path, tiny_policy, arch):
     assert prm.config.num_labels == 1
 
 
+def test_eval_on_another_labeled_set_leaves_out_trained_prompts(tmp_path, tiny_policy):
+    rows = labeled_rows(40)  # 2 rows per prompt
+    (tmp_path / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:60]))
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = subprocess.run([sys.executable, "train_prm.py", "--data", str(tmp_path / "labels.jsonl"), "--init", tiny_policy("gpt2"),
+                        "--out", str(tmp_path / "prm"), "--epochs", "1", "--holdout", "0", "--eval", str(tmp_path / "eval.jsonl")],
+                       capture_output=True, text=True, cwd=HERE)
+    assert r.returncode == 0, r.stderr[-2000:]
+    metrics = json.load(open(tmp_path / "prm" / "metrics.json"))
+    assert metrics["eval/rows"] == 20 and 0 <= metrics["eval/step_auc"] <= 1 and "step_auc" not in metrics
+
+
 def test_a_bf16_init_is_trained_with_fp32_weights(tmp_path, tiny_policy):
     from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
     bf16 = tmp_path / "bf16"
