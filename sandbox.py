@@ -177,17 +177,23 @@ def _demo_task(rng, task_id, planted):
                    test="def check(candidate):\n" + checks, entry_point="f", stop=["\ndef", "\nclass"], meta=meta)
 
 
+def planted_kind(problem, line):
+    """Demo tasks: the planted mistake a line (without its newline) writes, or None; a line `x3 = ...`
+    is in the wrong form when it equals step 3's (spaces ignored)."""
+    var, eq, expr = line.partition("=")
+    kind_wrong = problem.meta.get("wrong_forms", {}).get(var.strip())
+    return kind_wrong[0] if eq and kind_wrong and expr.replace(" ", "") == kind_wrong[1].replace(" ", "") else None
+
+
 def planted_mistakes(problem, response):
     """Demo tasks: {kind: [lines written in that kind's wrong form, lines where the kind can occur]}
-    for a response; a line `x3 = ...` is in the wrong form when it equals step 3's (spaces ignored)."""
+    for a response."""
     counts = {kind: [0, 0] for kind in PLANTED_RATES}
-    wrong = problem.meta.get("wrong_forms", {})
-    for _, kind_wrong in wrong.items():
-        counts[kind_wrong[0]][1] += 1
+    for kind, _ in problem.meta.get("wrong_forms", {}).values():
+        counts[kind][1] += 1
     for line in response.split("\n"):
-        var, eq, expr = line.partition("=")
-        if eq and var.strip() in wrong and expr.replace(" ", "") == wrong[var.strip()][1].replace(" ", ""):
-            counts[wrong[var.strip()][0]][0] += 1
+        if kind := planted_kind(problem, line):
+            counts[kind][0] += 1
     return counts
 
 

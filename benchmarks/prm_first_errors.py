@@ -2,7 +2,7 @@
 
 For every labeled demo response (a label_prm_data.py folder's rows.jsonl) with a wrong line (by the
 exact scorer, sandbox.oracle_step_scores), the first wrong line is classed by the planted mistake it
-writes (sandbox's wrong_forms: sub_swap, missing_parens, stale_var) or as `other`; the table gives how
+writes (sandbox.planted_kind: sub_swap, missing_parens, stale_var) or as `other`; the table gives how
 many there are and the share the PRM scores below 0 (it caught the mistake), beside the share of
 correct code lines it scores 0 or above. README, stage 2, has the measurements.
 
@@ -31,16 +31,14 @@ problems = {p.task_id: p for p in sandbox.load_problems("demo", "train")}
 tok, model = AutoTokenizer.from_pretrained(args.prm), AutoModelForTokenClassification.from_pretrained(args.prm).eval()
 caught, correct = {}, []  # kind -> [scored below 0?]; correct code lines: [scored >= 0?]
 for row, scores in zip(rows, score_steps(model, tok, rows, SimpleNamespace(device="cpu", bf16=False))):
-    wrong = problems[row["task_id"]].meta["wrong_forms"]
-    for (a, b, is_comment), oracle, score in zip(row["steps"], sandbox.oracle_step_scores(problems[row["task_id"]], row["response"]), scores):
+    problem = problems[row["task_id"]]
+    for (a, b, is_comment), oracle, score in zip(row["steps"], sandbox.oracle_step_scores(problem, row["response"]), scores):
         if is_comment:
             continue
         if oracle > 0:
             correct.append(score >= 0)
             continue
-        var, _, expr = row["response"][a:b].partition("=")
-        form = wrong.get(var.strip())
-        kind = form[0] if form and expr.replace(" ", "").strip() == form[1].replace(" ", "") else "other"
+        kind = sandbox.planted_kind(problem, row["response"][a:b].rstrip("\n")) or "other"
         caught.setdefault(kind, []).append(score < 0)
         break  # the first wrong line only
 print(f"{args.prm} on {args.rows}: correct code lines scored >= 0: {sum(correct) / len(correct):.1%} of {len(correct)}")
