@@ -6,7 +6,7 @@ the offline demo needs it. Two modes:
   default   train a byte-level BPE tokenizer on the demo training split, build a tiny GPT-2 from a
             config (~1M parameters) and train it on prompt -> reference completion (on the demo: the
             *flawed* reference, `meta["flawed_solution"]`, whose planted systematic mistakes RL is
-            later meant to fix; `--planted false` trains on the correct one). ~8 minutes on 2 CPU cores.
+            later meant to fix; `--planted false` trains on the correct one). 8-24 minutes on 2 CPU cores (README).
                 python train_sft.py                         # -> runs/sft/
   --model   fine-tune any Hugging Face causal LM on a problem set's reference solutions:
                 python train_sft.py --model Qwen/Qwen2.5-0.5B --dataset mbpp --split train \
