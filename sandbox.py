@@ -58,96 +58,108 @@ class DataError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------------
-# The demo task family: straight-line arithmetic functions, one assignment per step.
+# The demo task family: straight-line integer arithmetic, one assignment per step.
 #
 #   def f(a, b):
-#       """Return x3, computed step by step.
+#       """Return x4, computed step by step.
 #       x1: a minus 4
 #       x2: x1 times (b plus 3)
-#       x3: x2 plus 7
+#       x3: x2 times 6, divided by 3
+#       x4: x3 cubed
 #       """
 #       x1 = a - 4                  <- the completion starts here
 #       # x1 times (b plus 3)
 #       x2 = (b + 3) * x1
 #
-#       x3 = 7 + x2
-#       return x3
+#       x3 = x2 * 6 // 3
+#       x4 = x3 ** 3
+#       return x4
 #
 # The words give each step in code order, so a line is a monotone copy of its docstring line with the
-# operators spelled out: a measured choice (the words-reordering form "subtract 4 from a" left a 0.9M
-# model at 2% greedy pass@1 after its 3-minute SFT: it learned the shape of a line, not to copy operands).
+# operators spelled out (a measured choice: a 0.9M model learns that copy; reordering words it did not).
+# Every step is one-to-one in the previous value (the division is exact, multiplied factors are non-zero
+# on every test input), so a wrong value on any line changes the returned value.
+# Harmless variation: commuted operands of + and *, `x ** 3` or `x * x * x`, optional comment and blank lines.
 #
-# Every step matters: step k computes x_k from x_{k-1} with a map that is one-to-one in x_{k-1}
-# (operands are only constants and arguments, multiplied factors are non-zero on every test input),
-# so a wrong value on any line changes the returned value on every test input where it is wrong.
-# Harmless variation: commuted operands, optional comment and blank lines, drawn per line.
-# Planted mistakes (train split only, in `meta["flawed_solution"]` for the warm-up policy): each named
-# construction below is written wrongly at its rate; `meta["planted"]` lists (line, kind) of each.
-# Tests, labels and the test split always use the correct `solution`.
+# Planted mistakes (train split only, in `meta["flawed_solution"]`, the warm-up policy's targets): three
+# classic Python slips, each written at its rate wherever its construction appears. Each is *visible in
+# the line itself* (no correct line of any task has that shape), so a line-level PRM can learn to see
+# it, and each always fails the tests (checked per task). A long task holds several of them, so the
+# unit-test reward of a long response is rarely 1: the setting the paper's dense reward is for.
+# Tests, labels and the test split always use the correct `solution`; `meta["planted"]` lists (line, kind).
 # ---------------------------------------------------------------------------------------------
 DEMO_SEED = 1234
-DEMO_SIZES = {"train": 20000, "test": 1000}
+DEMO_SIZES = {"train": 20000, "test": 1000, "valid": 1000}
 DEMO_MAX_STEPS = 8
 DEMO_N_TESTS = 5
+DEMO_MAX_VALUE = 10 ** 12  # intermediate values stay below this on every test input
 COMMENT_RATE, BLANK_RATE = 0.15, 0.1
 PLANTED_RATES = {
-    "sub_swap": 0.3,        # "V minus U" written the wrong way round: U - V
     "missing_parens": 0.4,  # "P times (U plus W)" written without the parentheses: P * U + W
-    "stale_var": 0.15,      # "x_{k-1} plus/times U" written with x_{k-2} (from step 3 on)
+    "true_div": 0.4,        # "P times M, divided by C" written with true division: P * M / C (a float)
+    "xor_pow": 0.4,         # "P cubed" written with the XOR operator: P ^ 3
 }
 
 
-def _demo_step(rng, k, p, args):
-    """Step k on previous value `p`: (words, correct forms, planted kind, wrong form, value fn,
+def _demo_step(rng, p, args):
+    """One step on the previous value `p`: (words, correct forms, planted kind, wrong form, value fn,
     wrong form's value fn); a value fn maps the environment of earlier values to this step's value.
     The words give the expression in code order ("x1 minus 7"), so the line is a monotone copy of them."""
-    stale = f"x{k - 2}" if k >= 3 else None
-    const = rng.randint(1, 9)
     others = [a for a in args if a != p]
-    u = rng.choice(others + [str(const)] * max(1, len(others)))  # another argument or a constant
-    op = rng.choice(["add", "sub", "rsub", "mul", "mulsum"])
+    u = rng.choice(others + [str(rng.randint(1, 9))] * max(1, len(others)))  # another argument or a constant
+    op = rng.choice(["add", "sub", "mulsum", "div", "square"])
     if op == "add":
-        return (f"{p} plus {u}", [f"{p} + {u}", f"{u} + {p}"], "stale_var" if stale else None,
-                f"{stale} + {u}", lambda e: e[p] + e[u], lambda e: e[stale] + e[u])
+        return f"{p} plus {u}", [f"{p} + {u}", f"{u} + {p}"], None, None, lambda e: e[p] + e[u], None
     if op == "sub":
-        return (f"{p} minus {u}", [f"{p} - {u}"], "sub_swap", f"{u} - {p}", lambda e: e[p] - e[u],
-                lambda e: e[u] - e[p])
-    if op == "rsub":
-        return (f"{u} minus {p}", [f"{u} - {p}"], "sub_swap", f"{p} - {u}", lambda e: e[u] - e[p],
-                lambda e: e[p] - e[u])
-    if op == "mul":
-        c = str(rng.randint(2, 5))
-        return (f"{p} times {c}", [f"{p} * {c}", f"{c} * {p}"], "stale_var" if stale else None,
-                f"{stale} * {c}", lambda e: e[p] * e[c], lambda e: e[stale] * e[c])
-    w = str(rng.randint(1, 9))
-    return (f"{p} times ({u} plus {w})", [f"{p} * ({u} + {w})", f"({u} + {w}) * {p}"],
-            "missing_parens", f"{p} * {u} + {w}", lambda e: e[p] * (e[u] + e[w]), lambda e: e[p] * e[u] + e[w])
+        a, b = (p, u) if rng.random() < 0.5 else (u, p)
+        return f"{a} minus {b}", [f"{a} - {b}"], None, None, lambda e: e[a] - e[b], None
+    if op == "mulsum":
+        w = str(rng.randint(1, 9))
+        return (f"{p} times ({u} plus {w})", [f"{p} * ({u} + {w})", f"({u} + {w}) * {p}"], "missing_parens",
+                f"{p} * {u} + {w}", lambda e: e[p] * (e[u] + e[w]), lambda e: e[p] * e[u] + e[w])
+    if op == "div":  # an exact division, so every step stays one-to-one in the previous value
+        c = rng.randint(2, 4)
+        m, c = str(c * rng.randint(2, 3)), str(c)
+        return (f"{p} times {m}, divided by {c}", [f"{p} * {m} // {c}", f"{m} * {p} // {c}"], "true_div",
+                f"{p} * {m} / {c}", lambda e: e[p] * e[m] // e[c], lambda e: e[p] * e[m] / e[c])
+    return (f"{p} cubed", [f"{p} ** 3", f"{p} * {p} * {p}"], "xor_pow", f"{p} ^ 3", lambda e: e[p] ** 3,
+            lambda e: e[p] ^ 3)
 
 
 def _demo_task(rng, task_id, planted):
-    """One demo task, or None when its tests would not tell every line's mistake apart."""
+    """One demo task, or None when its values grow too large or its tests would miss a planted mistake."""
     args = ["a", "b"]
     n = rng.randint(1, DEMO_MAX_STEPS)
-    steps = [_demo_step(rng, k, f"x{k - 1}" if k > 1 else rng.choice(args), args) for k in range(1, n + 1)]
-    # hidden test inputs, drawn until every multiplied factor is non-zero (no step can be dead)
-    tests, told = [], [False] * n  # told[k]: some test input tells step k's wrong form from the right one
+    steps = [_demo_step(rng, f"x{k - 1}" if k > 1 else rng.choice(args), args) for k in range(1, n + 1)]
+
+    def run(env, wrong=None):  # every value, with step `wrong` (1-based) in its wrong form
+        env = dict(env)
+        for k, (_, _, _, _, fn, wrong_fn) in enumerate(steps, 1):
+            env[f"x{k}"] = (wrong_fn if k == wrong else fn)(env)
+            if not 0 < abs(env[f"x{k}"]) < DEMO_MAX_VALUE:  # a dead step (0), or too large to be a good test
+                raise ArithmeticError
+        return env
+
+    # hidden test inputs: no intermediate value is 0 (no step is dead) and none is huge
+    tests = []
     for _ in range(50):
-        env = {a: rng.randint(-20, 20) for a in args} | {str(i): i for i in range(10)}
-        ok, differs = True, []
-        for k, (words, _, kind, _, fn, wrong_fn) in enumerate(steps, 1):
-            old = env.get(f"x{k - 1}", None)
-            differs.append(bool(kind) and wrong_fn(env) != fn(env))
-            env[f"x{k}"] = fn(env)
-            if "times" in words and (old == 0 or env[f"x{k}"] == 0):
-                ok = False
-        if ok:
-            tests.append(env)
-            told = [t or d for t, d in zip(told, differs)]
+        try:
+            tests.append(run({a: rng.randint(-20, 20) for a in args} | {str(i): i for i in range(13)}))
+        except ArithmeticError:
+            pass
         if len(tests) == DEMO_N_TESTS:
             break
-    # every planted construction must be caught by the tests: the program's later steps are one-to-one
-    # in the previous value, so a wrong value on a line reaches the returned value
-    if len(tests) < DEMO_N_TESTS or not all(t or not s[2] for t, s in zip(told, steps)):
+
+    def caught(k):  # some test input tells step k's wrong form from the right one (an int of the right value)
+        for t in tests:
+            try:
+                r = run(t, wrong=k)[f"x{n}"]
+            except (ArithmeticError, TypeError):  # its value is 0 or huge, or a float overflows: it differs
+                return True
+            if type(r) is not int or r != t[f"x{n}"]:
+                return True
+        return False
+    if len(tests) < DEMO_N_TESTS or not all(caught(k) for k, s in enumerate(steps, 1) if s[2]):
         return None
     head = f"def f({', '.join(args)}):\n"
     doc = f'    """Return x{n}, computed step by step.\n'
@@ -201,7 +213,7 @@ def oracle_step_scores(problem, response):
     """Demo tasks: an exact step scorer, the ceiling of what a PRM can give. For each step of
     split_steps(response): 0 for a comment line; +1 while every code line so far assigns (or returns)
     the reference's value for its variable on every hidden input, -1 from the first one that does not.
-    Lines are evaluated as integer arithmetic on the AST (+, -, *, names, integers), never executed."""
+    Lines are evaluated as integer arithmetic on the AST (+ - * // ** ^, names, integers), never executed."""
     import ast
 
     def value(node, env):
@@ -212,11 +224,13 @@ def oracle_step_scores(problem, response):
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             v = value(node.operand, env)
             return -v if isinstance(node.op, ast.USub) else v
-        if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult)):
+        ops = {ast.Add: int.__add__, ast.Sub: int.__sub__, ast.Mult: int.__mul__, ast.FloorDiv: int.__floordiv__,
+               ast.Pow: int.__pow__, ast.BitXor: int.__xor__}  # `/` is not here: it makes a float, never right
+        if isinstance(node, ast.BinOp) and type(node.op) in ops:
             a, b = value(node.left, env), value(node.right, env)
-            if max(abs(a), abs(b)) > 10 ** 40:
+            if max(abs(a), abs(b)) > 10 ** 40 or (isinstance(node.op, ast.Pow) and not 0 <= b <= 3):
                 raise OverflowError
-            return a + b if isinstance(node.op, ast.Add) else a - b if isinstance(node.op, ast.Sub) else a * b
+            return ops[type(node.op)](a, b)  # a // 0 raises ZeroDivisionError: a wrong line
         raise ValueError("not demo arithmetic")
 
     def run_line(line, envs):
@@ -253,17 +267,19 @@ def oracle_step_scores(problem, response):
 
 
 def _demo(split):
-    """The demo split, deterministic from DEMO_SEED. Test prompts are distinct; train excludes every test
-    prompt but may repeat its own: there are only about 230 distinct one-step tasks, so a train split
-    without repeats would hold few of them, and its lengths, and its pass rates, would differ from the test's."""
+    """The demo split, deterministic from DEMO_SEED. Test prompts are distinct; valid (for choosing designs
+    and budgets; the test split is for reporting) excludes the test prompts; train excludes both but may
+    repeat its own: there are few distinct one-step tasks, so a train split without repeats would hold few
+    of them, and its lengths, and its pass rates, would differ from the test's."""
     if split not in DEMO_SIZES:
         raise DataError(f"demo: unknown split {split!r} (choose from {sorted(DEMO_SIZES)})")
-    taken = {p.prompt for p in _demo("test")} if split == "train" else set()  # prompts this split may not use
+    before = {"test": [], "valid": ["test"], "train": ["test", "valid"]}[split]
+    taken = {p.prompt for s in before for p in _demo(s)}  # prompts this split may not use
     rng, out = random.Random(f"demo-{split}-{DEMO_SEED}"), []
     while len(out) < DEMO_SIZES[split]:
         p = _demo_task(rng, f"demo/{split}/{len(out)}", planted=split == "train")
         if p is not None and p.prompt not in taken:
-            if split == "test":
+            if split != "train":
                 taken.add(p.prompt)
             out.append(p)
     return out

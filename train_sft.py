@@ -6,7 +6,8 @@ the offline demo needs it. Two modes:
   default   train a byte-level BPE tokenizer on the demo training split, build a tiny GPT-2 from a
             config (~1M parameters) and train it on prompt -> reference completion (on the demo: the
             *flawed* reference, `meta["flawed_solution"]`, whose planted systematic mistakes RL is
-            later meant to fix; `--planted false` trains on the correct one). 8-24 minutes on 2 CPU cores (README).
+            later meant to fix; `--planted false` trains on the correct one). 8-24 minutes on 2 CPU cores;
+            run_demo.sh starts from checkpoints/demo-sft, which is this command's output (README).
                 python train_sft.py                         # -> runs/sft/
   --model   fine-tune any Hugging Face causal LM on a problem set's reference solutions:
                 python train_sft.py --model Qwen/Qwen2.5-0.5B --dataset mbpp --split train \
@@ -53,7 +54,7 @@ class Args:
     n_embd: int = field(default=128, metadata={"help": "tiny model: width"})
     n_head: int = field(default=4, metadata={"help": "tiny model: attention heads"})
     # optimisation
-    steps: int = field(default=6400, metadata={"help": "optimizer steps (the copy skill appears late; README: 6400 gave 30% greedy test pass@1)"})
+    steps: int = field(default=6400, metadata={"help": "optimizer steps (the copy skill appears late: shorter runs broke the demo, docs/demo.md)"})
     batch_size: int = field(default=16, metadata={"help": "sequences per step"})
     lr: float = field(default=3e-3, metadata={"help": "peak AdamW learning rate"})
     warmup: int = field(default=50, metadata={"help": "linear warmup steps, then cosine decay to lr/10"})

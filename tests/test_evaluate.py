@@ -24,9 +24,9 @@ def test_pass_at_k_matches_the_combinatorial_formula():
     assert evaluate.pass_at_k(10, 3, 1) == pytest.approx(0.3)
 
 
-def P(sub_swap, missing_parens, stale_var):
+def P(true_div, missing_parens, xor_pow):
     """A sandbox.planted_mistakes result: [times made, times possible] per kind."""
-    return {"sub_swap": [sub_swap, 2], "missing_parens": [missing_parens, 2], "stale_var": [stale_var, 2]}
+    return {"true_div": [true_div, 2], "missing_parens": [missing_parens, 2], "xor_pow": [xor_pow, 2]}
 
 
 def test_compute_metrics_on_fixed_fake_samples():
@@ -52,7 +52,7 @@ def test_compute_metrics_on_fixed_fake_samples():
     assert m["by_steps"] == {2: {"greedy_pass@1": 0.5, "pass@1": 0.125, "problems": 2},
                              5: {"greedy_pass@1": 1.0, "pass@1": 0.75, "problems": 1}}
     # each response could have made each mistake twice (P's second numbers): 24 chances per kind
-    assert m["planted"] == pytest.approx({"missing_parens": 1 / 24, "stale_var": 1 / 24, "sub_swap": 3 / 24,
+    assert m["planted"] == pytest.approx({"missing_parens": 1 / 24, "xor_pow": 1 / 24, "true_div": 3 / 24,
                                           "failures_with_a_planted_kind": 4 / 8})
 
 
