@@ -278,7 +278,8 @@ def main():
                 n = next(k for k in range(1, n + 1) if len(tok.decode(row[:k], skip_special_tokens=True)) > cut)
             texts.append(text[:cut])
             lengths.append(n)
-        R = response.shape[1]
+        R = max(lengths)  # trim to the longest kept response: every later pass runs at this width
+        response, seq = response[:, :R], seq[:, :P + R]                                   # [B, R], [B, P + R]
         rmask = (torch.arange(R, device=device)[None] < torch.tensor(lengths, device=device)[:, None]).float()  # [B, R]
         seq_mask = torch.cat([qmask, rmask.long()], 1)                                    # [B, P + R]
         tm["time/generate"] = time.time() - t0

@@ -35,7 +35,9 @@ from transformers import HfArgumentParser
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, HERE)
+import sandbox  # noqa: E402
 from label_prm_data import step_labels  # noqa: E402
+ITERS, PPO = 16, "--kl_coef 0 --kl_loss_coef 0.25 --batch_size 64 --warmup 20"  # run_demo.sh's PPO budget and flags
 SETTINGS = {
     "sparse": "--dense_reward false --value_init policy",
     "value_init": "--dense_reward false --value_init prm --prm {prm}",
@@ -53,10 +55,11 @@ class Args:
     out: str = field(default="runs/ablation", metadata={"help": "output folder: one folder per run, eval/, results.md, plots"})
     settings: list[str] = field(default_factory=lambda: ["sparse", "value_init", "dense", "both", "oracle"], metadata={"help": "settings run for every seed"})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "seeds of every setting"})
-    hacks: list[str] = field(default_factory=lambda: ["no_length_norm", "no_neutral"], metadata={"help": "settings run once (first seed), beside `both`; `none` for none"})
-    iterations: int = field(default=40, metadata={"help": "PPO iterations per run"})
-    ppo: str = field(default="--kl_coef 0 --kl_loss_coef 0.25", metadata={"help": "train_psgpo.py flags shared by every run (run_demo.sh's)"})
-    evaluate: str = field(default="--n 8", metadata={"help": "evaluate.py flags for every policy (demo test split)"})
+    hacks: list[str] = field(default_factory=lambda: ["none"], metadata={"help": "settings run once (first seed), beside `both`: no_length_norm, no_neutral; `none` for none"})
+    iterations: int = field(default=ITERS, metadata={"help": "PPO iterations per run (run_demo.sh's)"})
+    ppo: str = field(default=PPO, metadata={"help": "train_psgpo.py flags shared by every run (run_demo.sh's)"})
+    evaluate: str = field(default="--n 4", metadata={"help": "evaluate.py flags for every policy (demo test split)"})
+    quality_problems: int = field(default=500, metadata={"help": "valid-split prompts the PRM is measured on (benchmarks/prm_quality.py)"})
     device: str = field(default="cpu", metadata={"help": "cpu | cuda"})
     parallel: int = field(default=1, metadata={"help": "runs at once (CPU: the cores are shared among them)"})
 
@@ -80,6 +83,25 @@ def curves(logs, key, w=5):
     y = np.mean([[row[key] for row in log] for log in logs], axis=0)
     w = min(w, len(y))
     return np.arange(w, len(y) + 1), np.convolve(y, np.ones(w) / w, mode="valid")
+
+
+def flat(metrics, prefix=""):
+    """evaluate.py's metrics as one level: {"by_steps/4/pass@1": ..., "planted/true_div": ...}."""
+    out = {}
+    for key, v in metrics.items():
+        if isinstance(v, dict):
+            out |= flat(v, f"{prefix}{key}/")
+        else:
+            out[f"{prefix}{key}"] = v
+    return out
+
+
+def same(value, flag):
+    """A value in a run's args.json against a command-line flag's text ("0" and 0.0 are the same)."""
+    try:
+        return float(value) == float(flag)
+    except (TypeError, ValueError):
+        return str(value).lower() == flag.lower()
 
 
 def read_json(path):
@@ -125,6 +147,8 @@ def plots(out, evals, logs, sft_eval, main):
     axes[0].legend(), fig.tight_layout(), fig.savefig(os.path.join(out, "training.png"), dpi=100)
     plt.close(fig)
     hacks = [s for s in ("both", "no_length_norm", "no_neutral") if s in logs]
+    if len(hacks) < 2:  # no hack run: no hacks.png
+        return
     fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.8))
     for ax, key in zip(axes, ("response/steps", "response/comment_share", "train/pass_rate")):
         for s in hacks:
@@ -164,8 +188,19 @@ def main():
     # 1. PPO runs: every setting x seed, and each hack once
     jobs = list(dict.fromkeys([(s, seed) for s in args.settings for seed in args.seeds] + [(h, args.seeds[0]) for h in args.hacks]))
 
+    def folder(s, seed):
+        """The run's folder: run_demo.sh's baseline / psgpo run when it is this one (same flags and seed)."""
+        demo = os.path.join(R, {"sparse": "baseline", "both": "psgpo"}.get(s, "-"), "args.json")
+        if os.path.exists(demo) and os.path.exists(os.path.join(os.path.dirname(demo), f"ckpt-{args.iterations:04d}")):
+            flags = SETTINGS[s].format(prm=f"{R}/prm", out=O).split() + args.ppo.split()
+            want = {k[2:]: v for k, v in zip(flags[::2], flags[1::2])} | {"seed": str(seed), "iterations": str(args.iterations)}
+            have = read_json(demo)
+            if all(same(have.get(k), v) for k, v in want.items()):
+                return os.path.dirname(demo)
+        return os.path.join(O, f"{s}-s{seed}")
+
     def final(s, seed):
-        return os.path.join(O, f"{s}-s{seed}", f"ckpt-{args.iterations:04d}")
+        return os.path.join(folder(s, seed), f"ckpt-{args.iterations:04d}")
 
     def ppo(job):
         s, seed = job
@@ -185,38 +220,73 @@ def main():
         list(pool.map(ppo, jobs))
         list(pool.map(evaluate, [("sft", f"{R}/sft")] + [(f"{s}-s{seed}", final(s, seed)) for s, seed in jobs]))
 
-    # 3. The Table 1 analogue, mean +- std over seeds; every number to results.json; the plots
+    # 3. Does the PRM see the mistakes? Its scores against exact line labels on valid-split samples of the
+    #    policies RL starts from and reaches (benchmarks/prm_quality.py)
+    quality_path = os.path.join(O, "prm_quality.json")
+    if not os.path.exists(quality_path):
+        policies = [f"{R}/sft"] + [final(s, args.seeds[0]) for s in ("sparse", "both") if s in args.settings]
+        run([py, "evaluate.py", "--model", *policies, "--out", f"{O}/prm_eval", "--device", args.device, "--threads", str(threads),
+             *args.evaluate.split(), "--split", "valid", "--n", "2", "--max_problems", str(args.quality_problems)],
+            os.path.join(O, "prm_eval.log"), threads)
+        run([py, "benchmarks/prm_quality.py", "--prm", f"{R}/prm", "--eval", f"{O}/prm_eval/eval.json", "--out", quality_path],
+            os.path.join(O, "prm_eval.log"), threads)
+    quality = read_json(quality_path)
+
+    # 4. The Table 1 analogue, mean +- std over seeds; every number to results.json; the plots
     def metrics(name):
         return next(iter(read_json(os.path.join(O, "eval", name, "eval.json"))["models"].values()))["metrics"]
     evals, logs = {}, {}
     for s, seed in jobs:
         evals.setdefault(s, []).append(metrics(f"{s}-s{seed}"))
-        logs.setdefault(s, []).append(read_jsonl(os.path.join(O, f"{s}-s{seed}", "log.jsonl")))
+        logs.setdefault(s, []).append(read_jsonl(os.path.join(folder(s, seed), "log.jsonl")))
     sft = metrics("sft")
     k = max((key for key in sft if key.startswith("pass@")), key=lambda key: int(key[5:]))  # the largest k evaluated
     cols = ["greedy_pass@1", "pass@1", k]
-    lines = [f"| setting | seeds | greedy pass@1 | pass@1 | {k} | train pass rate, last 10 iters | planted mistakes (sub_swap / missing_parens / stale_var) |",
+    kinds = list(sandbox.PLANTED_RATES)
+    lines = [f"| setting | seeds | greedy pass@1 | pass@1 | {k} | train pass rate, last 10 iters | planted mistakes ({' / '.join(kinds)}) |",
              "|---|---|---|---|---|---|---|",
              f"| SFT | - | {' | '.join(mean_std([sft[c]]) for c in cols)} | - | "
-             + " / ".join(f"{100 * sft['planted'][p]:.1f}" for p in ("sub_swap", "missing_parens", "stale_var")) + " |"]
+             + " / ".join(f"{100 * sft['planted'][p]:.1f}" for p in kinds) + " |"]
     for s in evals:
         ms = evals[s]
         train = [np.mean([row["train/pass_rate"] for row in log[-10:]]) for log in logs[s]]
         lines.append(f"| {s} | {len(ms)} | {' | '.join(mean_std([m[c] for m in ms]) for c in cols)} | {mean_std(train)} | "
-                     + " / ".join(f"{100 * np.mean([m['planted'][p] for m in ms]):.1f}" for p in ("sub_swap", "missing_parens", "stale_var")) + " |")
+                     + " / ".join(f"{100 * np.mean([m['planted'][p] for m in ms]):.1f}" for p in kinds) + " |")
     hack_lines = ["| run | lines per response, first -> last 5 iters | comment share | train pass rate |", "|---|---|---|---|"]
     for s in [s for s in ("both", "no_length_norm", "no_neutral") if s in logs]:
         log = logs[s][0]
         first_last = [f"{np.mean([r[key] for r in log[:5]]):.2f} -> {np.mean([r[key] for r in log[-5:]]):.2f}"
                       for key in ("response/steps", "response/comment_share", "train/pass_rate")]
         hack_lines.append(f"| {s} (seed {args.seeds[0]}) | {' | '.join(first_last)} |")
+    # the paper's claim, tested: each PRM setting against the baseline, gain vs 2 sample std (the larger of the two)
+    gains = ["| setting - sparse | " + " | ".join(f"{c}: gain (2 std)" for c in cols[:2]) + " | beats sparse by >= 2 std on both |",
+             "|---|---|---|---|"]
+    for s in [s for s in evals if s != "sparse" and len(evals[s]) > 1]:
+        cells, ok = [], True
+        for c in cols[:2]:
+            a, b = [m[c] for m in evals[s]], [m[c] for m in evals["sparse"]]
+            gain, two_std = np.mean(a) - np.mean(b), 2 * max(np.std(a, ddof=1), np.std(b, ddof=1))
+            cells.append(f"{100 * gain:+.1f} ({100 * two_std:.1f})")
+            ok = ok and gain >= two_std
+        gains.append(f"| {s} | {' | '.join(cells)} | {'yes' if ok else 'no'} |")
     plots(O, evals, logs, sft, args.settings)
     report = (f"Demo test split, {k} from --evaluate's samples; percent, mean +- sample std over seeds.\n\n" + "\n".join(lines)
-              + "\n\nReward hacks (paper 4.1):\n\n" + "\n".join(hack_lines) + "\n")
+              + "\n\n" + "\n".join(gains) + "\n")
+    report += ("\nThe PRM against exact line labels (benchmarks/prm_quality.py), on "
+               f"{quality['responses']} valid-split samples of {', '.join(quality['policies'])}:\n\n| metric | value |\n|---|---|\n"
+               + "".join(f"| {k} | {100 * v:.1f}% |\n" if k.startswith(("caught", "correct")) else f"| {k} | {v:.3f} |\n" if isinstance(v, float)
+                         else f"| {k} | {v} |\n" for k, v in quality.items() if k not in ("prm", "eval", "split", "policies")))
+    if len(hack_lines) > 3:
+        report += "\nReward hacks (paper 4.1):\n\n" + "\n".join(hack_lines) + "\n"
     with open(os.path.join(O, "results.md"), "w") as f:
         f.write(report)
+    # every number, per seed: {setting: {metric as evaluate.py names it: [one value per seed]}}
+    table = {s: {key: [flat(m)[key] for m in ms] for key in flat(ms[0])} | {"seeds": [seed for s2, seed in jobs if s2 == s],
+             "train_pass_rate_last10": [float(np.mean([row["train/pass_rate"] for row in log[-10:]])) for log in logs[s]]}
+             for s, ms in evals.items()}
     with open(os.path.join(O, "results.json"), "w") as f:
-        json.dump({"args": vars(args), "eval": evals | {"sft": [sft]}, "minutes_this_call": (time.time() - t_start) / 60}, f, indent=1)
+        json.dump({"settings": {"sft": {key: [v] for key, v in flat(sft).items()}} | table, "prm_quality": quality, "args": vars(args),
+                   "minutes_this_call": (time.time() - t_start) / 60}, f, indent=1)
     print("\n" + report + f"\nwrote {O}/results.md, results.json, bestofk.png, gain_by_steps.png, training.png, hacks.png")
 
 

@@ -1,0 +1,79 @@
+"""Does the demo PRM see the mistakes? Its scores against exact line labels, on responses it never trained on.
+
+The responses are evaluate.py's samples (its eval.json) on the demo's `valid` split, whose prompts no stage
+trains on, from the policies RL starts from and reaches (the SFT policy, the baseline's last checkpoint).
+Every code line is labeled exactly by sandbox.oracle_step_scores (+1 correct, -1 from the first wrong line
+on); the PRM's labels came from the binary search, the exact scorer is only the yardstick here. Reports:
+  step_auc               AUC of the PRM's score, correct code lines against wrong ones
+  correct_below_0        share of correct code lines the PRM scores below 0 (false alarms)
+  caught/<kind>          share of first wrong lines the PRM scores below 0, by the planted mistake the line
+                         writes (sandbox.planted_kind) or `other` (any other slip: a miscopied operand, ...)
+
+    python evaluate.py --model runs/sft runs/baseline/ckpt-0040 --split valid --n 2 --out runs/prm_eval
+    python benchmarks/prm_quality.py --prm runs/prm --eval runs/prm_eval/eval.json   # -> runs/prm/quality.json
+"""
+import argparse
+import json
+import os
+import sys
+from types import SimpleNamespace
+
+from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import sandbox  # noqa: E402
+from train_prm import auc, score_steps  # noqa: E402
+
+
+def quality(rows, scores, problems):
+    """The report above, from rows (task_id, response, steps) and the PRM's score on each step."""
+    s_code, y_code, caught = [], [], {}
+    for row, sc in zip(rows, scores):
+        problem, first = problems[row["task_id"]], True
+        for (a, b, is_comment), oracle, s in zip(row["steps"], sandbox.oracle_step_scores(problem, row["response"]), sc):
+            if is_comment:
+                continue
+            s_code.append(s), y_code.append(oracle > 0)
+            if oracle < 0 and first:
+                kind = sandbox.planted_kind(problem, row["response"][a:b].rstrip("\n")) or "other"
+                caught.setdefault(kind, []).append(s < 0)
+                first = False
+    correct = [s for s, y in zip(s_code, y_code) if y]
+    out = {"responses": len(rows), "code_lines": len(s_code), "step_auc": auc(s_code, y_code),
+           "correct_below_0": sum(s < 0 for s in correct) / max(1, len(correct))}
+    for kind, hits in sorted(caught.items()):
+        out[f"caught/{kind}"] = sum(hits) / len(hits)
+        out[f"first_errors/{kind}"] = len(hits)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prm", default="runs/prm")
+    ap.add_argument("--eval", default="runs/prm_eval/eval.json", help="evaluate.py's eval.json on demo prompts")
+    ap.add_argument("--out", default="", help="JSON report (default: PRM/quality.json)")
+    args = ap.parse_args()
+    try:
+        with open(args.eval) as f:
+            report = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f"prm_quality.py: {args.eval}: cannot read evaluate.py's eval.json ({e})")
+    split = report["args"]["split"]
+    problems = {p.task_id: p for p in sandbox.load_problems(report["args"]["dataset"], split)}
+    rows = []
+    for m in report["models"].values():
+        for s in m["samples"]:
+            if s["kind"] == "sample":
+                steps = sandbox.split_steps(s["completion"])  # labels: placeholders for prm_example; the oracle labels here
+                rows.append({"task_id": s["task_id"], "prompt": problems[s["task_id"]].prompt, "response": s["completion"],
+                             "steps": steps, "labels": [0] * len(steps)})
+    tok, model = AutoTokenizer.from_pretrained(args.prm), AutoModelForTokenClassification.from_pretrained(args.prm).eval()
+    out = quality(rows, score_steps(model, tok, rows, SimpleNamespace(device="cpu", bf16=False)), problems)
+    out = {"prm": args.prm, "eval": args.eval, "split": split, "policies": list(report["models"])} | out
+    with open(args.out or os.path.join(args.prm, "quality.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    print("| metric | value |\n|---|---|\n" + "\n".join(f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in out.items() if k != "policies"))
+
+
+if __name__ == "__main__":
+    main()
