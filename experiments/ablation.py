@@ -14,11 +14,15 @@ Settings (train_psgpo.py flags; the PRM is runs/prm unless said):
   oracle          --dense_reward true  --prm oracle           sandbox's exact step scorer as the dense reward
   no_length_norm  both, --length_norm false                   the hack that 1/T guards against
   no_neutral      both, PRM trained with comments labeled like code   the hack neutral labels guard against
+The hacks run only when asked (`--hacks no_length_norm no_neutral`). run_demo.sh's baseline and PSGPO
+runs are this script's sparse and both runs of seed 0 when their flags match: they are not run again.
 Every command is printed before it runs, and a re-run skips the runs and evaluations already done.
 Each run is evaluated on the demo test split (evaluate.py); results.md holds the Table 1 analogue
-(mean +- std over seeds), results.json every number, and the plots: bestofk.png (Figure 3),
-gain_by_steps.png (Figure 4), training.png (training pass rate, planted-mistake rates) and hacks.png
-(lines per response and share of comment lines).
+(mean +- std over seeds), each PRM setting's gain over sparse against 2 sample std, and the PRM's
+quality against exact line labels on valid-split samples (benchmarks/prm_quality.py); results.json
+every number per seed, {setting: {metric as evaluate.py names it: [one value per seed]}}; the plots:
+bestofk.png (Figure 3), gain_by_steps.png (Figure 4), training.png (training pass rate and each planted
+mistake's rate over iterations) and, with hacks, hacks.png (lines per response, share of comment lines).
 """
 import json
 import os
@@ -240,17 +244,20 @@ def main():
         evals.setdefault(s, []).append(metrics(f"{s}-s{seed}"))
         logs.setdefault(s, []).append(read_jsonl(os.path.join(folder(s, seed), "log.jsonl")))
     sft = metrics("sft")
-    k = max((key for key in sft if key.startswith("pass@")), key=lambda key: int(key[5:]))  # the largest k evaluated
+    k = f"pass@{sft['n']}"  # pass@n, from the best-of-K curve (its K = n point is the same estimator)
     cols = ["greedy_pass@1", "pass@1", k]
+
+    def get(m, c):
+        return m["best_of_k"][m["n"] - 1] if c == k else m[c]
     kinds = list(sandbox.PLANTED_RATES)
     lines = [f"| setting | seeds | greedy pass@1 | pass@1 | {k} | train pass rate, last 10 iters | planted mistakes ({' / '.join(kinds)}) |",
              "|---|---|---|---|---|---|---|",
-             f"| SFT | - | {' | '.join(mean_std([sft[c]]) for c in cols)} | - | "
+             f"| SFT | - | {' | '.join(mean_std([get(sft, c)]) for c in cols)} | - | "
              + " / ".join(f"{100 * sft['planted'][p]:.1f}" for p in kinds) + " |"]
     for s in evals:
         ms = evals[s]
         train = [np.mean([row["train/pass_rate"] for row in log[-10:]]) for log in logs[s]]
-        lines.append(f"| {s} | {len(ms)} | {' | '.join(mean_std([m[c] for m in ms]) for c in cols)} | {mean_std(train)} | "
+        lines.append(f"| {s} | {len(ms)} | {' | '.join(mean_std([get(m, c) for m in ms]) for c in cols)} | {mean_std(train)} | "
                      + " / ".join(f"{100 * np.mean([m['planted'][p] for m in ms]):.1f}" for p in kinds) + " |")
     hack_lines = ["| run | lines per response, first -> last 5 iters | comment share | train pass rate |", "|---|---|---|---|"]
     for s in [s for s in ("both", "no_length_norm", "no_neutral") if s in logs]:
@@ -287,7 +294,8 @@ def main():
     with open(os.path.join(O, "results.json"), "w") as f:
         json.dump({"settings": {"sft": {key: [v] for key, v in flat(sft).items()}} | table, "prm_quality": quality, "args": vars(args),
                    "minutes_this_call": (time.time() - t_start) / 60}, f, indent=1)
-    print("\n" + report + f"\nwrote {O}/results.md, results.json, bestofk.png, gain_by_steps.png, training.png, hacks.png")
+    print("\n" + report + f"\nwrote {O}/results.md, results.json and the plots (bestofk.png, gain_by_steps.png, training.png"
+          + (", hacks.png)" if args.hacks else ")"))
 
 
 if __name__ == "__main__":
