@@ -127,3 +127,20 @@ def test_a_bf16_model_is_trained_with_fp32_weights(tmp_path, monkeypatch, tiny_p
                                       "--out", str(tmp_path / "ft")])
     train_sft.main()
     assert next(AutoModelForCausalLM.from_pretrained(tmp_path / "ft", dtype="auto").parameters()).dtype == torch.float32
+
+
+def test_shipped_demo_policy_is_intact_and_writes_demo_code():
+    """checkpoints/demo-sft (run_demo.sh's starting point): its files match SHA256SUMS, it loads as a causal
+    LM, and its greedy completion of a demo test prompt assigns the first step's variable."""
+    import hashlib
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "checkpoints", "demo-sft")
+    with open(os.path.join(folder, "SHA256SUMS")) as f:
+        sums = [line.split() for line in f if line.strip()]
+    assert {name for _, name in sums} >= {"model.safetensors", "tokenizer.json", "config.json"}
+    for digest, name in sums:
+        with open(os.path.join(folder, name), "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == digest, name
+    tok, model = AutoTokenizer.from_pretrained(folder), AutoModelForCausalLM.from_pretrained(folder)
+    p = sandbox.load_problems("demo", "test")[0]
+    out = model.generate(**tok(p.prompt, return_tensors="pt"), max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
+    assert tok.decode(out[0], skip_special_tokens=True)[len(p.prompt):].lstrip().startswith(("x1 =", "# "))
