@@ -107,7 +107,7 @@ def _demo_step(rng, p, args):
     The words give the expression in code order ("x1 minus 7"), so the line is a monotone copy of them."""
     others = [a for a in args if a != p]
     u = rng.choice(others + [str(rng.randint(1, 9))] * max(1, len(others)))  # another argument or a constant
-    op = rng.choice(["add", "sub", "mulsum", "div", "square"])
+    op = rng.choice(["add", "sub", "mulsum", "div", "cube"])
     if op == "add":
         return f"{p} plus {u}", [f"{p} + {u}", f"{u} + {p}"], None, None, lambda e: e[p] + e[u], None
     if op == "sub":
