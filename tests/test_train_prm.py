@@ -140,3 +140,25 @@ def test_bad_data_is_one_line(tmp_path, tiny_policy, content, message):
     r = subprocess.run([sys.executable, "train_prm.py", "--data", str(data), "--init", tiny_policy("gpt2"),
                         "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=HERE)
     assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-500:]
+
+
+def test_prm_quality_against_exact_labels():
+    """benchmarks/prm_quality.quality: hand scores on a demo reference and on it with one planted mistake."""
+    import os
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import prm_quality
+    p = next(p for p in sandbox.load_problems("demo", "valid") if sum(k == "true_div" for k, _ in p.meta["wrong_forms"].values()) == 1
+             and p.meta["n_steps"] >= 4 and "#" not in p.solution and "\n\n" not in p.solution)  # line i is step i
+    var, (_, wrong) = next((v, kw) for v, kw in p.meta["wrong_forms"].items() if kw[0] == "true_div")
+    lines = p.solution.split("\n")
+    i = next(j for j, line in enumerate(lines) if line.strip().startswith(f"{var} ="))
+    flawed = "\n".join(lines[:i] + [f"    {var} = {wrong}"] + lines[i + 1:])
+    rows = [{"task_id": p.task_id, "response": r, "steps": sandbox.split_steps(r)} for r in (p.solution, flawed)]
+    n = len(rows[0]["steps"])
+    good = [0.5] * n
+    bad = [0.5] * i + [-0.5] * (n - i)  # below 0 from the wrong line on: a perfect PRM
+    q = prm_quality.quality(rows, [good, bad], {p.task_id: p})
+    assert q["step_auc"] == 1.0 and q["correct_below_0"] == 0.0 and q["caught/true_div"] == 1.0 and q["first_errors/true_div"] == 1
+    bad[i] = 0.5  # misses the wrong line itself (and so ranks it with the correct ones)
+    q = prm_quality.quality(rows, [[-0.5] + good[1:], bad], {p.task_id: p})
+    assert q["caught/true_div"] == 0.0 and q["correct_below_0"] == 1 / (n + i)  # n + i correct lines, one below 0
