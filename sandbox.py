@@ -273,16 +273,17 @@ def _demo(split):
     of them, and its lengths, and its pass rates, would differ from the test's."""
     if split not in DEMO_SIZES:
         raise DataError(f"demo: unknown split {split!r} (choose from {sorted(DEMO_SIZES)})")
-    before = {"test": [], "valid": ["test"], "train": ["test", "valid"]}[split]
-    taken = {p.prompt for s in before for p in _demo(s)}  # prompts this split may not use
-    rng, out = random.Random(f"demo-{split}-{DEMO_SEED}"), []
-    while len(out) < DEMO_SIZES[split]:
-        p = _demo_task(rng, f"demo/{split}/{len(out)}", planted=split == "train")
-        if p is not None and p.prompt not in taken:
-            if split != "train":
-                taken.add(p.prompt)
-            out.append(p)
-    return out
+    taken = set()  # prompts the splits made so far hold: a later split may not use them
+    for s in ("test", "valid", "train"):  # each split from its own seed, in this order, up to the one asked for
+        rng, out = random.Random(f"demo-{s}-{DEMO_SEED}"), []
+        while len(out) < DEMO_SIZES[s]:
+            p = _demo_task(rng, f"demo/{s}/{len(out)}", planted=s == "train")
+            if p is not None and p.prompt not in taken:
+                if s != "train":
+                    taken.add(p.prompt)
+                out.append(p)
+        if s == split:
+            return out
 
 
 # ---------------------------------------------------------------------------------------------
