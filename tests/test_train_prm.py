@@ -1,5 +1,6 @@
 """train_prm.py: targets on each line's last token, the loss, the metrics, the script end to end."""
 import json
+import os
 import random
 import subprocess
 import sys
@@ -144,7 +145,6 @@ def test_bad_data_is_one_line(tmp_path, tiny_policy, content, message):
 
 def test_prm_quality_against_exact_labels():
     """benchmarks/prm_quality.quality: hand scores on a demo reference and on it with one planted mistake."""
-    import os
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
     import prm_quality
     p = next(p for p in sandbox.load_problems("demo", "valid") if sum(k == "true_div" for k, _ in p.meta["wrong_forms"].values()) == 1
