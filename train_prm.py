@@ -26,6 +26,8 @@ import torch
 from tqdm import tqdm
 from transformers import AutoModelForTokenClassification, AutoTokenizer, HfArgumentParser, set_seed
 
+import sandbox
+
 IGNORE = -100.0  # target on tokens that carry no label
 
 
@@ -172,8 +174,10 @@ def main():
     held = lambda r: zlib.crc32(f"{args.seed}/{r['prompt']}".encode()) % 10000 < args.holdout * 10000  # noqa: E731
     train = [r for r in train_rows if not held(r)]
     test = [r for r in all_rows if held(r)]
-    if not os.path.exists(os.path.join(args.init, "config.json")):
-        raise SystemExit(f"train_prm.py: {args.init}: not a checkpoint folder (no config.json)")
+    try:  # a local folder or a Hub id
+        sandbox.find_model(args.init)
+    except sandbox.DataError as e:
+        raise SystemExit(f"train_prm.py: --init {e}")
     tok = AutoTokenizer.from_pretrained(args.init)
     if not tok.is_fast:
         raise SystemExit(f"train_prm.py: {args.init}: needs a fast tokenizer (character offsets map lines to tokens)")

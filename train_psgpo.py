@@ -21,6 +21,7 @@ import glob
 import json
 import os
 import random
+import shutil
 import signal
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,7 +31,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer, HfArgumentParser
+from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer, GenerationConfig, HfArgumentParser
 
 import sandbox
 
@@ -124,12 +125,19 @@ def step_end_tokens(char_ends, steps):
     return [next(t for t, c in enumerate(char_ends) if c >= end) for _, end, _ in steps]
 
 
-def dense_reward(step_tokens, step_scores, passed, lam_fail, lam_pass, length_norm):
-    """Eq. 3: [(token, r_m)] with r_m = lam * R_phi(x, y<=m) / T on line m's last token; lam is
-    lam_pass for a passing response and lam_fail for a failing one; T = number of lines."""
+def dense_reward(step_tokens, step_scores, is_comment, last_token, passed, lam_fail, lam_pass, length_norm):
+    """Eq. 3: [(token, r_m)] with r_m = lam * R_phi(x, y<=m) / T on the last token of code line m; lam is
+    lam_pass for a passing response and lam_fail for a failing one; T = number of *code* lines.
+    Ours, where the paper leaves it open: comment lines earn 0 (their neutral label) and are not counted in T,
+    so adding comments can neither shrink a failing response's penalty nor earn anything (the paper's policy
+    learned to write excessive comments); a response without a code line (empty, comments only) gets the
+    floor -lam_fail on its last token, no more than the worst real attempt (sum >= -lam when R_phi >= -1)."""
+    code = [(t, s) for t, s, c in zip(step_tokens, step_scores, is_comment) if not c]
+    if not code:
+        return [(last_token, -lam_fail)]
     lam = lam_pass if passed else lam_fail
-    T = len(step_tokens) if length_norm else 1
-    return [(t, lam * s / T) for t, s in zip(step_tokens, step_scores)]
+    T = len(code) if length_norm else 1
+    return [(t, lam * s / T) for t, s in code]
 
 
 # ------------------------------------------------------------------ model plumbing
@@ -144,24 +152,70 @@ def token_logp(model, seq, mask, P, temperature):
     return torch.gather(F.log_softmax(logits, -1), 2, seq[:, P:, None])[..., 0]
 
 
+def find_model(path, what):
+    """A local folder or a Hub id (sandbox.find_model), or one clear line."""
+    try:
+        return sandbox.find_model(path)
+    except sandbox.DataError as e:
+        raise SystemExit(f"train_psgpo.py: {what}: {e}")
+
+
 def load_token_model(path, what, dtype):
-    config = os.path.join(path, "config.json")
-    if not os.path.exists(config):
-        raise SystemExit(f"train_psgpo.py: {path}: not a checkpoint folder (no config.json)")
-    with open(config) as f:
-        cfg = json.load(f)
-    if not any(a.endswith("ForTokenClassification") for a in cfg.get("architectures") or []) or cfg.get("num_labels", len(cfg.get("id2label", {}))) != 1:
+    cfg = find_model(path, what)
+    if not any(a.endswith("ForTokenClassification") for a in cfg.architectures or []) or cfg.num_labels != 1:
         raise SystemExit(f"train_psgpo.py: {path}: {what} must be a token-classification model with one output (train_prm.py writes one)")
     return AutoModelForTokenClassification.from_pretrained(path, dtype=dtype)
 
 
-def save(out, it, policy, value, tok, opts, scheds, rng, log_rows):
-    ckpt = os.path.join(out, f"ckpt-{it:04d}")
-    policy.save_pretrained(ckpt)  # the folder label_prm_data.py and evaluate.py load
-    tok.save_pretrained(ckpt)
-    value.save_pretrained(os.path.join(ckpt, "value"))
-    torch.save({"iteration": it, "opts": [o.state_dict() for o in opts], "scheds": [s.state_dict() for s in scheds], "rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
-                "numpy_rng": np.random.get_state(), "log_rows": log_rows}, os.path.join(ckpt, "trainer_state.pt"))
+@torch.no_grad()
+def sampler_logp_gap(policy, query, qmask, P, eos, temperature, new_tokens=32):
+    """PPO's ratio assumes the rollouts were drawn from softmax(logits / temperature), the distribution
+    token_logp computes. A checkpoint's generation_config.json (repetition penalty, top-k, ...) would change
+    what generate draws and nothing would show it (the first minibatch's ratio is 1 all the same). Samples
+    a few short responses, returning max |log p_sampler - log p_token_logp| over their tokens (fp32; ~1e-6
+    when they agree). The RNGs are left as they were, so the run's samples do not depend on the check."""
+    with torch.random.fork_rng(devices=[policy.device] if policy.device.type == "cuda" else []):
+        out = policy.generate(input_ids=query, attention_mask=qmask, max_new_tokens=new_tokens, output_scores=True, return_dict_in_generate=True)
+    response = out.sequences[:, P:]
+    sampler = torch.stack(out.scores, 1).float().log_softmax(-1).gather(2, response[..., None])[..., 0]  # [B, R]
+    is_eos = (response == eos).long()
+    valid = (is_eos.cumsum(1) - is_eos) == 0  # through the first eos
+    logp = token_logp(policy, out.sequences, torch.cat([qmask, torch.ones_like(response)], 1), P, temperature)
+    return ((sampler - logp).abs() * valid).max().item()
+
+
+def save(out, it, policy, value, tok, opts, scheds, rank_state, log_rows, rank, world):
+    """ckpt-NNNN/: policy and tokenizer (what label_prm_data.py and evaluate.py load), value/, and
+    trainer_state.pt: optimizers, schedulers, the log, and each rank's RNGs and prompt stream. Written under
+    ckpt-NNNN.tmp and renamed when complete, so a run cut off while saving never resumes from half a checkpoint.
+    Every rank calls it (its RNG state travels to rank 0)."""
+    states = [rank_state]
+    if world > 1:
+        states = [None] * world
+        dist.all_gather_object(states, rank_state)
+    if rank == 0:
+        ckpt = os.path.join(out, f"ckpt-{it:04d}")
+        shutil.rmtree(ckpt + ".tmp", ignore_errors=True)
+        policy.save_pretrained(ckpt + ".tmp")
+        tok.save_pretrained(ckpt + ".tmp")
+        value.save_pretrained(os.path.join(ckpt + ".tmp", "value"))
+        torch.save({"iteration": it, "opts": [o.state_dict() for o in opts], "scheds": [s.state_dict() for s in scheds],
+                    "ranks": states, "log_rows": log_rows}, os.path.join(ckpt + ".tmp", "trainer_state.pt"))
+        os.replace(ckpt + ".tmp", ckpt)
+    if world > 1:
+        dist.barrier()
+
+
+def rank_state(rng, device):
+    """This rank's randomness: the prompt stream, Python, NumPy, torch (CPU and this rank's GPU)."""
+    return {"prompts": rng.getstate(), "python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.startswith("cuda") else None}
+
+
+def set_rank_state(state, rng, device):
+    rng.setstate(state["prompts"]), random.setstate(state["python"]), np.random.set_state(state["numpy"]), torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"] is not None and device.startswith("cuda"):
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
 
 
 def main():
@@ -171,15 +225,20 @@ def main():
         dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
     device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if args.device == "cuda" else args.device
+    if device.startswith("cuda"):
+        torch.cuda.set_device(device)
     if args.value_init not in ("prm", "policy"):
         raise SystemExit(f"train_psgpo.py: --value_init must be prm or policy, not {args.value_init!r}")
     oracle = args.prm == "oracle"
     if oracle and args.value_init == "prm":
         raise SystemExit("train_psgpo.py: --prm oracle has no weights to start the value model from: use --value_init policy")
     needs_prm = (args.dense_reward or args.value_init == "prm") and not oracle
-    if needs_prm and not os.path.exists(args.prm):
-        raise SystemExit(f"train_psgpo.py: --dense_reward/--value_init prm need a PRM, and {args.prm!r} does not exist "
-                         f"(train one with train_prm.py, or run the baseline: --dense_reward false --value_init policy)")
+    if needs_prm:
+        try:
+            sandbox.find_model(args.prm)
+        except sandbox.DataError as e:
+            raise SystemExit(f"train_psgpo.py: --dense_reward/--value_init prm need a PRM ({e}): train one with train_prm.py, "
+                             f"or run the baseline: --dense_reward false --value_init policy")
     torch.set_num_threads(max(1, min(2, torch.get_num_threads()) // world))
     random.seed(args.seed + rank), np.random.seed(args.seed + rank), torch.manual_seed(args.seed + rank)
     rng = random.Random(args.seed * 1000 + rank)  # which prompts this rank draws
@@ -192,10 +251,10 @@ def main():
 
     # models: policy (trained), reference (frozen), value (trained), PRM (frozen)
     start, log_rows = 0, []
-    ckpts = sorted(glob.glob(os.path.join(args.out, "ckpt-*"))) if args.resume else []
+    ckpts = sorted(glob.glob(os.path.join(args.out, "ckpt-[0-9][0-9][0-9][0-9]"))) if args.resume else []  # not *.tmp
     src = ckpts[-1] if ckpts else args.policy
-    if not os.path.exists(os.path.join(src, "config.json")):
-        raise SystemExit(f"train_psgpo.py: {src}: not a checkpoint folder (no config.json)")
+    for path in {args.policy, src}:  # the starting policy (the KL reference) and, on resume, the checkpoint
+        find_model(path, "--policy")
     tok = AutoTokenizer.from_pretrained(src)
     if tok.pad_token_id is None or tok.eos_token_id is None:
         raise SystemExit(f"train_psgpo.py: {src}: the tokenizer needs a pad and an eos token")
@@ -204,6 +263,10 @@ def main():
     # AdamW updates away); the frozen reference and PRM may be stored in bf16
     frozen = torch.bfloat16 if args.bf16 else torch.float32
     policy = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32).to(device)
+    # exact rollouts: generate draws from softmax(logits / temperature) and nothing else; the checkpoint's own
+    # generation_config.json (repetition penalty, top-k/p, ...) would make them silently off-policy
+    policy.generation_config = GenerationConfig(do_sample=True, temperature=args.temperature, top_k=0, top_p=1.0,
+                                                max_new_tokens=args.max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     ref = AutoModelForCausalLM.from_pretrained(args.policy, dtype=frozen).to(device).eval().requires_grad_(False)
     prm = load_token_model(args.prm, "--prm", frozen).to(device).eval().requires_grad_(False) if args.dense_reward and not oracle else None
     if needs_prm and AutoTokenizer.from_pretrained(args.prm).get_vocab() != tok.get_vocab():
@@ -225,14 +288,17 @@ def main():
             model.config.attention_dropout = 0.0
     opts = [torch.optim.AdamW(policy.parameters(), lr=args.lr, eps=1e-5), torch.optim.AdamW(value.parameters(), lr=args.value_lr, eps=1e-5)]
     scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: min(1.0, (s + 1) / args.warmup)) for o in opts]  # linear warm-up
-    if ckpts:  # resume exactly: optimizers, every RNG, the log so far
-        state = torch.load(os.path.join(src, "trainer_state.pt"), weights_only=False)
+    if ckpts:  # resume exactly: optimizers, each rank's RNGs and prompt stream, the log so far
+        state = torch.load(os.path.join(src, "trainer_state.pt"), map_location=device, weights_only=False)
+        if len(state["ranks"]) != world:
+            raise SystemExit(f"train_psgpo.py: {src} was written by {len(state['ranks'])} ranks; resume it with as many, not {world}")
         start, log_rows = state["iteration"], state["log_rows"]
         for o, s in zip(opts + scheds, state["opts"] + state["scheds"]):
             o.load_state_dict(s)
-        rng.setstate(state["rng"]), torch.set_rng_state(state["torch_rng"]), np.random.set_state(state["numpy_rng"])
-    train_policy = torch.nn.parallel.DistributedDataParallel(policy) if ddp else policy
-    train_value = torch.nn.parallel.DistributedDataParallel(value) if ddp else value
+        set_rank_state(state["ranks"][rank], rng, device)
+    # DDP: gradients all-reduced in buckets that are the .grad tensors themselves (no second copy)
+    train_policy = torch.nn.parallel.DistributedDataParallel(policy, gradient_as_bucket_view=True) if ddp else policy
+    train_value = torch.nn.parallel.DistributedDataParallel(value, gradient_as_bucket_view=True) if ddp else value
     per_rank = args.batch_size // world
     if rank == 0:
         os.makedirs(args.out, exist_ok=True)
@@ -248,7 +314,8 @@ def main():
         except ImportError:
             pass
     stop = {"now": False}
-    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))  # Ctrl-C: finish the iteration, save, exit
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C (or a scheduler's TERM): finish the iteration, save, exit
+        signal.signal(sig, lambda *_: stop.update(now=True))
     autocast = torch.autocast(device.split(":")[0], torch.bfloat16, enabled=args.bf16)
     bar = tqdm(range(start, args.iterations), desc="psgpo", initial=start, total=args.iterations, disable=rank != 0)
 
@@ -265,9 +332,16 @@ def main():
         query = torch.tensor([[tok.pad_token_id] * (P - len(q)) + q for q in prompts], device=device)
         qmask = (torch.arange(P, device=device)[None] >= torch.tensor([P - len(q) for q in prompts], device=device)[:, None]).long()
         assert (query[:, -1] != tok.pad_token_id).all(), "left padding: every prompt ends at column P - 1"
+        if it == start:  # once per process: the sampler draws from exactly the distribution token_logp computes
+            gap = torch.tensor(sampler_logp_gap(policy, query[:4], qmask[:4], P, tok.eos_token_id, args.temperature), device=device)
+            if ddp:  # every rank stops, or none
+                dist.all_reduce(gap, dist.ReduceOp.MAX)
+            if gap > 1e-3:
+                raise SystemExit(f"train_psgpo.py: the sampler's log-probs differ from token_logp's by up to {gap:.3g} nats: "
+                                 f"rollouts would be off-policy (a logits processor or sampling setting in {src}'s generation config?)")
+        stops = sorted({s for p in batch for s in p.stop})  # finish a row at its stop sequence, not at max_new_tokens
         with torch.no_grad(), autocast:
-            seq = policy.generate(input_ids=query, attention_mask=qmask, do_sample=True, temperature=args.temperature, top_k=0,
-                                  top_p=1.0, max_new_tokens=args.max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            seq = policy.generate(input_ids=query, attention_mask=qmask, stop_strings=stops or None, tokenizer=tok)
         response = seq[:, P:]                                                              # [B, R]
         texts, lengths = [], []
         for p, row in zip(batch, response.tolist()):  # a response ends at its eos, or at a stop sequence
@@ -304,13 +378,10 @@ def main():
                     scores = forward(prm, seq, seq_mask)[:, P:, 0].float()                 # [B, R]: R_phi after token t
             n_steps = sum(len(s) for s in steps)
             for b, (row, st) in enumerate(zip(response.tolist(), steps)):
-                if not st:  # ours, not the paper's: an empty response earns no more than the worst real
-                    dense[b, last[b]] = -args.lam_fail  # attempt (Eq. 3's sum is >= -lam when R_phi >= -1)
-                    continue
                 ends = [len(tok.decode(row[:t + 1], skip_special_tokens=True)) for t in range(lengths[b])]
                 toks = step_end_tokens(ends, st)
-                step_scores = sandbox.oracle_step_scores(batch[b], texts[b]) if oracle else scores[b, toks].tolist()
-                for t, r in dense_reward(toks, step_scores, bool(passed[b]), args.lam_fail, args.lam_pass, args.length_norm):
+                step_scores = (sandbox.oracle_step_scores(batch[b], texts[b]) if oracle else scores[b, toks].tolist()) if st else []
+                for t, r in dense_reward(toks, step_scores, [c for _, _, c in st], int(last[b]), bool(passed[b]), args.lam_fail, args.lam_pass, args.length_norm):
                     dense[b, t] += r
                 neg_share += sum(s < 0 for s in step_scores) / max(1, n_steps)
         comment_share = sum(c for st in steps for _, _, c in st) / max(1, sum(len(s) for s in steps))
@@ -351,13 +422,12 @@ def main():
                     loss = loss + args.kl_loss_coef * exact
                     stats["exact_kl"].append(exact.item())
                 vf = value_loss(vpred, old_values[idx], returns[idx], m, args.vf_clip)
-                for o in opts:
-                    o.zero_grad(set_to_none=True)
                 (loss + vf).backward()  # separate models and optimizers: one backward serves both
                 for o, sched, model in zip(opts, scheds, (policy, value)):
                     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                     o.step()
                     sched.step()
+                    o.zero_grad(set_to_none=True)  # free the gradients before the next forward
                 with torch.no_grad():
                     stats["pg"].append(pg.item()), stats["vf"].append(vf.item()), stats["clipfrac"].append(clipfrac.item())
                     stats["approx_kl"].append(masked_mean(0.5 * (logp - old_logp[idx]) ** 2, m).item())
@@ -394,8 +464,12 @@ def main():
                 if writer is not None and k != "iteration":
                     writer.add_scalar(k, v, it + 1)
             bar.set_postfix(pass_rate=f"{row['train/pass_rate']:.2f}", kl=f"{row['charts/kl_per_seq']:.2f}", ent=f"{row['charts/entropy']:.2f}")
-            if (it + 1) % args.save_every == 0 or it + 1 == args.iterations or stop["now"]:
-                save(args.out, it + 1, policy, value, tok, opts, scheds, rng, log_rows)
+        if ddp:  # a signal seen by any rank stops them all after this iteration (none is left waiting)
+            flag = torch.tensor(float(stop["now"]), device=device)
+            dist.all_reduce(flag, dist.ReduceOp.MAX)
+            stop["now"] = bool(flag)
+        if (it + 1) % args.save_every == 0 or it + 1 == args.iterations or stop["now"]:
+            save(args.out, it + 1, policy, value, tok, opts, scheds, rank_state(rng, device), log_rows, rank, world)
         if stop["now"]:
             if rank == 0:
                 print(f"\ninterrupted: saved {args.out}/ckpt-{it + 1:04d}; --resume continues from there")

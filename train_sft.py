@@ -140,8 +140,10 @@ def load_policy(args, texts):
                                  num_attention_heads=args.n_head, num_key_value_heads=args.n_head,
                                  tie_word_embeddings=True, **ids)
         return AutoModelForCausalLM.from_config(config), tok
-    if os.path.isdir(args.model) and not os.path.exists(os.path.join(args.model, "config.json")):
-        raise SystemExit(f"train_sft.py: {args.model}: not a checkpoint folder (no config.json)")
+    try:  # a local folder or a Hub id
+        sandbox.find_model(args.model)
+    except sandbox.DataError as e:
+        raise SystemExit(f"train_sft.py: --model {e}")
     try:
         tok = AutoTokenizer.from_pretrained(args.model)
         model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)  # fp32 weights; --bf16 autocasts

@@ -130,9 +130,9 @@ def test_two_models_side_by_side_and_same_seed_same_samples(tmp_path, monkeypatc
 
 
 def test_bad_inputs_are_one_line(tmp_path, monkeypatch):
-    with pytest.raises(SystemExit, match="no such checkpoint folder"):
+    with pytest.raises(SystemExit, match="no such model folder"):
         run(monkeypatch, "--model", tmp_path / "missing", "--out", tmp_path)
-    with pytest.raises(SystemExit, match=r"not a checkpoint folder \(no config.json\)"):
+    with pytest.raises(SystemExit, match=r"not a model folder \(no config.json\)"):
         run(monkeypatch, "--model", tmp_path, "--out", tmp_path)
     with pytest.raises(SystemExit) as e:
         run(monkeypatch, "--oracle", "--dataset", "nosuch", "--out", tmp_path)

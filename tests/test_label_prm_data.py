@@ -1,6 +1,7 @@
 """label_prm_data.py: the binary search, labels, data selection, the batched search, the script."""
 import json
 import math
+import os
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -133,7 +134,9 @@ def test_script_end_to_end_and_resume(tmp_path, tiny_policy, arch):
     assert [r["labels"] for r in relabeled] == [lp.step_labels(r["steps"], r["passed"], r["correct_steps"], False) for r in rows]
 
 
-def test_bad_policy_is_one_line(tmp_path):
-    r = subprocess.run([sys.executable, "label_prm_data.py", "--policy", str(tmp_path / "nope"), "--out", str(tmp_path),
-                        "--max_prompts", "1"], capture_output=True, text=True, cwd=lp.__file__.rsplit("/", 1)[0])
-    assert r.returncode != 0 and "not a checkpoint folder" in r.stderr and "Traceback" not in r.stderr
+def test_every_policy_is_checked_before_any_labeling(tmp_path, tiny_policy):
+    """A bad second --policy stops the run at once, before the first policy's hours of sampling."""
+    r = subprocess.run([sys.executable, "label_prm_data.py", "--policy", tiny_policy("gpt2"), str(tmp_path / "nope"),
+                        "--out", str(tmp_path), "--max_prompts", "1"], capture_output=True, text=True, cwd=lp.__file__.rsplit("/", 1)[0])
+    assert r.returncode != 0 and "no such model folder" in r.stderr and "Traceback" not in r.stderr, r.stderr[-800:]
+    assert not os.path.exists(tmp_path / "rows.jsonl")

@@ -182,6 +182,19 @@ def test_hub_unreachable_is_one_line(monkeypatch, name):
     assert "\n" not in str(e.value)
 
 
+def test_find_model_local_or_hub(tmp_path, monkeypatch, tiny_policy):
+    """A model is a local folder or a Hub id; otherwise one line, at once for paths that look local."""
+    assert sandbox.find_model(tiny_policy("gpt2")).model_type == "gpt2"
+    for path, message in [(tmp_path / "missing", "no such model folder"), (tmp_path, "not a model folder"),
+                          ("runs/nope/ckpt-0001", "no such model folder")]:
+        with pytest.raises(DataError, match=message):
+            sandbox.find_model(str(path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network here: a Hub id is tried, and fails in one line
+    with pytest.raises(DataError, match="neither a local model folder nor reachable on the Hugging Face Hub") as e:
+        sandbox.find_model("Qwen/Qwen2.5-Coder-7B-Instruct")
+    assert "\n" not in str(e.value)
+
+
 def test_mbpp_and_livecodebench_rows_judge():
     mb = sandbox._mbpp_problem({"task_id": 2, "text": "Add two numbers.", "code": "def add(a, b):\n    return a + b",
                                 "test_list": ["assert add(1, 2) == 3", "assert add(0, 0) == 0"], "test_setup_code": ""})

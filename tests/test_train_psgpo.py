@@ -60,11 +60,39 @@ def test_dense_reward_lands_on_line_ends():
     toks = tp.step_end_tokens(ends, steps)
     assert toks == [9, 18, 32, len(text) - 1]  # each line's newline; the last line's last character
     assert [text[t] for t in toks] == ["\n", "\n", "\n", "b"]
-    scores = [1.0, 0.0, -0.5, 0.8]
-    assert tp.dense_reward(toks, scores, False, 0.25, 0.025, True) == [(9, 0.0625), (18, 0.0), (32, -0.03125), (44, 0.05)]
-    passing = tp.dense_reward(toks, scores, True, 0.25, 0.025, True)
-    assert [t for t, _ in passing] == toks and [r for _, r in passing] == pytest.approx([0.00625, 0.0, -0.003125, 0.005])
-    assert tp.dense_reward(toks, scores, False, 0.25, 0.025, False)[0] == (9, 0.25)  # without 1/T
+    scores, comment = [1.0, 0.7, -0.5, 0.8], [c for _, _, c in steps]
+    assert comment == [False, True, False, False]
+    failing = tp.dense_reward(toks, scores, comment, 44, False, 0.25, 0.025, True)  # T = 3 code lines; the comment earns 0
+    assert [t for t, _ in failing] == [9, 32, 44] and [r for _, r in failing] == pytest.approx([0.25 / 3, -0.125 / 3, 0.2 / 3])
+    passing = tp.dense_reward(toks, scores, comment, 44, True, 0.25, 0.025, True)
+    assert [r for _, r in passing] == pytest.approx([0.025 / 3, -0.0125 / 3, 0.02 / 3])
+    assert tp.dense_reward(toks, scores, comment, 44, False, 0.25, 0.025, False)[0] == (9, 0.25)  # without 1/T
+
+
+def test_comments_never_raise_the_dense_reward():
+    """Eq. 3's T counts code lines and comments earn nothing: however a PRM scores comments (here up to +1),
+    adding them leaves a failing response's dense reward as it was, and a comment-only response earns the
+    floor, as an empty one does."""
+    rng = __import__("random").Random(0)
+
+    def reward(lines, code_scores, comment_score):
+        steps = sandbox.split_steps("\n".join("    " + l for l in lines))
+        comment = [c for _, _, c in steps]
+        it = iter(code_scores)
+        scores = [comment_score() if c else next(it) for c in comment]
+        return sum(r for _, r in tp.dense_reward(list(range(len(steps))), scores, comment, 99, False, 0.25, 0.025, True))
+
+    code = ["x = a + 1", "y = x * 2", "z = y - a", "return z"]
+    for _ in range(200):
+        lines = code[:rng.randint(1, 4)]
+        code_scores = [rng.uniform(-1, 1) for _ in lines]
+        padded = list(lines)
+        for _ in range(rng.randint(1, 5)):
+            padded.insert(rng.randint(0, len(padded)), "# " + rng.choice(["add them", "the answer", "step two"]))
+        base = reward(lines, code_scores, None)
+        assert reward(padded, code_scores, lambda: rng.uniform(-1, 1)) == pytest.approx(base)
+    assert tp.dense_reward([], [], [], 5, False, 0.25, 0.025, True) == [(5, -0.25)]  # empty: the floor
+    assert reward(["# returns the sum", "# of a and b"], [], lambda: 1.0) == -0.25  # comments only: the same floor
 
 
 def test_dense_reward_with_merged_whitespace_tokens(tiny_tokenizer):
@@ -143,13 +171,48 @@ def test_resume_continues_exactly(monkeypatch, tmp_path, tiny_policy, tiny_prm):
         assert {k: v for k, v in ra.items() if not k.startswith("time/")} == {k: v for k, v in rb.items() if not k.startswith("time/")}
 
 
-def test_two_processes_gloo(tmp_path, tiny_policy, tiny_prm):
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "train_psgpo.py",
-                        "--policy", tiny_policy("gpt2"), "--prm", tiny_prm("gpt2"), "--out", str(tmp_path),
-                        *map(str, SMALL), "--workers", "1"], capture_output=True, text=True, cwd=HERE, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    (row,) = [json.loads(l) for l in open(tmp_path / "log.jsonl")]
-    assert row["iteration"] == 1 and os.path.exists(tmp_path / "ckpt-0001" / "value" / "config.json")
+def test_rollouts_are_exactly_on_policy(monkeypatch, tmp_path):
+    """A checkpoint whose generation_config.json carries a repetition penalty (as instruct checkpoints ship):
+    generate under its config samples off-policy, which the check measures; train_psgpo.py samples under its
+    own config, passes the check, and stops loudly if its sampler ever differs from token_logp. (The shipped
+    demo policy: a trained model's logits are large enough for the penalty to show; a random one's are ~0.)"""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    penalized = tmp_path / "penalized"
+    model = AutoModelForCausalLM.from_pretrained(os.path.join(HERE, "checkpoints", "demo-sft"))
+    tok = AutoTokenizer.from_pretrained(os.path.join(HERE, "checkpoints", "demo-sft"))
+    model.generation_config = GenerationConfig(repetition_penalty=1.3, do_sample=True, top_k=0, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    model.save_pretrained(penalized), tok.save_pretrained(penalized)
+    query = torch.tensor([tok(sandbox.load_problems("demo", "valid")[0].prompt)["input_ids"]] * 4)
+    torch.manual_seed(0)
+    off = AutoModelForCausalLM.from_pretrained(penalized)
+    assert off.generation_config.repetition_penalty == 1.3
+    assert tp.sampler_logp_gap(off, query, torch.ones_like(query), query.shape[1], tok.eos_token_id, 1.0) > 0.05
+    run(monkeypatch, "--policy", penalized, "--dense_reward", "false", "--value_init", "policy", "--out", tmp_path / "ok", *SMALL)
+    assert os.path.isdir(tmp_path / "ok" / "ckpt-0001")
+    real = GenerationConfig
+    monkeypatch.setattr(tp, "GenerationConfig", lambda **kw: real(**kw, repetition_penalty=1.3))  # a processor slips in
+    with pytest.raises(SystemExit, match="rollouts would be off-policy"):
+        run(monkeypatch, "--policy", penalized, "--dense_reward", "false", "--value_init", "policy", "--out", tmp_path / "bad", *SMALL)
+
+
+def test_two_processes_gloo_resume_exactly(tmp_path, tiny_policy, tiny_prm):
+    """2 ranks (DDP, gloo): a run stopped after one iteration and resumed logs what an uninterrupted run logs,
+    each rank drawing its own prompts again; a half-written checkpoint is never resumed from; the checkpoint
+    loads with AutoModelForCausalLM."""
+    def torchrun(out, iterations, *extra):
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "train_psgpo.py",
+                            "--policy", tiny_policy("gpt2"), "--prm", tiny_prm("gpt2"), "--out", str(out), "--save_every", "1",
+                            *map(str, SMALL[:-4]), "--iterations", str(iterations), "--warmup", "1", "--workers", "1", *extra],
+                           capture_output=True, text=True, cwd=HERE, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return [{k: v for k, v in json.loads(l).items() if not k.startswith(("time/", "memory/"))} for l in open(out / "log.jsonl")]
+    whole = torchrun(tmp_path / "a", 2)
+    torchrun(tmp_path / "b", 1)
+    os.makedirs(tmp_path / "b" / "ckpt-0002.tmp")  # a save cut off half-way: ignored
+    resumed = torchrun(tmp_path / "b", 2, "--resume", "true")
+    assert len(whole) == 2 and resumed == whole
+    from transformers import AutoModelForCausalLM
+    AutoModelForCausalLM.from_pretrained(tmp_path / "b" / "ckpt-0002")
 
 
 def test_bad_inputs_are_one_line(tmp_path, tiny_policy, tiny_prm, tiny_tokenizer):

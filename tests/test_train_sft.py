@@ -99,7 +99,7 @@ def test_bad_dataset_is_one_line(tmp_path, monkeypatch):
         train_sft.main()
     assert str(e.value).startswith("train_sft.py: ") and "no such file" in str(e.value) and "\n" not in str(e.value)
     monkeypatch.setattr(sys, "argv", ["train_sft.py", "--model", str(tmp_path), "--out", str(tmp_path / "o")])
-    with pytest.raises(SystemExit, match="not a checkpoint folder"):
+    with pytest.raises(SystemExit, match="not a model folder"):
         train_sft.main()
 
 
