@@ -17,7 +17,7 @@ if [ ! -f .venv/.installed ]; then  # a fresh machine: make the venv first
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 R=${RUNS:-runs}
-ITERS=${ITERS:-16}                          # PPO iterations per run
+ITERS=${ITERS:-8}                           # PPO iterations per run
 EVERY=$((ITERS / 4))                        # 4 evenly spaced baseline checkpoints for labeling
 PPO="--kl_coef 0 --kl_loss_coef 0.25 --batch_size 64 --warmup 20 --iterations $ITERS --save_every $EVERY --resume true"
 last() { printf '%s/ckpt-%04d' "$1" "$ITERS"; }

@@ -9,7 +9,7 @@ on); the PRM's labels came from the binary search, the exact scorer is only the 
   caught/<kind>          share of first wrong lines the PRM scores below 0, by the planted mistake the line
                          writes (sandbox.planted_kind) or `other` (any other slip: a miscopied operand, ...)
 
-    python evaluate.py --model runs/sft runs/baseline/ckpt-0016 --split valid --n 2 --out runs/prm_eval
+    python evaluate.py --model runs/sft runs/baseline/ckpt-0008 --split valid --n 2 --out runs/prm_eval
     python benchmarks/prm_quality.py --prm runs/prm --eval runs/prm_eval/eval.json   # -> runs/prm/quality.json
 """
 import argparse

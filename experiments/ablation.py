@@ -41,7 +41,7 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, HERE)
 import sandbox  # noqa: E402
 from label_prm_data import step_labels  # noqa: E402
-ITERS, PPO = 16, "--kl_coef 0 --kl_loss_coef 0.25 --batch_size 64 --warmup 20"  # run_demo.sh's PPO budget and flags
+ITERS, PPO = 8, "--kl_coef 0 --kl_loss_coef 0.25 --batch_size 64 --warmup 20"  # run_demo.sh's PPO budget and flags
 SETTINGS = {
     "sparse": "--dense_reward false --value_init policy",
     "value_init": "--dense_reward false --value_init prm --prm {prm}",
