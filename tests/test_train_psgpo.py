@@ -264,3 +264,17 @@ def test_bad_inputs_are_one_line(tmp_path, tiny_policy, tiny_prm, tiny_tokenizer
         r = subprocess.run([sys.executable, "train_psgpo.py", "--policy", tiny_policy("gpt2"), "--out", str(tmp_path / "o"),
                             *map(str, SMALL), *map(str, extra)], capture_output=True, text=True, cwd=HERE)
         assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-800:]
+
+
+def test_memory_guide_matches_published_sizes_and_measured_peaks():
+    """benchmarks/memory_guide.py: Qwen2.5-Coder's parameter counts from the shapes, and its DDP peak within
+    5% of the peaks bench_psgpo.py measured in one process on an H200 (docs/real_scale.md: 27.4, 65.0 GiB)."""
+    sys.path.insert(0, os.path.join(HERE, "benchmarks"))
+    import memory_guide as mg
+    for shape, billions in [("0.5B", 0.49), ("1.5B", 1.54), ("3B", 3.09), ("7B", 7.62)]:
+        assert round(mg.params(*mg.SHAPES[shape])[0] / 1e9, 2) == billions
+    a = mg.Args()
+    for shape, measured in [("0.5B", 27.4), ("1.5B", 65.0)]:
+        peak = mg.peak(mg.components(shape, 1, "ddp", a)) / mg.GIB
+        assert abs(peak - measured) / measured < 0.05, (shape, peak)
+    assert mg.peak(mg.components("7B", 8, "fsdp", a)) / mg.GIB < 80  # the paper's 7B on 8 GPUs of 80 GB
