@@ -11,7 +11,9 @@ line m sits on the line's last token (its newline, when it has one); every other
 their responses in rows.jsonl) or one .jsonl file. A share of the prompts (--holdout) is held out;
 the held-out report: step-level AUC and accuracy (comments excluded), first-error localisation (the
 first line scored below 0 vs the labeled first error) and how well the last line's score predicts
-the test verdict (AUC). `--show N` prints N held-out responses with every line's score.
+the test verdict (AUC). `--show N` prints N held-out responses with every line's score. For models one GPU cannot train
+(7B: ~120 GB of fp32 weights, gradients and AdamW moments), `torchrun --nproc_per_node 8 train_prm.py
+--fsdp true ...` shards them with PyTorch FSDP2; each step's batch is split across the ranks.
 Sequence layout (training, right padding): [prompt ids][response ids][pad ...], tokenized separately.
 """
 import json
@@ -23,6 +25,9 @@ import zlib
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from tqdm import tqdm
 from transformers import AutoModelForTokenClassification, AutoTokenizer, HfArgumentParser, set_seed
 
@@ -47,6 +52,7 @@ class Args:
     device: str = field(default="cpu", metadata={"help": "cpu | cuda"})
     bf16: bool = field(default=False, metadata={"help": "autocast to bfloat16 (GPUs)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory (large models)"})
+    fsdp: bool = field(default=False, metadata={"help": "under torchrun: shard the model with PyTorch FSDP2 (fully_shard), the batch split across ranks"})
     seed: int = field(default=0, metadata={"help": "random seed"})
 
 
@@ -146,7 +152,7 @@ def score_steps(model, tok, rows, args):
     out = []
     for row in tqdm(rows, desc="score", leave=False):
         ids, _, positions = prm_example(tok, row)
-        with torch.autocast(args.device, torch.bfloat16, enabled=args.bf16):
+        with torch.autocast(args.device.split(":")[0], torch.bfloat16, enabled=args.bf16):
             scores = model(torch.tensor([ids], device=args.device)).logits[0, :, 0].float()  # [T]
         out.append(scores[positions].tolist())
     return out
@@ -163,10 +169,28 @@ def show(rows, step_scores, n):
             print(f"{mark}  {row['response'][a:b].rstrip()}")
 
 
+def shard(model, bf16):
+    """FSDP2: every decoder layer its own unit, then the root; bf16 compute from fp32 weights, fp32 gradient reduction."""
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32)
+    for m in model.modules():
+        if type(m).__name__ in (model._no_split_modules or []):
+            fully_shard(m, mp_policy=mp)
+    return fully_shard(model, mp_policy=mp)
+
+
 def main():
     args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
+    rank, world = 0, 1
+    if args.fsdp:
+        if "RANK" not in os.environ:
+            raise SystemExit("train_prm.py: --fsdp shards across ranks: run it under torchrun")
+        dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if args.device == "cuda":
+            args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            torch.cuda.set_device(args.device)
     set_seed(args.seed)
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads()) // world))
     folder = os.path.isdir(args.data)
     train_rows = read_rows(os.path.join(args.data, "labels.jsonl") if folder else args.data)
     all_rows = read_rows(os.path.join(args.data, "rows.jsonl")) if folder and os.path.exists(os.path.join(args.data, "rows.jsonl")) else train_rows
@@ -184,6 +208,8 @@ def main():
     model = AutoModelForTokenClassification.from_pretrained(args.init, num_labels=1, dtype=torch.float32).to(args.device)  # fp32 weights; --bf16 autocasts
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    if args.fsdp:
+        shard(model, args.bf16)
     examples = [e[:2] for e in (prm_example(tok, r) for r in train) if len(e[0]) <= args.max_len]
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     steps_per_epoch = math.ceil(len(examples) / args.batch_size)
@@ -192,16 +218,17 @@ def main():
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / args.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
     rng = random.Random(args.seed)
     model.train()
-    bar = tqdm(total=total, desc="train PRM")
+    bar = tqdm(total=total, desc="train PRM", disable=rank != 0)
     for epoch in range(args.epochs):
         rng.shuffle(examples)
         for s in range(0, len(examples), args.batch_size):
             batch = examples[s:s + args.batch_size]
+            batch = batch[rank::world] or batch[-1:]  # FSDP: this rank's share (never empty: every rank steps together)
             width = max(len(ids) for ids, _ in batch)
             ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in batch], device=args.device)          # [B, T]
             targets = torch.tensor([t + [IGNORE] * (width - len(t)) for _, t in batch], device=args.device)        # [B, T]
             mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch], device=args.device)     # [B, T]
-            with torch.autocast(args.device, torch.bfloat16, enabled=args.bf16):
+            with torch.autocast(args.device.split(":")[0], torch.bfloat16, enabled=args.bf16):
                 scores = model(input_ids=ids, attention_mask=mask).logits[..., 0].float()                          # [B, T]
             loss = prm_loss(scores, targets)
             opt.zero_grad()
@@ -220,13 +247,20 @@ def main():
         metrics |= {f"eval/{k}": v for k, v in prm_metrics(extra, score_steps(model, tok, extra, args)).items()}
     metrics |= {"train_rows": len(examples), "train_labeled_steps": sum(sum(t != IGNORE for t in e[1]) for e in examples),
                 "final_loss": loss.item(), "init": args.init}
+    # FSDP: the full weights gathered on rank 0 (a plain from_pretrained folder); every rank scored above
+    weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)) if args.fsdp else None
+    shown = score_steps(model, tok, test[:args.show], args) if args.show and test else None
+    if args.fsdp:
+        dist.destroy_process_group()
+    if rank != 0:
+        return
     os.makedirs(args.out, exist_ok=True)
-    model.save_pretrained(args.out)
+    model.save_pretrained(args.out, state_dict=weights)
     tok.save_pretrained(args.out)
     with open(os.path.join(args.out, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=1)
-    if args.show and test:
-        show(test, score_steps(model, tok, test[:args.show], args), args.show)
+    if shown:
+        show(test, shown, args.show)
     print("\n| held-out metric | value |\n|---|---|")
     for key, value in metrics.items():
         print(f"| {key} | {value:.3f} |" if isinstance(value, float) else f"| {key} | {value} |")

@@ -17,6 +17,7 @@ its log-prob comes from the logits at column P + t - 1, the value of the state b
 the value head at column P + t - 1, and a line's dense reward sits on the line's last token. The
 outcome reward (1 if all tests pass, else 0) sits on the response's last token (its eos when it has one).
 """
+import contextlib
 import glob
 import json
 import os
@@ -29,7 +30,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 import torch.nn.functional as F
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict, set_optimizer_state_dict
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer, GenerationConfig, HfArgumentParser
 
@@ -48,6 +52,7 @@ class Args:
     device: str = field(default="cpu", metadata={"help": "cpu | cuda (under torchrun: each rank its own GPU)"})
     bf16: bool = field(default=False, metadata={"help": "autocast to bfloat16 (GPUs)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory (large models)"})
+    fsdp: bool = field(default=False, metadata={"help": "under torchrun: shard the four models with PyTorch FSDP2 (fully_shard) instead of DDP replicas (7B-class models)"})
     # the paper's settings (section 4.1)
     dense_reward: bool = field(default=True, metadata={"help": "add the PRM's line rewards (Eq. 3)"})
     value_init: str = field(default="prm", metadata={"help": "prm: value model = copy of the PRM; policy: policy body + fresh head"})
@@ -175,7 +180,8 @@ def sampler_logp_gap(policy, query, qmask, P, eos, temperature, new_tokens=32):
     a few short responses, returning max |log p_sampler - log p_token_logp| over their tokens (fp32; ~1e-6
     when they agree). The RNGs are left as they were, so the run's samples do not depend on the check."""
     with torch.random.fork_rng(devices=[policy.device] if policy.device.type == "cuda" else []):
-        out = policy.generate(input_ids=query, attention_mask=qmask, max_new_tokens=new_tokens, output_scores=True, return_dict_in_generate=True)
+        out = policy.generate(input_ids=query, attention_mask=qmask, max_new_tokens=new_tokens, output_scores=True, return_dict_in_generate=True,
+                              synced_gpus=isinstance(policy, FSDPModule))
     response = out.sequences[:, P:]
     sampler = torch.stack(out.scores, 1).float().log_softmax(-1).gather(2, response[..., None])[..., 0]  # [B, R]
     is_eos = (response == eos).long()
@@ -184,22 +190,60 @@ def sampler_logp_gap(policy, query, qmask, P, eos, temperature, new_tokens=32):
     return ((sampler - logp).abs() * valid).max().item()
 
 
-def save(out, it, policy, value, tok, opts, scheds, rank_state, log_rows, rank, world):
+def shard(model, bf16):
+    """FSDP2: every decoder layer its own unit, then the root (embeddings, final norm, head); each rank keeps
+    1/world of every weight, gradient and AdamW moment. bf16 compute from fp32 master weights, gradients
+    reduced in fp32. The frozen reference and PRM are sharded the same way."""
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32)
+    for m in model.modules():
+        if type(m).__name__ in (model._no_split_modules or []):
+            fully_shard(m, mp_policy=mp)
+    return fully_shard(model, mp_policy=mp)
+
+
+@contextlib.contextmanager
+def gathered(model, fsdp):
+    """FSDP2 around `generate`: weights gathered once and kept through every decoding step (not gathered
+    again per token), sharded again afterwards. Nothing to do for DDP or one process."""
+    if not fsdp:
+        yield
+        return
+    model.set_reshard_after_forward(False)
+    try:
+        yield
+    finally:
+        model.set_reshard_after_forward(True)
+        for m in model.modules():
+            if isinstance(m, FSDPModule):
+                m.reshard()
+
+
+def save(out, it, policy, value, tok, opts, scheds, rank_state, log_rows, rank, world, fsdp):
     """ckpt-NNNN/: policy and tokenizer (what label_prm_data.py and evaluate.py load), value/, and
     trainer_state.pt: optimizers, schedulers, the log, and each rank's RNGs and prompt stream. Written under
     ckpt-NNNN.tmp and renamed when complete, so a run cut off while saving never resumes from half a checkpoint.
-    Every rank calls it (its RNG state travels to rank 0)."""
+    Every rank calls it (its RNG state travels to rank 0). FSDP: the HF folders from the full state dict
+    (gathered on rank 0), the optimizers' shards with torch.distributed.checkpoint in optim/."""
+    ckpt = os.path.join(out, f"ckpt-{it:04d}")
     states = [rank_state]
     if world > 1:
         states = [None] * world
         dist.all_gather_object(states, rank_state)
     if rank == 0:
-        ckpt = os.path.join(out, f"ckpt-{it:04d}")
         shutil.rmtree(ckpt + ".tmp", ignore_errors=True)
-        policy.save_pretrained(ckpt + ".tmp")
+    if world > 1:
+        dist.barrier()
+    weights = [None, None]
+    if fsdp:  # collectives: every rank takes part
+        full = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        weights = [get_model_state_dict(m, options=full) for m in (policy, value)]
+        dcp.save({"policy": get_optimizer_state_dict(policy, opts[0]), "value": get_optimizer_state_dict(value, opts[1])},
+                 checkpoint_id=os.path.join(ckpt + ".tmp", "optim"))
+    if rank == 0:
+        policy.save_pretrained(ckpt + ".tmp", state_dict=weights[0])
         tok.save_pretrained(ckpt + ".tmp")
-        value.save_pretrained(os.path.join(ckpt + ".tmp", "value"))
-        torch.save({"iteration": it, "opts": [o.state_dict() for o in opts], "scheds": [s.state_dict() for s in scheds],
+        value.save_pretrained(os.path.join(ckpt + ".tmp", "value"), state_dict=weights[1])
+        torch.save({"iteration": it, "opts": None if fsdp else [o.state_dict() for o in opts], "scheds": [s.state_dict() for s in scheds],
                     "ranks": states, "log_rows": log_rows}, os.path.join(ckpt + ".tmp", "trainer_state.pt"))
         os.replace(ckpt + ".tmp", ckpt)
     if world > 1:
@@ -286,6 +330,11 @@ def main():
                 m.p = 0.0
         if hasattr(model.config, "attention_dropout"):
             model.config.attention_dropout = 0.0
+    if args.fsdp:
+        if not ddp:
+            raise SystemExit("train_psgpo.py: --fsdp shards across ranks: run it under torchrun")
+        for m in (policy, value, ref) + ((prm,) if prm is not None else ()):
+            shard(m, args.bf16)
     opts = [torch.optim.AdamW(policy.parameters(), lr=args.lr, eps=1e-5), torch.optim.AdamW(value.parameters(), lr=args.value_lr, eps=1e-5)]
     scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: min(1.0, (s + 1) / args.warmup)) for o in opts]  # linear warm-up
     if ckpts:  # resume exactly: optimizers, each rank's RNGs and prompt stream, the log so far
@@ -293,12 +342,17 @@ def main():
         if len(state["ranks"]) != world:
             raise SystemExit(f"train_psgpo.py: {src} was written by {len(state['ranks'])} ranks; resume it with as many, not {world}")
         start, log_rows = state["iteration"], state["log_rows"]
-        for o, s in zip(opts + scheds, state["opts"] + state["scheds"]):
+        if args.fsdp:  # each rank reads its shards of the optimizer states
+            osd = {"policy": get_optimizer_state_dict(policy, opts[0]), "value": get_optimizer_state_dict(value, opts[1])}
+            dcp.load(osd, checkpoint_id=os.path.join(src, "optim"))
+            set_optimizer_state_dict(policy, opts[0], osd["policy"]), set_optimizer_state_dict(value, opts[1], osd["value"])
+        for o, s in zip(scheds if args.fsdp else opts + scheds, state["scheds"] if args.fsdp else state["opts"] + state["scheds"]):
             o.load_state_dict(s)
         set_rank_state(state["ranks"][rank], rng, device)
     # DDP: gradients all-reduced in buckets that are the .grad tensors themselves (no second copy)
-    train_policy = torch.nn.parallel.DistributedDataParallel(policy, gradient_as_bucket_view=True) if ddp else policy
-    train_value = torch.nn.parallel.DistributedDataParallel(value, gradient_as_bucket_view=True) if ddp else value
+    replicate = ddp and not args.fsdp
+    train_policy = torch.nn.parallel.DistributedDataParallel(policy, gradient_as_bucket_view=True) if replicate else policy
+    train_value = torch.nn.parallel.DistributedDataParallel(value, gradient_as_bucket_view=True) if replicate else value
     per_rank = args.batch_size // world
     if rank == 0:
         os.makedirs(args.out, exist_ok=True)
@@ -333,15 +387,16 @@ def main():
         qmask = (torch.arange(P, device=device)[None] >= torch.tensor([P - len(q) for q in prompts], device=device)[:, None]).long()
         assert (query[:, -1] != tok.pad_token_id).all(), "left padding: every prompt ends at column P - 1"
         if it == start:  # once per process: the sampler draws from exactly the distribution token_logp computes
-            gap = torch.tensor(sampler_logp_gap(policy, query[:4], qmask[:4], P, tok.eos_token_id, args.temperature), device=device)
+            with gathered(policy, args.fsdp):
+                gap = torch.tensor(sampler_logp_gap(policy, query[:4], qmask[:4], P, tok.eos_token_id, args.temperature), device=device)
             if ddp:  # every rank stops, or none
                 dist.all_reduce(gap, dist.ReduceOp.MAX)
             if gap > 1e-3:
                 raise SystemExit(f"train_psgpo.py: the sampler's log-probs differ from token_logp's by up to {gap:.3g} nats: "
                                  f"rollouts would be off-policy (a logits processor or sampling setting in {src}'s generation config?)")
         stops = sorted({s for p in batch for s in p.stop})  # finish a row at its stop sequence, not at max_new_tokens
-        with torch.no_grad(), autocast:
-            seq = policy.generate(input_ids=query, attention_mask=qmask, stop_strings=stops or None, tokenizer=tok)
+        with torch.no_grad(), autocast, gathered(policy, args.fsdp):  # FSDP: every rank steps until all are done
+            seq = policy.generate(input_ids=query, attention_mask=qmask, stop_strings=stops or None, tokenizer=tok, synced_gpus=args.fsdp)
         response = seq[:, P:]                                                              # [B, R]
         texts, lengths = [], []
         for p, row in zip(batch, response.tolist()):  # a response ends at its eos, or at a stop sequence
@@ -469,7 +524,7 @@ def main():
             dist.all_reduce(flag, dist.ReduceOp.MAX)
             stop["now"] = bool(flag)
         if (it + 1) % args.save_every == 0 or it + 1 == args.iterations or stop["now"]:
-            save(args.out, it + 1, policy, value, tok, opts, scheds, rank_state(rng, device), log_rows, rank, world)
+            save(args.out, it + 1, policy, value, tok, opts, scheds, rank_state(rng, device), log_rows, rank, world, args.fsdp)
         if stop["now"]:
             if rank == 0:
                 print(f"\ninterrupted: saved {args.out}/ckpt-{it + 1:04d}; --resume continues from there")

@@ -12,6 +12,7 @@ the offline demo needs it. Two modes:
   --model   fine-tune any Hugging Face causal LM on a problem set's reference solutions:
                 python train_sft.py --model Qwen/Qwen2.5-0.5B --dataset mbpp --split train \
                     --device cuda --bf16 --gradient_checkpointing --lr 1e-5 --batch_size 8
+            (a model one GPU cannot train: torchrun --nproc_per_node 8 train_sft.py --fsdp true ..., FSDP2)
 
 Sequence layout (right padding, training only): [prompt ids][completion ids][eos][pad ...]. Prompt and
 completion are tokenized separately and concatenated, so the boundary is the same one generation sees;
@@ -26,6 +27,9 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from tqdm import tqdm
 from transformers import (AutoModelForCausalLM, AutoTokenizer, GPT2Config, HfArgumentParser, LlamaConfig,
                           PreTrainedTokenizerFast, set_seed)
@@ -63,6 +67,7 @@ class Args:
     bf16: bool = field(default=False, metadata={"help": "GPU: autocast the forward pass to bfloat16"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "GPU: trade compute for memory on big models"})
     save_every: int = field(default=0, metadata={"help": "also save a checkpoint every N steps (0: only at the end)"})
+    fsdp: bool = field(default=False, metadata={"help": "under torchrun: shard the model with PyTorch FSDP2 (fully_shard), each batch split across ranks"})
 
 
 def train_tokenizer(texts, vocab_size, specials=("<|endoftext|>", "<|pad|>")):
@@ -158,9 +163,22 @@ def load_policy(args, texts):
     return model, tok
 
 
-def save(model, tok, args, out, summary=None):
+def shard(model, bf16):
+    """FSDP2: every decoder layer its own unit, then the root; bf16 compute from fp32 weights, fp32 gradient reduction."""
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32)
+    for m in model.modules():
+        if type(m).__name__ in (model._no_split_modules or []):
+            fully_shard(m, mp_policy=mp)
+    return fully_shard(model, mp_policy=mp)
+
+
+def save(model, tok, args, out, summary=None, rank=0):
+    """A save_pretrained folder; FSDP: every rank helps gather the full weights, rank 0 writes them."""
+    weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)) if args.fsdp else None
+    if rank != 0:
+        return
     os.makedirs(out, exist_ok=True)
-    model.save_pretrained(out)
+    model.save_pretrained(out, state_dict=weights)
     tok.save_pretrained(out)
     with open(os.path.join(out, "sft_args.json"), "w") as f:
         json.dump({"args": asdict(args), "summary": summary}, f, indent=1)
@@ -168,6 +186,16 @@ def save(model, tok, args, out, summary=None):
 
 def main():
     args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
+    rank, world = 0, 1
+    if args.fsdp:
+        if "RANK" not in os.environ:
+            raise SystemExit("train_sft.py: --fsdp shards across ranks: run it under torchrun")
+        dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+        if args.device == "cuda":
+            args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            torch.cuda.set_device(args.device)
+        args.threads = max(1, args.threads // world)
     torch.set_num_threads(args.threads)
     set_seed(args.seed)
     t0 = time.time()
@@ -192,6 +220,8 @@ def main():
         model.gradient_checkpointing_enable()
     model.config.use_cache = False
     n_params = sum(p.numel() for p in model.parameters())
+    if args.fsdp:
+        shard(model, args.bf16)
     print(f"{len(examples)} examples ({len(pairs) - len(examples)} too long), {sum(lengths) / len(lengths):.0f} "
           f"tokens each on average, vocab {len(tok)}, {n_params / 1e6:.2f}M parameters")
 
@@ -207,24 +237,27 @@ def main():
     rng = random.Random(args.seed)
     batches, epoch, losses = [], 0, []
     model.train()
-    bar = tqdm(range(1, args.steps + 1), desc="sft", unit="step")
+    bar = tqdm(range(1, args.steps + 1), desc="sft", unit="step", disable=rank != 0)
     t_train = time.time()
     for step in bar:
         if not batches:
             batches, epoch = length_grouped_batches(lengths, args.batch_size, rng), epoch + 1
-        input_ids, mask, labels = (t.to(args.device) for t in collate([examples[i] for i in batches.pop()], tok.pad_token_id))
+        idx = batches.pop()
+        idx = idx[rank::world] or idx[-1:]  # FSDP: this rank's share (never empty: every rank steps together)
+        input_ids, mask, labels = (t.to(args.device) for t in collate([examples[i] for i in idx], tok.pad_token_id))
         with torch.autocast(device_type=args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16):
             loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss  # mean over completion tokens
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        grad_norm = grad_norm.full_tensor() if args.fsdp else grad_norm  # FSDP: a DTensor
         opt.step()
         sched.step()
         losses.append(loss.item())
         if step % 10 == 0:
             bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}", gnorm=f"{grad_norm:.2f}", epoch=epoch)
         if args.save_every and step % args.save_every == 0 and step < args.steps:
-            save(model, tok, args, os.path.join(args.out, f"step{step}"))
+            save(model, tok, args, os.path.join(args.out, f"step{step}"), rank=rank)
     train_s = time.time() - t_train
 
     model.config.use_cache = True
@@ -235,7 +268,11 @@ def main():
                "final_loss": round(sum(tail) / len(tail), 4), "train_s": round(train_s, 1),
                "steps_per_s": round(args.steps / train_s, 2), "total_s": round(time.time() - t0, 1),
                "params_M": round(n_params / 1e6, 3), "vocab": len(tok), "tokens_per_example": round(sum(lengths) / len(lengths), 1)}
-    save(model, tok, args, args.out, summary)
+    save(model, tok, args, args.out, summary, rank)
+    if args.fsdp:
+        dist.destroy_process_group()
+    if rank != 0:
+        return
     print("\n| " + " | ".join(summary) + " |\n|" + "---|" * len(summary) + "\n| "
           + " | ".join(str(v) for v in summary.values()) + " |")
     print(f"saved to {args.out}")

@@ -104,6 +104,22 @@ def test_script_end_to_end(tmp_path, tiny_policy, arch):
     assert prm.config.num_labels == 1
 
 
+def test_fsdp_two_processes(tmp_path, tiny_policy):
+    """--fsdp on 2 gloo processes (FSDP2): trains, reports, and writes a PRM that plain from_pretrained loads."""
+    data = tmp_path / "labels.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in labeled_rows(30)))
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "train_prm.py", "--fsdp", "true",
+                        "--data", str(data), "--init", tiny_policy("qwen2"), "--out", str(tmp_path / "prm"), "--epochs", "1",
+                        "--holdout", "0.3", "--show", "1"], capture_output=True, text=True, cwd=HERE, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("| step_auc |") == 1  # rank 0 reports
+    from transformers import AutoModelForTokenClassification
+    prm = AutoModelForTokenClassification.from_pretrained(tmp_path / "prm")
+    start = AutoModelForTokenClassification.from_pretrained(tiny_policy("qwen2"), num_labels=1)
+    body = [k for k in prm.state_dict() if "layers.0." in k]
+    assert body and any(not torch.equal(prm.state_dict()[k], start.state_dict()[k]) for k in body)  # trained
+
+
 def test_eval_on_another_labeled_set_leaves_out_trained_prompts(tmp_path, tiny_policy):
     rows = labeled_rows(40)  # 2 rows per prompt
     (tmp_path / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:60]))

@@ -195,24 +195,48 @@ def test_rollouts_are_exactly_on_policy(monkeypatch, tmp_path):
         run(monkeypatch, "--policy", penalized, "--dense_reward", "false", "--value_init", "policy", "--out", tmp_path / "bad", *SMALL)
 
 
-def test_two_processes_gloo_resume_exactly(tmp_path, tiny_policy, tiny_prm):
-    """2 ranks (DDP, gloo): a run stopped after one iteration and resumed logs what an uninterrupted run logs,
-    each rank drawing its own prompts again; a half-written checkpoint is never resumed from; the checkpoint
-    loads with AutoModelForCausalLM."""
-    def torchrun(out, iterations, *extra):
-        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "train_psgpo.py",
-                            "--policy", tiny_policy("gpt2"), "--prm", tiny_prm("gpt2"), "--out", str(out), "--save_every", "1",
-                            *map(str, SMALL[:-4]), "--iterations", str(iterations), "--warmup", "1", "--workers", "1", *extra],
-                           capture_output=True, text=True, cwd=HERE, timeout=600)
-        assert r.returncode == 0, r.stderr[-3000:]
-        return [{k: v for k, v in json.loads(l).items() if not k.startswith(("time/", "memory/"))} for l in open(out / "log.jsonl")]
-    whole = torchrun(tmp_path / "a", 2)
-    torchrun(tmp_path / "b", 1)
+def torchrun(policy, prm, out, iterations, *extra):
+    """train_psgpo.py on 2 gloo processes, saving every iteration; its log without times and memory."""
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "train_psgpo.py",
+                        "--policy", policy, "--prm", prm, "--out", str(out), "--save_every", "1",
+                        *map(str, SMALL[:-4]), "--iterations", str(iterations), "--warmup", "1", "--workers", "1", *extra],
+                       capture_output=True, text=True, cwd=HERE, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return [{k: v for k, v in json.loads(l).items() if not k.startswith(("time/", "memory/"))} for l in open(out / "log.jsonl")]
+
+
+@pytest.mark.parametrize("engine", ["ddp", "fsdp"])
+def test_two_processes_gloo_resume_exactly(tmp_path, tiny_policy, tiny_prm, engine):
+    """2 ranks (gloo), DDP or FSDP2: a run stopped after one iteration and resumed logs what an uninterrupted
+    run logs, each rank drawing its own prompts again (FSDP: each reading its optimizer shards); a half-written
+    checkpoint is never resumed from; the checkpoint loads with the Auto classes."""
+    arch = "gpt2" if engine == "ddp" else "llama"
+    run2 = lambda out, n, *extra: torchrun(tiny_policy(arch), tiny_prm(arch), out, n, "--fsdp", str(engine == "fsdp"), *extra)  # noqa: E731
+    whole = run2(tmp_path / "a", 2)
+    run2(tmp_path / "b", 1)
     os.makedirs(tmp_path / "b" / "ckpt-0002.tmp")  # a save cut off half-way: ignored
-    resumed = torchrun(tmp_path / "b", 2, "--resume", "true")
+    resumed = run2(tmp_path / "b", 2, "--resume", "true")
     assert len(whole) == 2 and resumed == whole
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
     AutoModelForCausalLM.from_pretrained(tmp_path / "b" / "ckpt-0002")
+    AutoModelForTokenClassification.from_pretrained(tmp_path / "b" / "ckpt-0002" / "value")
+
+
+def test_fsdp_step_moves_the_weights_as_ddp_does(tmp_path, tiny_policy, tiny_prm):
+    """One PPO iteration on 2 ranks, FSDP2 against DDP (whose step is the one-process step on both ranks'
+    batch, gradients averaged): the same samples and logs, the same weights after, within float tolerance."""
+    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
+    logs = {e: torchrun(tiny_policy("llama"), tiny_prm("llama"), tmp_path / e, 1, "--fsdp", str(e == "fsdp")) for e in ("ddp", "fsdp")}
+    for k, v in logs["ddp"][0].items():
+        assert logs["fsdp"][0][k] == pytest.approx(v, rel=1e-4, abs=1e-5), k
+    for load, sub in [(AutoModelForCausalLM, ""), (AutoModelForTokenClassification, "value")]:
+        a, b = (load.from_pretrained(tmp_path / e / "ckpt-0001" / sub).state_dict() for e in ("ddp", "fsdp"))
+        start = load.from_pretrained(tiny_policy("llama") if sub == "" else tiny_prm("llama")).state_dict()
+        assert a.keys() == b.keys()
+        moved = max((a[k] - start[k]).abs().max().item() for k in a)
+        assert moved > 1e-4  # the step did something
+        for k in a:
+            assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
 
 
 def test_a_signal_to_one_rank_stops_both_with_a_checkpoint(tmp_path, tiny_policy):

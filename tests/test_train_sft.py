@@ -3,6 +3,7 @@ length-grouped batches cover the data, and a few steps on a handful of demo task
 import json
 import os
 import random
+import subprocess
 import sys
 
 import pytest
@@ -115,6 +116,20 @@ def test_fine_tunes_a_given_model_on_a_benchmark(tmp_path, monkeypatch, tiny_pol
     after = AutoModelForCausalLM.from_pretrained(out)
     assert any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))  # it trained
     assert json.load(open(os.path.join(out, "sft_args.json")))["summary"]["steps"] == 3
+
+
+def test_fsdp_two_processes(tmp_path, tiny_policy):
+    """--fsdp on 2 gloo processes (FSDP2): fine-tunes a tiny Llama and writes a folder plain from_pretrained loads."""
+    out = tmp_path / "ft"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "train_sft.py", "--fsdp", "true",
+                        "--model", tiny_policy("llama"), "--dataset", "humaneval", "--split", "test", "--max_problems", "8",
+                        "--steps", "10", "--batch_size", "4", "--warmup", "1", "--out", str(out)],
+                       capture_output=True, text=True, cwd=os.path.dirname(os.path.abspath(train_sft.__file__)), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    before = AutoModelForCausalLM.from_pretrained(tiny_policy("llama"))
+    after = AutoModelForCausalLM.from_pretrained(out)
+    assert any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))  # it trained
+    assert json.load(open(out / "sft_args.json"))["summary"]["steps"] == 10
 
 
 def test_a_bf16_model_is_trained_with_fp32_weights(tmp_path, monkeypatch, tiny_policy):
