@@ -1,5 +1,5 @@
 """The paper's ablation in miniature (v1 Table 1, Figures 3-4): the four ways of using the PRM in PPO,
-from the same SFT policy and PRM, over several seeds, plus the two runs that show the reward hacks
+from the same SFT policy and PRM, over several seeds, plus a run that shows the length hack
 (paper 4.1) and a perfect step scorer as the PRM's ceiling.
 
     bash run_demo.sh                          # first: runs/sft, runs/prm_data, runs/prm
@@ -13,8 +13,8 @@ Settings (train_psgpo.py flags; the PRM is runs/prm unless said):
   both            --dense_reward true  --value_init prm       PSGPO
   oracle          --dense_reward true  --prm oracle           sandbox's exact step scorer as the dense reward
   no_length_norm  both, --length_norm false                   the hack that 1/T guards against
-  no_neutral      both, PRM trained with comments labeled like code   the hack neutral labels guard against
-The hacks run only when asked (`--hacks no_length_norm no_neutral`). run_demo.sh's baseline and PSGPO
+The hack runs only when asked (`--hacks no_length_norm`). (The comment hack needs no run: Eq. 3 pays
+comment lines nothing, train_psgpo.dense_reward.) run_demo.sh's baseline and PSGPO
 runs are this script's sparse and both runs of seed 0 when their flags match: they are not run again.
 Every command is printed before it runs, and a re-run skips the runs and evaluations already done.
 Each run is evaluated on the demo test split (evaluate.py); results.md holds the Table 1 analogue
@@ -27,7 +27,6 @@ mistake's rate over iterations) and, with hacks, hacks.png (lines per response, 
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -40,7 +39,6 @@ from transformers import HfArgumentParser
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, HERE)
 import sandbox  # noqa: E402
-from label_prm_data import step_labels  # noqa: E402
 ITERS, PPO = 8, "--kl_coef 0 --kl_loss_coef 0.25 --batch_size 64 --warmup 20"  # run_demo.sh's PPO budget and flags
 SETTINGS = {
     "sparse": "--dense_reward false --value_init policy",
@@ -49,7 +47,6 @@ SETTINGS = {
     "both": "--dense_reward true --value_init prm --prm {prm}",
     "oracle": "--dense_reward true --value_init policy --prm oracle",
     "no_length_norm": "--dense_reward true --value_init prm --prm {prm} --length_norm false",
-    "no_neutral": "--dense_reward true --value_init prm --prm {out}/prm_no_neutral",
 }
 
 
@@ -59,7 +56,7 @@ class Args:
     out: str = field(default="runs/ablation", metadata={"help": "output folder: one folder per run, eval/, results.md, plots"})
     settings: list[str] = field(default_factory=lambda: ["sparse", "value_init", "dense", "both", "oracle"], metadata={"help": "settings run for every seed"})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "seeds of every setting"})
-    hacks: list[str] = field(default_factory=lambda: ["none"], metadata={"help": "settings run once (first seed), beside `both`: no_length_norm, no_neutral; `none` for none"})
+    hacks: list[str] = field(default_factory=lambda: ["none"], metadata={"help": "settings run once (first seed), beside `both`: no_length_norm; `none` for none"})
     iterations: int = field(default=ITERS, metadata={"help": "PPO iterations per run (run_demo.sh's)"})
     ppo: str = field(default=PPO, metadata={"help": "train_psgpo.py flags shared by every run (run_demo.sh's)"})
     evaluate: str = field(default="--n 4", metadata={"help": "evaluate.py flags for every policy (demo test split)"})
@@ -150,7 +147,7 @@ def plots(out, evals, logs, sft_eval, main):
     fig.suptitle("training (mean over seeds, 5-iteration running mean)")
     axes[0].legend(), fig.tight_layout(), fig.savefig(os.path.join(out, "training.png"), dpi=100)
     plt.close(fig)
-    hacks = [s for s in ("both", "no_length_norm", "no_neutral") if s in logs]
+    hacks = [s for s in ("both", "no_length_norm") if s in logs]
     if len(hacks) < 2:  # no hack run: no hacks.png
         return
     fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.8))
@@ -176,18 +173,6 @@ def main():
     os.makedirs(O, exist_ok=True)
     threads = max(1, (os.cpu_count() or 2) // args.parallel) if args.device == "cpu" else 4
     t_start = time.time()
-
-    if "no_neutral" in args.settings + args.hacks:  # the same labels with comments labeled like code: a PRM that pays for them
-        data = os.path.join(O, "prm_data_no_neutral")
-        if not os.path.exists(os.path.join(O, "prm_no_neutral", "metrics.json")):
-            os.makedirs(data, exist_ok=True)
-            shutil.copy(os.path.join(R, "prm_data", "rows.jsonl"), data)  # held-out rows, for train_prm's report
-            with open(os.path.join(data, "labels.jsonl"), "w") as f:
-                for r in read_jsonl(os.path.join(R, "prm_data", "labels.jsonl")):
-                    r["labels"] = step_labels(r["steps"], r["passed"], r["correct_steps"], neutral_comments=False)
-                    f.write(json.dumps(r) + "\n")
-            run([py, "train_prm.py", "--data", data, "--init", f"{R}/sft", "--out", f"{O}/prm_no_neutral", "--device", args.device],
-                os.path.join(O, "prm_no_neutral.log"), threads)
 
     # 1. PPO runs: every setting x seed, and each hack once
     jobs = list(dict.fromkeys([(s, seed) for s in args.settings for seed in args.seeds] + [(h, args.seeds[0]) for h in args.hacks]))
@@ -260,7 +245,7 @@ def main():
         lines.append(f"| {s} | {len(ms)} | {' | '.join(mean_std([get(m, c) for m in ms]) for c in cols)} | {mean_std(train)} | "
                      + " / ".join(f"{100 * np.mean([m['planted'][p] for m in ms]):.1f}" for p in kinds) + " |")
     hack_lines = ["| run | lines per response, first -> last 5 iters | comment share | train pass rate |", "|---|---|---|---|"]
-    for s in [s for s in ("both", "no_length_norm", "no_neutral") if s in logs]:
+    for s in [s for s in ("both", "no_length_norm") if s in logs]:
         log = logs[s][0]
         first_last = [f"{np.mean([r[key] for r in log[:5]]):.2f} -> {np.mean([r[key] for r in log[-5:]]):.2f}"
                       for key in ("response/steps", "response/comment_share", "train/pass_rate")]
