@@ -271,6 +271,8 @@ def main():
     device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if args.device == "cuda" else args.device
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
+    if args.fsdp and not ddp:
+        raise SystemExit("train_psgpo.py: --fsdp shards across ranks: run it under torchrun")
     if args.value_init not in ("prm", "policy"):
         raise SystemExit(f"train_psgpo.py: --value_init must be prm or policy, not {args.value_init!r}")
     oracle = args.prm == "oracle"
@@ -331,14 +333,14 @@ def main():
         if hasattr(model.config, "attention_dropout"):
             model.config.attention_dropout = 0.0
     if args.fsdp:
-        if not ddp:
-            raise SystemExit("train_psgpo.py: --fsdp shards across ranks: run it under torchrun")
         for m in (policy, value, ref) + ((prm,) if prm is not None else ()):
             shard(m, args.bf16)
     opts = [torch.optim.AdamW(policy.parameters(), lr=args.lr, eps=1e-5), torch.optim.AdamW(value.parameters(), lr=args.value_lr, eps=1e-5)]
     scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: min(1.0, (s + 1) / args.warmup)) for o in opts]  # linear warm-up
     if ckpts:  # resume exactly: optimizers, each rank's RNGs and prompt stream, the log so far
         state = torch.load(os.path.join(src, "trainer_state.pt"), map_location=device, weights_only=False)
+        if "ranks" not in state:
+            raise SystemExit(f"train_psgpo.py: {src}: written by an older train_psgpo.py (no per-rank state): start a new --out")
         if len(state["ranks"]) != world:
             raise SystemExit(f"train_psgpo.py: {src} was written by {len(state['ranks'])} ranks; resume it with as many, not {world}")
         start, log_rows = state["iteration"], state["log_rows"]

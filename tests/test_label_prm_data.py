@@ -83,7 +83,7 @@ def test_batched_search_finds_the_planted_line(monkeypatch, tiny_tokenizer):
         expected.append(code.index(wrong))  # correct code lines before it
     calls = {"n": 0}
 
-    def fake_sample(model, tok_, inputs, n, temperature, args, desc):
+    def fake_sample(model, tok_, inputs, n, temperature, stops, args, desc):
         calls["n"] += 1
         if calls["n"] == 1:
             return [[r] * n for r in responses]

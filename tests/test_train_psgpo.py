@@ -283,7 +283,8 @@ def test_bad_inputs_are_one_line(tmp_path, tiny_policy, tiny_prm, tiny_tokenizer
     train_tokenizer(["completely different text"], 300).save_pretrained(other)
     cases = [(["--prm", tiny_policy("gpt2")], "must be a token-classification model"),
              (["--prm", tmp_path / "missing"], "need a PRM"),
-             (["--prm", other], "different tokenizers")]
+             (["--prm", other], "different tokenizers"),
+             (["--fsdp", "true"], "run it under torchrun")]
     for extra, message in cases:
         r = subprocess.run([sys.executable, "train_psgpo.py", "--policy", tiny_policy("gpt2"), "--out", str(tmp_path / "o"),
                             *map(str, SMALL), *map(str, extra)], capture_output=True, text=True, cwd=HERE)
