@@ -3,6 +3,7 @@ pass@1 by response length (Figure 4), for one or more checkpoints side by side o
 
     python evaluate.py --model runs/sft runs/psgpo --dataset demo --n 10      # -> runs/eval/
     python evaluate.py --oracle --dataset humaneval                          # the harness itself: 100%
+    torchrun --nproc_per_node 8 evaluate.py --model runs/psgpo --device cuda --bf16 true   # problems split across GPUs
 
 For every problem: one greedy completion and `--n` sampled ones at `--temperature`, all from batched
 `generate` with the KV cache. Padding convention: prompts are LEFT-padded to [B, P], so every row's
@@ -16,7 +17,9 @@ Metrics (all in `compute_metrics`, a pure function of the verdicts):
   by_steps    demo only: greedy and sampled pass@1 by the task's number of steps (lines incl. return)
   planted     demo only: per planted-mistake kind, the share of the lines where it can occur that the
               sampled responses write in its wrong form (sandbox.planted_mistakes)
-Outputs under --out: eval.json (every number, every completion with its verdict), bestofk.png, by_length.png.
+Outputs under --out: eval.json (every number, every completion with its verdict; rewritten after each
+model), bestofk.png, by_length.png. Under torchrun each rank generates and judges every WORLD_SIZE-th
+problem with its own full copy of the model (sampling seed + rank) and rank 0 merges them in order.
 """
 import json
 import os
@@ -24,9 +27,11 @@ import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, HfArgumentParser, set_seed
 
@@ -39,7 +44,7 @@ class Args:
     dataset: str = field(default="demo", metadata={"help": "demo | humaneval | mbpp | livecodebench | FILE.jsonl"})
     split: str = field(default="test", metadata={"help": "split of the problem set"})
     max_problems: int = field(default=0, metadata={"help": "evaluate only the first N problems (0: all)"})
-    n: int = field(default=10, metadata={"help": "sampled completions per problem (greedy is always added); pass@k for k <= n"})
+    n: int = field(default=10, metadata={"aliases": ["--samples"], "help": "sampled completions per problem (greedy is always added); pass@k for k <= n (write --samples under torchrun, which reads --n as one of its own options)"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (1.0: the policy's own distribution, as RL samples it)"})
     max_new_tokens: int = field(default=256, metadata={"help": "longest response, in tokens"})
     batch_size: int = field(default=64, metadata={"help": "sequences per generate call"})
@@ -129,9 +134,9 @@ def generate(model, tok, problems, n, args, desc):
     greedy = n == 0
     order = sorted(range(len(problems)), key=lambda i: len(problems[i].prompt))  # similar lengths: less padding
     jobs = [i for i in order for _ in range(max(n, 1))]
-    stops = problems[0].stop if all(p.stop == problems[0].stop for p in problems) else None
+    stops = problems[0].stop if problems and all(p.stop == problems[0].stop for p in problems) else None
     out = [[] for _ in problems]
-    for s in tqdm(range(0, len(jobs), args.batch_size), desc=desc, unit="batch", leave=False):
+    for s in tqdm(range(0, len(jobs), args.batch_size), desc=desc, unit="batch", leave=False, disable=args.rank > 0):
         batch = jobs[s:s + args.batch_size]
         enc = tok([problems[i].prompt for i in batch], return_tensors="pt", padding=True).to(args.device)
         assert enc["attention_mask"][:, -1].all(), "prompts must be left-padded"
@@ -149,7 +154,10 @@ def generate(model, tok, problems, n, args, desc):
 
 
 def evaluate_one(name, problems, args, edges):
-    """Sample, judge and score one model (or the reference solutions): (metrics, timing, samples)."""
+    """Sample, judge and score one model (or the reference solutions): (metrics, timing, samples); this rank's
+    share of the problems, then (rank 0) every rank's, in the problems' order."""
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    everything, problems = problems, problems[args.rank::world]
     t0 = time.time()
     if name == "oracle":  # the references, as both the greedy and the single sample; tokens ~ words
         count = lambda s: len(re.findall(r"\w+|[^\w\s]", s))  # noqa: E731
@@ -158,12 +166,12 @@ def evaluate_one(name, problems, args, edges):
     else:
         model, tok = load_model(name, args)
         greedy = generate(model, tok, problems, 0, args, f"greedy {name}")
-        set_seed(args.seed)
+        set_seed(args.seed + args.rank)
         sampled = generate(model, tok, problems, args.n, args, f"sample {name}") if args.n else [[] for _ in problems]
     gen_s = time.time() - t0
     items = [(p, c) for p, g, s in zip(problems, greedy, sampled) for c, _ in g + s]
     t1 = time.time()
-    verdicts = iter(sandbox.check_many(items, workers=args.workers, timeout=args.timeout, progress=True))
+    verdicts = iter(sandbox.check_many(items, workers=args.workers, timeout=args.timeout, progress=args.rank == 0))
     judge_s = time.time() - t1
     results, samples = [], []
     for p, g, s in zip(problems, greedy, sampled):
@@ -173,12 +181,18 @@ def evaluate_one(name, problems, args, edges):
         if args.dataset == "demo":
             r["planted"] = [sandbox.planted_mistakes(p, c) for c, _ in s]
         results.append(r)
-        samples += [{"task_id": p.task_id, "kind": "greedy" if j == 0 else "sample", "completion": c,
-                     "n_tokens": t, "passed": v.passed, "status": v.status, "detail": v.detail}
-                    for j, ((c, t), v) in enumerate(zip(g + s, vs))]
-    timing = {"generate_s": round(gen_s, 2), "samples_per_s": round(len(items) / max(gen_s, 1e-9), 1),
-              "judge_s": round(judge_s, 2), "programs_per_s": round(len(items) / max(judge_s, 1e-9), 1)}
-    return compute_metrics(results, edges), timing, samples
+        samples.append([{"task_id": p.task_id, "kind": "greedy" if j == 0 else "sample", "completion": c,
+                         "n_tokens": t, "passed": v.passed, "status": v.status, "detail": v.detail}
+                        for j, ((c, t), v) in enumerate(zip(g + s, vs))])
+    if world > 1:  # problem i was rank i % world's (i // world)-th
+        parts = [None] * world
+        dist.all_gather_object(parts, (results, samples, gen_s, judge_s))
+        results, samples = ([parts[i % world][j][i // world] for i in range(len(everything))] for j in (0, 1))
+        gen_s, judge_s = max(p[2] for p in parts), max(p[3] for p in parts)  # wall time: the slowest rank's
+    n_items = sum(len(s) for s in samples)
+    timing = {"generate_s": round(gen_s, 2), "samples_per_s": round(n_items / max(gen_s, 1e-9), 1),
+              "judge_s": round(judge_s, 2), "programs_per_s": round(n_items / max(judge_s, 1e-9), 1)}
+    return compute_metrics(results, edges), timing, [x for s in samples for x in s]
 
 
 def markdown(report, args):
@@ -234,6 +248,11 @@ def plot(report, out):
 
 def main():
     args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
+    args.rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1:  # torchrun: the ranks generate apart and meet once per model (the gloo group is only for that)
+        dist.init_process_group("gloo", timeout=timedelta(hours=24))
+        if args.device == "cuda":
+            args.device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     torch.set_num_threads(args.threads)
     set_seed(args.seed)
     try:
@@ -258,11 +277,17 @@ def main():
     report = {}
     for name in names:  # the same problems, seed and settings for every model
         metrics, timing, samples = evaluate_one(name, problems, args, edges)
+        if args.rank > 0:
+            continue
         report[name] = {"metrics": metrics, "timing": timing, "samples": samples}
         with open(path, "w") as f:  # rewritten after each model: a long run keeps what it has
-            json.dump({"args": asdict(args), "problems": len(problems), "models": report}, f, indent=1)
+            json.dump({"args": asdict(args), "ranks": world, "problems": len(problems), "models": report}, f, indent=1)
         print(f"{name}: greedy pass@1 {100 * metrics['greedy_pass@1']:.1f}%  "
               + (f"pass@1 {100 * metrics['pass@1']:.1f}%  " if args.n else "") + f"({timing})")
+    if world > 1:
+        dist.destroy_process_group()
+    if args.rank > 0:
+        return
     plot(report, args.out)
     print(f"\n{args.dataset}/{args.split}, {len(problems)} problems, n={args.n}, T={args.temperature:g}\n")
     print(markdown(report, args))

@@ -7,21 +7,28 @@ sampled by the same checkpoint continuing it, passes all tests (best-of-K, K = 2
 Labels: +1 up to the last correct prefix, -1 after, 0 for comment lines (neutral labeling).
 
     python label_prm_data.py --policy runs/baseline/ckpt-1 runs/baseline/ckpt-2 ... --out runs/prm_data
+    torchrun --nproc_per_node 8 label_prm_data.py --device cuda --bf16 true ...   # prompts split across GPUs
 
 Writes, under --out: rows.jsonl (every labeled response, written as it goes; a re-run resumes),
-labels.jsonl (the rows --select keeps: what train_prm.py reads) and summary.json.
+labels.jsonl (the rows --select keeps: what train_prm.py reads) and summary.json. Under torchrun each
+rank labels every WORLD_SIZE-th prompt with its own full copy of the policy and writes rows.rankR.jsonl;
+rank 0 merges them into rows.jsonl at the end (a re-run, with any number of ranks, resumes from all).
 Choices the paper leaves open (see README): comment lines are not searched (they carry label 0 and a
 prefix ending in a comment equals the one before it); the full failing response is known to fail, so
 a response of L code lines is searched over its first L - 1; hard / medium prompts are defined by the
 policy's pass rate on the prompt over all its responses (hard: 0, easy: 1, medium: in between).
 """
+import glob
 import json
 import os
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, HfArgumentParser, set_seed
 
@@ -35,7 +42,7 @@ class Args:
     dataset: str = field(default="demo", metadata={"help": "problem set: demo | humaneval | mbpp | livecodebench | a .jsonl path"})
     split: str = field(default="train", metadata={"help": "split of the problem set to label"})
     max_prompts: int = field(default=100, metadata={"help": "label this many prompts (a seeded sample; -1 for all)"})
-    n: int = field(default=2, metadata={"help": "responses per prompt per checkpoint"})
+    n: int = field(default=2, metadata={"aliases": ["--samples"], "help": "responses per prompt per checkpoint (write --samples under torchrun, which reads --n as one of its own options)"})
     k: int = field(default=20, metadata={"help": "completions per prefix check (best-of-K; the paper's K = 20)"})
     k_first: int = field(default=4, metadata={"help": "completions sampled first; the other K - k_first only if none of these passes (0: all K at once)"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the responses (the policy's own distribution, as RL samples it)"})
@@ -124,7 +131,7 @@ def sample(model, tok, inputs, n, temperature, stops, args, desc):
     batched with left padding, so every row's new tokens start at the same column."""
     jobs = sorted(((i, j) for i in range(len(inputs)) for j in range(n)), key=lambda ij: len(inputs[ij[0]]))
     out = [[None] * n for _ in inputs]
-    for s in tqdm(range(0, len(jobs), args.batch_size), desc=desc, leave=False):
+    for s in tqdm(range(0, len(jobs), args.batch_size), desc=desc, leave=False, disable=args.rank > 0):
         batch = jobs[s:s + args.batch_size]
         width = max(len(inputs[i]) for i, _ in batch)
         ids = torch.tensor([[tok.pad_token_id] * (width - len(inputs[i])) + inputs[i] for i, _ in batch])
@@ -218,6 +225,37 @@ def label_chunk(model, tok, problems, args, timing):
     return rows
 
 
+def read_rows(out):
+    """Every row labeled under `out` (rows.jsonl, then the rank files of a torchrun run), each once, and the
+    files read. A last line cut short by a kill is dropped (its prompt is labeled again)."""
+    rows, files = {}, sorted(glob.glob(os.path.join(out, "rows*.jsonl")), key=lambda p: not p.endswith("/rows.jsonl"))
+    for path in files:
+        with open(path) as f:
+            for i, line in enumerate(f, 1):
+                if not line.endswith("\n"):
+                    break
+                try:
+                    r = json.loads(line)
+                    rows[r["policy"], r["task_id"], r["sample"]] = r
+                except (json.JSONDecodeError, KeyError, TypeError) as e:
+                    raise SystemExit(f"label_prm_data.py: {path}:{i}: not a labeled row ({type(e).__name__}: {e})")
+    return list(rows.values()), files
+
+
+def merge_rows(out, order):
+    """rows.jsonl := every row read_rows finds, sorted by order[(policy, task_id)] and sample (the order of a
+    one-process run); the rank files are removed. Returns the rows."""
+    rows, files = read_rows(out)
+    rows.sort(key=lambda r: (order.get((r["policy"], r["task_id"]), len(order)), r["sample"]))
+    if files:
+        with open(os.path.join(out, "rows.jsonl.tmp"), "w") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in rows))
+        os.replace(os.path.join(out, "rows.jsonl.tmp"), os.path.join(out, "rows.jsonl"))
+        for path in [p for p in files if not p.endswith("/rows.jsonl")]:
+            os.remove(path)
+    return rows
+
+
 def summarize(rows, timing):
     fail = [r for r in rows if not r["passed"]]
     n_fail = max(1, len(fail))
@@ -258,7 +296,12 @@ def main():
     args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
     if args.select not in ("full", "remove_hard", "medium_only", "revised_only"):
         raise SystemExit(f"label_prm_data.py: --select must be full, remove_hard, medium_only or revised_only, not {args.select!r}")
-    set_seed(args.seed)
+    args.rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1:  # torchrun: the ranks label apart and meet once, at the end (the gloo group is only for that)
+        dist.init_process_group("gloo", timeout=timedelta(hours=24))
+        if args.device == "cuda":
+            args.device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    set_seed(args.seed + args.rank)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     try:
         problems = sandbox.load_problems(args.dataset, args.split)
@@ -266,25 +309,24 @@ def main():
         raise SystemExit(f"label_prm_data.py: {e}")
     random.Random(args.seed).shuffle(problems)
     problems = problems[:args.max_prompts] if args.max_prompts >= 0 else problems
-    os.makedirs(args.out, exist_ok=True)
-    rows_path = os.path.join(args.out, "rows.jsonl")
-    done = set()
-    if os.path.exists(rows_path):  # resume: skip (checkpoint, prompt) pairs already written
-        with open(rows_path) as f:
-            done = {(r["policy"], r["task_id"]) for r in map(json.loads, f)}
-    summary_path = os.path.join(args.out, "summary.json")
-    timing = {"sample": 0.0, "judge": 0.0}
-    if done and os.path.exists(summary_path):  # resume: the time spent so far is part of the run's cost
-        with open(summary_path) as f:
-            old = json.load(f)
-        timing = {"sample": old["seconds_sampling"], "judge": old["seconds_judging"]}
     for path in args.policy:  # every policy up front (local folder or Hub id): not after hours of labeling
         try:
             sandbox.find_model(path)
         except sandbox.DataError as e:
             raise SystemExit(f"label_prm_data.py: --policy {e}")
+    os.makedirs(args.out, exist_ok=True)
+    order = {key: i for i, key in enumerate((pol, p.task_id) for pol in args.policy for p in problems)}
+    if args.rank == 0:  # resume: what earlier runs wrote, with any number of ranks, is merged into rows.jsonl
+        merge_rows(args.out, order)
+    if world > 1:
+        dist.barrier()
+    # and the (checkpoint, prompt) pairs whose n responses are all there are skipped
+    count = Counter((r["policy"], r["task_id"]) for r in read_rows(args.out)[0])
+    done = {key for key, c in count.items() if c >= args.n}
+    mine = os.path.join(args.out, "rows.jsonl" if world == 1 else f"rows.rank{args.rank}.jsonl")
+    timing = {"sample": 0.0, "judge": 0.0}
     for path in args.policy:
-        todo = [p for p in problems if (path, p.task_id) not in done]
+        todo = [p for p in problems if (path, p.task_id) not in done][args.rank::world]
         if not todo:
             continue
         tok = AutoTokenizer.from_pretrained(path)
@@ -294,12 +336,25 @@ def main():
         # the policy's own distribution and nothing else: no processor from the checkpoint's generation_config.json
         model.generation_config = GenerationConfig(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         args.current = path
-        for s in tqdm(range(0, len(todo), args.chunk), desc=f"label {os.path.basename(path.rstrip('/'))}"):
+        for s in tqdm(range(0, len(todo), args.chunk), desc=f"label {os.path.basename(path.rstrip('/'))}", disable=args.rank > 0):
             rows = label_chunk(model, tok, todo[s:s + args.chunk], args, timing)
-            with open(rows_path, "a") as f:
-                f.writelines(json.dumps(r) + "\n" for r in rows)
-    with open(rows_path) as f:
-        rows = [r for r in map(json.loads, f) if r["policy"] in args.policy]
+            with open(mine, "a") as f:
+                f.write("".join(json.dumps(r) + "\n" for r in rows))  # one write per chunk
+    times = [timing]
+    if world > 1:  # wait for every rank, then rank 0 alone merges, selects and summarizes
+        times = [None] * world
+        dist.all_gather_object(times, timing)
+        dist.destroy_process_group()
+        if args.rank > 0:
+            return
+    rows = merge_rows(args.out, order)
+    rows = [r for r in rows if r["policy"] in args.policy]
+    summary_path = os.path.join(args.out, "summary.json")
+    if done and os.path.exists(summary_path):  # resume: the time spent so far is part of the run's cost
+        with open(summary_path) as f:
+            old = json.load(f)
+        times.append({"sample": old["seconds_sampling"], "judge": old["seconds_judging"]})
+    timing = {k: sum(t[k] for t in times) for k in timing}  # seconds summed over ranks
     kept = select_rows(rows, args.select, args.max_passing)
     if not args.neutral_comments:  # relabel comments from the search's result (the search is the same)
         kept = [r | {"labels": step_labels(r["steps"], r["passed"], r["correct_steps"], False)} for r in kept]
@@ -307,13 +362,12 @@ def main():
         f.writelines(json.dumps(r) + "\n" for r in kept)
     summary = summarize(rows, timing) | {"select": args.select, "max_passing": args.max_passing, "kept_rows": len(kept),
                                          "kept_passing": sum(r["passed"] for r in kept), "k": args.k,
-                                         "neutral_comments": args.neutral_comments}
+                                         "neutral_comments": args.neutral_comments, "ranks": world}
     with open(summary_path, "w") as f:
         json.dump(summary, f, indent=1)
     print("\n| metric | value |\n|---|---|")
     for key, value in summary.items():
         print(f"| {key} | {value:.3f} |" if isinstance(value, float) else f"| {key} | {value} |")
-
 
 if __name__ == "__main__":
     main()

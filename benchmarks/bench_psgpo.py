@@ -10,6 +10,7 @@ weights write random tokens, so every response runs to --max_new_tokens: the lon
 settings allow. The prompts are the demo's (short); the judge only sees text that fails.
 
     python benchmarks/bench_psgpo.py --shape 0.5B --device cuda --out runs/bench_0.5B   # on a GPU
+    python benchmarks/bench_psgpo.py --shape 1.5B --nproc 8 --fsdp true --out runs/bench_1.5B_fsdp   # torchrun, FSDP2
     python benchmarks/bench_psgpo.py --shape tiny --out runs/bench_tiny                 # CPU, seconds
 """
 import json
@@ -29,17 +30,20 @@ import sandbox  # noqa: E402
 from train_sft import train_tokenizer  # noqa: E402
 
 # Qwen2.5-Coder's published configs (hidden, intermediate, layers, heads, kv heads); vocab 151,936, tied embeddings
-SHAPES = {"tiny": (64, 128, 2, 4, 2, 4096), "0.5B": (896, 4864, 24, 14, 2, 151936), "1.5B": (1536, 8960, 28, 12, 2, 151936)}
+SHAPES = {"tiny": (64, 128, 2, 4, 2, 4096), "0.5B": (896, 4864, 24, 14, 2, 151936), "1.5B": (1536, 8960, 28, 12, 2, 151936),
+          "3B": (2048, 11008, 36, 16, 2, 151936)}
 
 
 @dataclass
 class Args:
-    shape: str = field(default="0.5B", metadata={"help": "tiny | 0.5B | 1.5B (Qwen2.5-Coder's shapes)"})
+    shape: str = field(default="0.5B", metadata={"help": "tiny | 0.5B | 1.5B | 3B (Qwen2.5-Coder's shapes)"})
     out: str = field(default="runs/bench_psgpo", metadata={"help": "folder: model/, prm/, run/ (train_psgpo.py's), bench.json"})
     device: str = field(default="cuda", metadata={"help": "cuda | cpu"})
     iterations: int = field(default=3, metadata={"help": "PPO iterations; the first (warm-up) is left out of the report"})
-    batch_size: int = field(default=64, metadata={"help": "prompts per iteration"})
-    minibatch_size: int = field(default=8, metadata={"help": "sequences per gradient step"})
+    batch_size: int = field(default=64, metadata={"help": "prompts per iteration per GPU"})
+    minibatch_size: int = field(default=8, metadata={"help": "sequences per gradient step per GPU"})
+    nproc: int = field(default=1, metadata={"help": "GPUs: > 1 (or --fsdp) runs train_psgpo.py under torchrun, DDP or FSDP2"})
+    fsdp: bool = field(default=False, metadata={"help": "train_psgpo.py --fsdp true (FSDP2)"})
     max_new_tokens: int = field(default=512, metadata={"help": "response length (random weights always reach it)"})
     workers: int = field(default=8, metadata={"help": "judge worker processes"})
 
@@ -89,22 +93,25 @@ def main():
         raise SystemExit(f"bench_psgpo.py: --shape must be one of {', '.join(SHAPES)}, not {args.shape!r}")
     build(args)
     run = os.path.join(args.out, "run")
-    cmd = [sys.executable, "train_psgpo.py", "--policy", f"{args.out}/model", "--prm", f"{args.out}/prm", "--out", run,
+    launch = ["-m", "torch.distributed.run", "--nproc_per_node", str(args.nproc)] if args.nproc > 1 or args.fsdp else []
+    cmd = [sys.executable, *launch, "train_psgpo.py", "--policy", f"{args.out}/model", "--prm", f"{args.out}/prm", "--out", run,
            "--dense_reward", "true", "--value_init", "prm", "--device", args.device, "--iterations", str(args.iterations),
-           "--batch_size", str(args.batch_size), "--minibatch_size", str(args.minibatch_size), "--max_new_tokens",
+           "--batch_size", str(args.batch_size * args.nproc), "--minibatch_size", str(args.minibatch_size * args.nproc),
+           "--fsdp", str(args.fsdp), "--max_new_tokens",
            str(args.max_new_tokens), "--save_every", "1000000", "--workers", str(args.workers), "--lr", "1e-6",
            "--value_lr", "5e-6", "--warmup", "1"]
     if args.device == "cuda":
         cmd += ["--bf16", "true", "--gradient_checkpointing", "true"]
-    print("$ " + " ".join(cmd[1:]), flush=True)
+    print("$ " + " ".join(cmd[1 + len(launch):]), flush=True)
     subprocess.run(cmd, cwd=HERE, check=True)
     with open(os.path.join(run, "log.jsonl")) as f:
         rows = [json.loads(line) for line in f][1:]  # the first iteration warms up (allocator, kernels)
     with open(os.path.join(run, "args.json")) as f:
         epochs = json.load(f)["ppo_epochs"]
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0] if k.startswith(("time/", "memory/")) or k == "response/tokens"}
-    tokens = args.batch_size * mean["response/tokens"]  # response tokens per iteration
+    tokens = args.batch_size * mean["response/tokens"]  # response tokens per iteration per GPU
     report = {"shape": args.shape, "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
+              "gpus": args.nproc, "engine": "fsdp2" if args.fsdp else "ddp" if args.nproc > 1 else "one process",
               "iterations_averaged": len(rows), "batch_size": args.batch_size, "minibatch_size": args.minibatch_size,
               "max_new_tokens": args.max_new_tokens, "seconds_per_iteration": sum(v for k, v in mean.items() if k.startswith("time/")),
               "generated_tokens_per_s": tokens / mean["time/generate"],

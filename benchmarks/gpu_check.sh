@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On a GPU machine: one PSGPO iteration at Qwen2.5-Coder-0.5B's shape (benchmarks/bench_psgpo.py), every
 # stage once on CUDA in bf16 at tiny size (the demo's policy, a few steps each; PPO under torchrun, so
-# DDP's NCCL path runs), then the 1.5B shape. README's GPU numbers come from this script.
+# DDP's NCCL path runs), then the 1.5B shape, then both shapes again under torchrun with --fsdp true on
+# NPROC GPUs (default: all). README's GPU numbers come from this script.
 #   bash benchmarks/gpu_check.sh [RUNS]      (default runs/gpu_check; python3 must have torch with CUDA)
 #   DEVICE=cpu SHAPES=tiny bash benchmarks/gpu_check.sh /tmp/check     # the same steps on the CPU
 set -uo pipefail
@@ -9,6 +10,7 @@ cd "$(dirname "$0")/.."
 R=${1:-runs/gpu_check}
 DEVICE=${DEVICE:-cuda}
 SHAPES=${SHAPES:-0.5B 1.5B}
+NPROC=${NPROC:-$( [ "$DEVICE" = cuda ] && python3 -c "import torch; print(torch.cuda.device_count())" || echo 2)}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 G="--device $DEVICE"
 [ "$DEVICE" = cuda ] && G="$G --bf16 true"
@@ -24,5 +26,8 @@ step python3 -m torch.distributed.run --nproc_per_node 1 train_psgpo.py $G --pol
 step python3 evaluate.py $G --model $R/sft $R/psgpo/ckpt-0002 --max_problems 64 --n 2 --out $R/eval
 for shape in ${SHAPES#* }; do
   [ "$shape" = "${SHAPES%% *}" ] || bench $shape
+done
+for shape in $SHAPES; do
+  step python3 benchmarks/bench_psgpo.py --shape $shape --device $DEVICE --nproc $NPROC --fsdp true --out $R/bench_${shape}_fsdp
 done
 exit $ok

@@ -1,4 +1,4 @@
-"""Memory per GPU of one PSGPO (PPO) rank, computed component by component, for DDP and FSDP2.
+"""Memory and time per GPU of one PSGPO (PPO) rank, computed component by component, for DDP and FSDP2.
 
 Every figure here is *computed* from the model's shape; the measured ones are in docs/real_scale.md
 (benchmarks/bench_psgpo.py on one H200, one process). The components, bytes per GPU:
@@ -19,17 +19,40 @@ Every figure here is *computed* from the model's shape; the measured ones are in
   logits of one minibatch: mb T V (2 bf16 logits + 4 fp32 copy + 4 log-softmax + 4 its gradient) = 14 mb T V
   generation: the KV cache, 2 (k, v) L kv_dim 2 bytes per token of the rollout batch (b sequences of T)
 
+Time per iteration, per phase, for the same per-GPU load (--batch_size and --minibatch_size count over
+all ranks, so each GPU's work is the same at any GPU count; only communication grows):
+  generate  S decoding steps, each a pass over L layers at c_gen seconds per layer (eager PyTorch:
+            kernel launches, not FLOPs, bound it at these sizes) plus reading the bf16 policy once,
+            2 N_p / HBM bandwidth
+  score     forwards of policy, reference, PRM and value over b x T tokens, 2 N FLOPs per token, at F
+            FLOP/s, plus c_pass per layer per forward call, plus t_cpu (the dense reward's per-token
+            decoding on the CPU)
+  update    epochs x (policy + value) over b x T tokens, 8 N FLOPs per token with gradient checkpointing
+            (forward, recomputed forward, backward), at F, plus c_pass per layer per pass (3 per step)
+  c_gen, F, c_pass and t_cpu are fitted (least squares) to the four phases measured on one H200 at
+  0.5B and 1.5B (MEASURED, from docs/real_scale.md); the script prints the fit beside the measurements.
+  7B is an extrapolation of that fit.
+  communication, if none of it overlapped compute, over links of --link_gbps GB/s per GPU (ring):
+            DDP: all-reduce of the fp32 gradients per optimizer step, 2 (W-1)/W x 4 (N_p + N_v) bytes;
+            FSDP2: all-gather of the bf16 weights per forward, recompute and backward, (W-1)/W x 2 N, and
+            reduce-scatter of the fp32 gradients per step, (W-1)/W x 4 N; generate gathers the policy once.
+
     python benchmarks/memory_guide.py                         # 0.5B, 1.5B, 7B on 1, 2, 4, 8 GPUs
     python benchmarks/memory_guide.py --mb 4 --tokens 1024    # another load per GPU
 """
 from dataclasses import dataclass, field
 
+import numpy as np
 from transformers import HfArgumentParser
 
 # Qwen2.5-Coder's published configs: hidden H, intermediate I, layers L, heads, kv heads, vocab V, tied embeddings
 SHAPES = {"0.5B": (896, 4864, 24, 14, 2, 151936, True), "1.5B": (1536, 8960, 28, 12, 2, 151936, True),
           "3B": (2048, 11008, 36, 16, 2, 151936, True), "7B": (3584, 18944, 28, 28, 4, 152064, False)}
 GIB = 2 ** 30
+# benchmarks/bench_psgpo.py on one H200 (docs/real_scale.md): seconds of generate, score, update per iteration
+# at 64 prompts, minibatch 8, 2 epochs, 512 new tokens (~540 per sequence)
+MEASURED = {"0.5B": (13.3, 3.3, 7.8), "1.5B": (15.1, 3.8, 11.1)}
+HBM = 4.8e12  # H200 memory bandwidth, bytes/s
 
 
 @dataclass
@@ -40,6 +63,9 @@ class Args:
     rollout: int = field(default=64, metadata={"help": "prompts per iteration per GPU (--batch_size / GPUs)"})
     tokens: int = field(default=540, metadata={"help": "tokens per sequence, prompt + response (bench_psgpo.py's: ~540)"})
     checkpointing: bool = field(default=True, metadata={"help": "--gradient_checkpointing"})
+    new_tokens: int = field(default=512, metadata={"help": "decoding steps per rollout (--max_new_tokens)"})
+    epochs: int = field(default=2, metadata={"help": "PPO epochs (--ppo_epochs)"})
+    link_gbps: float = field(default=360.0, metadata={"help": "GPU-to-GPU bandwidth per GPU per direction, GB/s (NVLink 4: ~360 achieved)"})
 
 
 def params(H, I, L, heads, kv, V, tied):
@@ -83,8 +109,52 @@ def peak(c):
     return states + max(update, c["KV cache (rollout)"] + c.get("generate: whole policy gathered", 0))
 
 
+def time_terms(shape, a):
+    """Per phase: the coefficients of (c_gen, 1/F, c_pass, t_cpu) and the constant (HBM reads), in the
+    time model of the docstring, at a rollout of a.rollout prompts and minibatch a.mb per GPU."""
+    H, I, L, heads, kv, V, tied = SHAPES[shape]
+    Np, Nv = params(*SHAPES[shape])
+    tokens, chunks = a.rollout * a.tokens, a.rollout // a.mb
+    return {"generate": ([a.new_tokens * L, 0, 0, 0], a.new_tokens * 2 * Np / HBM),
+            "score": ([0, 2 * tokens * 2 * (Np + Nv), (1 + 3 * chunks) * L, 1], 0),  # PRM on the batch; policy, ref, value per minibatch
+            "update": ([0, a.epochs * tokens * 8 * (Np + Nv), a.epochs * chunks * 2 * 3 * L, 0], 0)}
+
+
+def fit(a):
+    """Least squares of the four constants on MEASURED (6 numbers, 4 unknowns)."""
+    rows, ys = [], []
+    for shape, secs in MEASURED.items():
+        for (coef, const), y in zip(time_terms(shape, a).values(), secs):
+            rows.append(coef), ys.append(y - const)
+    A = np.array(rows, float)
+    scale = np.linalg.norm(A, axis=0)  # columns span 15 orders of magnitude: solve on unit columns
+    return np.linalg.lstsq(A / scale, np.array(ys), rcond=None)[0] / scale
+
+
+def seconds(shape, W, engine, a, x):
+    """{phase: seconds} per iteration for one rank."""
+    t = {phase: float(np.dot(coef, x) + const) for phase, (coef, const) in time_terms(shape, a).items()}
+    Np, Nv = params(*SHAPES[shape])
+    ring, steps = (W - 1) / W, a.epochs * (a.rollout // a.mb)
+    if engine == "ddp":
+        comm = steps * 2 * ring * 4 * (Np + Nv)
+    else:
+        passes = 3 * steps * 2 + (1 + 3 * (a.rollout // a.mb))  # update: 3 per step per model; score: forward calls
+        comm = passes * ring * (Np + Nv) + steps * ring * 4 * (Np + Nv) + ring * 2 * Np  # a pass gathers 2 N, N_p ~ N_v
+    t["communication (not overlapped)"] = comm / (a.link_gbps * 1e9)
+    return t
+
+
 def main():
     a = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
+    x = fit(Args())  # the constants, from the measured load
+    print(f"Time model fitted on {len(MEASURED) * 3} phases measured on one H200: c_gen {1e3 * x[0]:.2f} ms per layer per "
+          f"decoding step, F {1 / x[1] / 1e12:.0f} TFLOP/s, c_pass {1e3 * x[2]:.2f} ms per layer per pass, t_cpu {x[3]:.2f} s")
+    print("| shape: phase | measured s | fitted s |\n|---|---|---|")
+    for shape, secs in MEASURED.items():
+        for (phase, (coef, const)), y in zip(time_terms(shape, Args()).items(), secs):
+            print(f"| {shape}: {phase} | {y:.1f} | {np.dot(coef, x) + const:.1f} |")
+    print()
     print(f"PPO rank, per GPU, GiB (computed): minibatch {a.mb} x {a.tokens} tokens, rollout {a.rollout} prompts, "
           f"gradient checkpointing {a.checkpointing}; the peak holds the states plus the largest phase "
           f"(update: activations + logits; rollout: KV cache + generate's gathered policy)\n")
@@ -99,6 +169,13 @@ def main():
         for n in names:
             print(f"| {n} | " + " | ".join(f"{rows[k].get(n, 0) / GIB:.1f}" for k in cols) + " |")
         print("| **peak (states + largest phase)** | " + " | ".join(f"**{peak(rows[k]) / GIB:.1f}**" for k in cols) + " |\n")
+        cols = [("ddp", max(a.gpus))] + cols[1:]  # DDP's time does depend on the GPU count: its all-reduce
+        times = {e_w: seconds(shape, e_w[1], e_w[0], a, x) for e_w in cols}
+        print("| seconds per iteration | " + " | ".join(f"{'DDP' if e == 'ddp' else 'FSDP2'}, {W}" for e, W in cols) + " |")
+        print("|---" * (len(cols) + 1) + "|")
+        for n in times[cols[0]]:
+            print(f"| {n} | " + " | ".join(f"{times[k][n]:.1f}" for k in cols) + " |")
+        print("| **total (+ judging)** | " + " | ".join(f"**{sum(times[k].values()):.1f}**" for k in cols) + " |\n")
 
 
 if __name__ == "__main__":

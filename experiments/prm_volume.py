@@ -60,7 +60,8 @@ def main():
     xs = [m for _, m, _ in results]
     for key in ["step_auc", "correct_below_0"] + kinds:
         ax.plot(xs, [q[key] for _, _, q in results], marker="o", label=key)
-    ax.set_xscale("log"), ax.set_xlabel("labeled responses the PRM trained on"), ax.set_ylim(0, 1.02), ax.legend(fontsize=7)
+    ax.set_xscale("log"), ax.set_xticks(xs, [str(x) for x in xs]), ax.minorticks_off()
+    ax.set_xlabel("labeled responses the PRM trained on"), ax.set_ylim(0, 1.02), ax.legend(fontsize=7)
     ax.set_title("PRM quality vs labeled volume (valid split, exact labels)")
     fig.tight_layout(), fig.savefig(os.path.join(a.out, "prm_volume.png"), dpi=100)
 

@@ -55,6 +55,15 @@ def test_ablation_end_to_end(tmp_path, tiny_policy):
         assert (out / png).stat().st_size > 0
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
     assert again.returncode == 0 and "$ " not in again.stdout  # everything done: nothing re-run
+    # the PRM's quality against labeled volume, on the ablation's valid-split samples
+    cmd = [sys.executable, "experiments/prm_volume.py", "--runs", str(runs), "--eval", str(out / "prm_eval" / "eval.json"),
+           "--out", str(tmp_path / "volume"), "--prompts", "4", "24"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.stdout.count("$ ") == 4 and "| 4 | 4 | " in r.stdout and "| 24 | 24 | " in r.stdout
+    assert (tmp_path / "volume" / "prm_volume.png").stat().st_size > 0
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
+    assert again.returncode == 0 and "$ " not in again.stdout and "| 24 | 24 | " in again.stdout
 
 
 def test_curves_mean_over_seeds_then_running_mean():

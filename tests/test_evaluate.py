@@ -3,6 +3,7 @@ detector, the oracle (100% on demo and HumanEval), and end to end on tiny GPT-2,
 import json
 import math
 import os
+import subprocess
 import sys
 
 import pytest
@@ -137,3 +138,24 @@ def test_bad_inputs_are_one_line(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as e:
         run(monkeypatch, "--oracle", "--dataset", "nosuch", "--out", tmp_path)
     assert str(e.value).startswith("evaluate.py: unknown problem set") and "\n" not in str(e.value)
+
+
+def test_torchrun_splits_the_problems_and_merges_them_in_order(tmp_path, monkeypatch, tok):
+    """2 gloo ranks: every problem once, in order; greedy completions as one process writes them (batch 1:
+    no padding), 3 sampled ones per problem."""
+    path = tiny("qwen2", tok, tmp_path / "m")
+    args = ["--model", path, "--max_problems", 5, "--samples", 3, "--max_new_tokens", 12, "--batch_size", 1, "--workers", 1]
+    run(monkeypatch, *args, "--out", tmp_path / "one")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "evaluate.py",
+                        *map(str, args), "--out", str(tmp_path / "two")], capture_output=True, text=True,
+                       cwd=os.path.dirname(evaluate.__file__), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.count("| greedy pass@1 |") == 1  # rank 0 alone reports
+    one, two = (json.load(open(tmp_path / e / "eval.json")) for e in ("one", "two"))
+    assert two["ranks"] == 2 and two["problems"] == 5
+    s1, s2 = one["models"][path]["samples"], two["models"][path]["samples"]
+    ids = [p.task_id for p in sandbox.load_problems("demo", "test")[:5]]
+    assert [s["task_id"] for s in s2] == [t for t in ids for _ in range(4)]
+    assert [s["completion"] for s in s2 if s["kind"] == "greedy"] == [s["completion"] for s in s1 if s["kind"] == "greedy"]
+    m = two["models"][path]["metrics"]
+    assert m["problems"] == 5 and m["greedy_pass@1"] == one["models"][path]["metrics"]["greedy_pass@1"]

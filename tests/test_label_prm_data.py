@@ -140,3 +140,34 @@ def test_every_policy_is_checked_before_any_labeling(tmp_path, tiny_policy):
                         "--out", str(tmp_path), "--max_prompts", "1"], capture_output=True, text=True, cwd=lp.__file__.rsplit("/", 1)[0])
     assert r.returncode != 0 and "no such model folder" in r.stderr and "Traceback" not in r.stderr, r.stderr[-800:]
     assert not os.path.exists(tmp_path / "rows.jsonl")
+
+
+def test_torchrun_splits_the_prompts_and_resumes_from_rank_files(tmp_path, tiny_policy):
+    """2 gloo ranks each label their share of the prompts; rank 0 merges rows.jsonl in prompt order and
+    removes the rank files. A run killed under torchrun (rank files, one cut-short line) resumes: only the
+    prompts missing from every file are labeled again."""
+    policy = tiny_policy("llama")
+    cmd = lambda n: [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "label_prm_data.py",  # noqa: E731
+                     "--policy", policy, "--out", str(tmp_path), "--max_prompts", str(n), "--samples", "2", "--k", "2",
+                     "--max_new_tokens", "24", "--select", "full", "--workers", "1"]
+    r = subprocess.run(cmd(3), capture_output=True, text=True, cwd=lp.__file__.rsplit("/", 1)[0], timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(l) for l in open(tmp_path / "rows.jsonl")]
+    problems = sandbox.load_problems("demo", "train")
+    lp.random.Random(0).shuffle(problems)
+    assert [(r["task_id"], r["sample"]) for r in rows] == [(p.task_id, j) for p in problems[:3] for j in range(2)]
+    assert sorted(os.listdir(tmp_path)) == ["labels.jsonl", "rows.jsonl", "summary.json"]
+    summary = json.load(open(tmp_path / "summary.json"))
+    assert summary["responses"] == 6 and summary["ranks"] == 2 and summary["seconds_sampling"] > 0
+    # as if killed: prompt 2's rows in rank 1's file, prompt 3's missing, a cut-short line at the end
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
+    (tmp_path / "rows.rank1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[2:4]) + json.dumps(rows[4])[:50])
+    os.remove(tmp_path / "summary.json")
+    r = subprocess.run(cmd(4), capture_output=True, text=True, cwd=lp.__file__.rsplit("/", 1)[0], timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    again = [json.loads(l) for l in open(tmp_path / "rows.jsonl")]
+    assert again[:4] == rows[:4] and [(r["task_id"], r["sample"]) for r in again] == [(p.task_id, j) for p in problems[:4] for j in range(2)]
+    assert not list(tmp_path.glob("rows.rank*"))
+    (tmp_path / "rows.rank0.jsonl").write_text("{not json\n")
+    r = subprocess.run([sys.executable] + cmd(4)[5:], capture_output=True, text=True, cwd=lp.__file__.rsplit("/", 1)[0])
+    assert r.returncode != 0 and "rows.rank0.jsonl:1: not a labeled row" in r.stderr and "Traceback" not in r.stderr

@@ -303,3 +303,25 @@ def test_memory_guide_matches_published_sizes_and_measured_peaks():
         peak = mg.peak(mg.components(shape, 1, "ddp", a)) / mg.GIB
         assert abs(peak - measured) / measured < 0.05, (shape, peak)
     assert mg.peak(mg.components("7B", 8, "fsdp", a)) / mg.GIB < 80  # the paper's 7B on 8 GPUs of 80 GB
+    # the time model: 4 constants fitted to the 6 measured phases reproduce each within 10%; F below the
+    # H200's dense bf16 peak (989 TFLOP/s); one GPU has no communication, more GPUs some
+    x = mg.fit(a)
+    assert all(c > 0 for c in x) and 1 / x[1] < 989e12
+    for shape, secs in mg.MEASURED.items():
+        t = mg.seconds(shape, 1, "ddp", a, x)
+        for phase, y in zip(("generate", "score", "update"), secs):
+            assert abs(t[phase] - y) / y < 0.10, (shape, phase, t[phase], y)
+        assert t["communication (not overlapped)"] == 0 < mg.seconds(shape, 8, "fsdp", a, x)["communication (not overlapped)"]
+
+
+def test_bench_psgpo_under_torchrun_with_fsdp(tmp_path):
+    """benchmarks/bench_psgpo.py (what benchmarks/gpu_check.sh runs on a GPU) at the tiny shape on 2 gloo
+    processes with FSDP2: it builds the models, runs train_psgpo.py under torchrun and reports each phase."""
+    r = subprocess.run([sys.executable, "benchmarks/bench_psgpo.py", "--shape", "tiny", "--device", "cpu", "--nproc", "2",
+                        "--fsdp", "true", "--iterations", "2", "--batch_size", "4", "--minibatch_size", "2",
+                        "--max_new_tokens", "8", "--workers", "1", "--out", str(tmp_path)], capture_output=True, text=True, cwd=HERE, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.load(open(tmp_path / "bench.json"))
+    assert report["engine"] == "fsdp2" and report["gpus"] == 2 and report["iterations_averaged"] == 1
+    assert json.load(open(tmp_path / "run" / "args.json"))["batch_size"] == 8  # 4 per GPU
+    assert all(report[f"time/{p}"] > 0 for p in ("generate", "score", "update"))
