@@ -226,10 +226,11 @@ def label_chunk(model, tok, problems, args, timing):
 
 
 def read_rows(out):
-    """Every row labeled under `out` (rows.jsonl, then the rank files of a torchrun run), each once, and the
-    files read. A last line cut short by a kill is dropped (its prompt is labeled again)."""
-    rows, files = {}, sorted(glob.glob(os.path.join(out, "rows*.jsonl")), key=lambda p: not p.endswith("/rows.jsonl"))
-    for path in files:
+    """(every row labeled under `out`, each once; the rank files): rows.jsonl, then the rank files of a
+    torchrun run. A last line cut short by a kill is dropped (its prompt is labeled again)."""
+    rank_files = sorted(glob.glob(os.path.join(out, "rows.rank*.jsonl")))
+    rows = {}
+    for path in [p for p in [os.path.join(out, "rows.jsonl")] if os.path.exists(p)] + rank_files:
         with open(path) as f:
             for i, line in enumerate(f, 1):
                 if not line.endswith("\n"):
@@ -239,19 +240,19 @@ def read_rows(out):
                     rows[r["policy"], r["task_id"], r["sample"]] = r
                 except (json.JSONDecodeError, KeyError, TypeError) as e:
                     raise SystemExit(f"label_prm_data.py: {path}:{i}: not a labeled row ({type(e).__name__}: {e})")
-    return list(rows.values()), files
+    return list(rows.values()), rank_files
 
 
 def merge_rows(out, order):
     """rows.jsonl := every row read_rows finds, sorted by order[(policy, task_id)] and sample (the order of a
     one-process run); the rank files are removed. Returns the rows."""
-    rows, files = read_rows(out)
+    rows, rank_files = read_rows(out)
     rows.sort(key=lambda r: (order.get((r["policy"], r["task_id"]), len(order)), r["sample"]))
-    if files:
+    if rows or rank_files:
         with open(os.path.join(out, "rows.jsonl.tmp"), "w") as f:
             f.write("".join(json.dumps(r) + "\n" for r in rows))
         os.replace(os.path.join(out, "rows.jsonl.tmp"), os.path.join(out, "rows.jsonl"))
-        for path in [p for p in files if not p.endswith("/rows.jsonl")]:
+        for path in rank_files:
             os.remove(path)
     return rows
 

@@ -159,8 +159,9 @@ def test_torchrun_splits_the_prompts_and_resumes_from_rank_files(tmp_path, tiny_
     assert sorted(os.listdir(tmp_path)) == ["labels.jsonl", "rows.jsonl", "summary.json"]
     summary = json.load(open(tmp_path / "summary.json"))
     assert summary["responses"] == 6 and summary["ranks"] == 2 and summary["seconds_sampling"] > 0
-    # as if killed: prompt 2's rows in rank 1's file, prompt 3's missing, a cut-short line at the end
-    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
+    # as if killed before any merge: prompts 1 and 2 in the rank files, 3 missing, a cut-short line at the end
+    os.remove(tmp_path / "rows.jsonl")
+    (tmp_path / "rows.rank0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
     (tmp_path / "rows.rank1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[2:4]) + json.dumps(rows[4])[:50])
     os.remove(tmp_path / "summary.json")
     r = subprocess.run(cmd(4), capture_output=True, text=True, cwd=lp.__file__.rsplit("/", 1)[0], timeout=600)
