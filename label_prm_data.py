@@ -325,7 +325,7 @@ def main():
     count = Counter((r["policy"], r["task_id"]) for r in read_rows(args.out)[0])
     done = {key for key, c in count.items() if c >= args.n}
     mine = os.path.join(args.out, "rows.jsonl" if world == 1 else f"rows.rank{args.rank}.jsonl")
-    timing = {"sample": 0.0, "judge": 0.0}
+    timing = {"sample": 0.0, "judge": 0.0, "responses": 0}  # this run's, this rank's
     for path in args.policy:
         todo = [p for p in problems if (path, p.task_id) not in done][args.rank::world]
         if not todo:
@@ -339,6 +339,7 @@ def main():
         args.current = path
         for s in tqdm(range(0, len(todo), args.chunk), desc=f"label {os.path.basename(path.rstrip('/'))}", disable=args.rank > 0):
             rows = label_chunk(model, tok, todo[s:s + args.chunk], args, timing)
+            timing["responses"] += len(rows)
             with open(mine, "a") as f:
                 f.write("".join(json.dumps(r) + "\n" for r in rows))  # one write per chunk
     times = [timing]
@@ -350,12 +351,13 @@ def main():
             return
     rows = merge_rows(args.out, order)
     rows = [r for r in rows if r["policy"] in args.policy]
+    by_rank = [t["responses"] for t in times]
     summary_path = os.path.join(args.out, "summary.json")
     if done and os.path.exists(summary_path):  # resume: the time spent so far is part of the run's cost
         with open(summary_path) as f:
             old = json.load(f)
         times.append({"sample": old["seconds_sampling"], "judge": old["seconds_judging"]})
-    timing = {k: sum(t[k] for t in times) for k in timing}  # seconds summed over ranks
+    timing = {k: sum(t[k] for t in times) for k in ("sample", "judge")}  # seconds summed over ranks
     kept = select_rows(rows, args.select, args.max_passing)
     if not args.neutral_comments:  # relabel comments from the search's result (the search is the same)
         kept = [r | {"labels": step_labels(r["steps"], r["passed"], r["correct_steps"], False)} for r in kept]
@@ -363,7 +365,7 @@ def main():
         f.writelines(json.dumps(r) + "\n" for r in kept)
     summary = summarize(rows, timing) | {"select": args.select, "max_passing": args.max_passing, "kept_rows": len(kept),
                                          "kept_passing": sum(r["passed"] for r in kept), "k": args.k,
-                                         "neutral_comments": args.neutral_comments, "ranks": world}
+                                         "neutral_comments": args.neutral_comments, "labeled_this_run_by_rank": by_rank}
     with open(summary_path, "w") as f:
         json.dump(summary, f, indent=1)
     print("\n| metric | value |\n|---|---|")

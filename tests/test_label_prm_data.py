@@ -158,7 +158,8 @@ def test_torchrun_splits_the_prompts_and_resumes_from_rank_files(tmp_path, tiny_
     assert [(r["task_id"], r["sample"]) for r in rows] == [(p.task_id, j) for p in problems[:3] for j in range(2)]
     assert sorted(os.listdir(tmp_path)) == ["labels.jsonl", "rows.jsonl", "summary.json"]
     summary = json.load(open(tmp_path / "summary.json"))
-    assert summary["responses"] == 6 and summary["ranks"] == 2 and summary["seconds_sampling"] > 0
+    assert summary["responses"] == 6 and summary["seconds_sampling"] > 0
+    assert summary["labeled_this_run_by_rank"] == [4, 2]  # prompts 1 and 3 on rank 0, prompt 2 on rank 1
     # as if killed before any merge: prompts 1 and 2 in the rank files, 3 missing, a cut-short line at the end
     os.remove(tmp_path / "rows.jsonl")
     (tmp_path / "rows.rank0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
@@ -168,7 +169,7 @@ def test_torchrun_splits_the_prompts_and_resumes_from_rank_files(tmp_path, tiny_
     assert r.returncode == 0, r.stderr[-3000:]
     again = [json.loads(l) for l in open(tmp_path / "rows.jsonl")]
     assert again[:4] == rows[:4] and [(r["task_id"], r["sample"]) for r in again] == [(p.task_id, j) for p in problems[:4] for j in range(2)]
-    assert not list(tmp_path.glob("rows.rank*"))
+    assert not list(tmp_path.glob("rows.rank*")) and json.load(open(tmp_path / "summary.json"))["labeled_this_run_by_rank"] == [2, 2]
     (tmp_path / "rows.rank0.jsonl").write_text("{not json\n")
     r = subprocess.run([sys.executable] + cmd(4)[5:], capture_output=True, text=True, cwd=lp.__file__.rsplit("/", 1)[0])
     assert r.returncode != 0 and "rows.rank0.jsonl:1: not a labeled row" in r.stderr and "Traceback" not in r.stderr
