@@ -109,15 +109,23 @@ def peak(c):
     return states + max(update, c["KV cache (rollout)"] + c.get("generate: whole policy gathered", 0))
 
 
+def passes(a):
+    """Model calls per iteration (each a forward, a recomputed forward or a backward over one model): score,
+    the PRM once then policy, reference and value per minibatch; update, forward, recomputed forward and
+    backward of policy and value per optimizer step."""
+    chunks = a.rollout // a.mb
+    return 1 + 3 * chunks, a.epochs * chunks * 2 * 3
+
+
 def time_terms(shape, a):
     """Per phase: the coefficients of (c_gen, 1/F, c_pass, t_cpu) and the constant (HBM reads), in the
     time model of the docstring, at a rollout of a.rollout prompts and minibatch a.mb per GPU."""
-    H, I, L, heads, kv, V, tied = SHAPES[shape]
+    L = SHAPES[shape][2]
     Np, Nv = params(*SHAPES[shape])
-    tokens, chunks = a.rollout * a.tokens, a.rollout // a.mb
+    tokens, (score_passes, update_passes) = a.rollout * a.tokens, passes(a)
     return {"generate": ([a.new_tokens * L, 0, 0, 0], a.new_tokens * 2 * Np / HBM),
-            "score": ([0, 2 * tokens * 2 * (Np + Nv), (1 + 3 * chunks) * L, 1], 0),  # PRM on the batch; policy, ref, value per minibatch
-            "update": ([0, a.epochs * tokens * 8 * (Np + Nv), a.epochs * chunks * 2 * 3 * L, 0], 0)}
+            "score": ([0, 2 * tokens * 2 * (Np + Nv), score_passes * L, 1], 0),
+            "update": ([0, a.epochs * tokens * 8 * (Np + Nv), update_passes * L, 0], 0)}
 
 
 def fit(a):
@@ -139,8 +147,7 @@ def seconds(shape, W, engine, a, x):
     if engine == "ddp":
         comm = steps * 2 * ring * 4 * (Np + Nv)
     else:
-        passes = 3 * steps * 2 + (1 + 3 * (a.rollout // a.mb))  # update: 3 per step per model; score: forward calls
-        comm = passes * ring * (Np + Nv) + steps * ring * 4 * (Np + Nv) + ring * 2 * Np  # a pass gathers 2 N, N_p ~ N_v
+        comm = sum(passes(a)) * ring * (Np + Nv) + steps * ring * 4 * (Np + Nv) + ring * 2 * Np  # a pass gathers 2 N, N_p ~ N_v
     t["communication (not overlapped)"] = comm / (a.link_gbps * 1e9)
     return t
 

@@ -32,10 +32,9 @@ def main():
     order = list(dict.fromkeys(r["prompt"] for r in rows))  # prompts in labeling order
     results = []
     for n in a.prompts:
-        folder = os.path.join(a.out, f"prm-{n}")
+        folder, keep = os.path.join(a.out, f"prm-{n}"), set(order[:n])
         if not os.path.exists(os.path.join(folder, "quality.json")):
             os.makedirs(folder, exist_ok=True)
-            keep = set(order[:n])
             data = os.path.join(folder, "labels.jsonl")
             with open(data, "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows if r["prompt"] in keep)
@@ -45,7 +44,7 @@ def main():
                 subprocess.run(cmd, cwd=HERE, check=True, stdout=subprocess.DEVNULL)
         with open(os.path.join(folder, "quality.json")) as f:
             q = json.load(f)
-        results.append((n, sum(r["prompt"] in set(order[:n]) for r in rows), q))
+        results.append((n, sum(r["prompt"] in keep for r in rows), q))
     kinds = [k for k in results[0][2] if k.startswith("caught/") and not k.endswith("_n")]
     lines = ["| labeled prompts | labeled responses | step AUC | correct below 0 | " + " | ".join(kinds) + " |", "|---" * (4 + len(kinds)) + "|"]
     lines += [f"| {n} | {m} | {q['step_auc']:.3f} | {q['correct_below_0']:.3f} | " + " | ".join(f"{q[k]:.3f}" for k in kinds) + " |" for n, m, q in results]
