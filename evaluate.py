@@ -16,7 +16,7 @@ Metrics (all in `compute_metrics`, a pure function of the verdicts):
   by_tokens   pass rate of the sampled responses by their length in tokens (Figure 4)
   by_steps    demo only: greedy and sampled pass@1 by the task's number of steps (lines incl. return)
   planted     demo only: per planted-mistake kind, the share of the lines where it can occur that the
-              sampled responses write in its wrong form (sandbox.planted_mistakes)
+              sampled responses write in its wrong form (sandbox.demo.planted_mistakes)
 Outputs under --out: eval.json (every number, every completion with its verdict; rewritten after each
 model), bestofk.png, by_length.png. Under torchrun each rank generates and judges every WORLD_SIZE-th
 problem with its own full copy of the model (sampling seed + rank) and rank 0 merges them in order.
@@ -24,16 +24,14 @@ problem with its own full copy of the model (sampling seed + rank) and rank 0 me
 import json
 import os
 import re
-import sys
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, HfArgumentParser, set_seed
+from transformers import AutoModelForCausalLM, HfArgumentParser, set_seed
 
 import sandbox
 
@@ -53,7 +51,9 @@ class Args:
     seed: int = field(default=1, metadata={"help": "sampling seed (same seed, same samples on CPU)"})
     out: str = field(default="runs/eval", metadata={"help": "output folder: eval.json, bestofk.png, by_length.png"})
     device: str = field(default="cpu", metadata={"help": "cpu | cuda"})
-    bf16: bool = field(default=False, metadata={"help": "load the models in bfloat16 (GPU)"})
+    bf16: bool = field(default=False, metadata={"help": "compute in bfloat16 (GPUs): the models are only run, so they are stored in bf16"})
+    chat_template: bool = field(default=False, metadata={"help": "feed prompts through the tokenizer's chat template (instruct models; sandbox.prompt_ids)"})
+    revision: str = field(default=None, metadata={"help": "Hub revision (branch, tag or commit) of Hub ids given as --model"})
     threads: int = field(default=2, metadata={"help": "torch CPU threads"})
     workers: int = field(default=2, metadata={"help": "judge worker processes"})
     timeout: float = field(default=3.0, metadata={"help": "seconds per program (per stdin test)"})
@@ -76,7 +76,7 @@ def bucket(x, edges):
 
 def compute_metrics(results, edges):
     """results: one dict per problem {"greedy": bool, "samples": [bool] * n, "tokens": [int] * n,
-    "n_steps": int | None, "planted": [sandbox.planted_mistakes(...)] * n (demo, optional)}. Returns every number reported."""
+    "n_steps": int | None, "planted": [sandbox.demo.planted_mistakes(...)] * n (demo, optional)}. Returns every number reported."""
     n = len(results[0]["samples"])
     m = {"problems": len(results), "n": n, "greedy_pass@1": float(np.mean([r["greedy"] for r in results]))}
     if n:
@@ -103,53 +103,21 @@ def compute_metrics(results, edges):
     return m
 
 
-def load_model(path, args):
-    """(model, tokenizer) for generation, or one clear line saying why not (main checked that the model exists)."""
-    try:
-        tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if args.bf16 else torch.float32)
-    except Exception as e:  # offline hub name, broken folder: one line
-        raise SystemExit(f"evaluate.py: cannot load {path!r} ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]})")
-    if tok.pad_token_id is None:
-        if tok.eos_token_id is None:
-            raise SystemExit(f"evaluate.py: {path}: the tokenizer has neither a pad nor an eos token")
-        print(f"evaluate.py: warning: {path}: the tokenizer has no pad token; padding with eos", file=sys.stderr)
-        tok.pad_token = tok.eos_token
-    tok.padding_side = "left"
-    # sample from the model's own distribution (at --temperature) and decode greedily without any processor
-    # that the checkpoint's generation_config.json may carry (a repetition penalty, top-k/p)
-    model.generation_config = GenerationConfig(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-    return model.to(args.device).eval(), tok
-
-
-def cut_at_stop(text, stops):
-    """The completion up to (not including) the first stop string."""
-    ends = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return text[:min(ends)] if ends else text
-
-
-@torch.no_grad()
-def generate(model, tok, problems, n, args, desc):
-    """n completions per problem (n=0: one greedy completion): [[(completion, n_tokens)] * max(n, 1)]."""
+def generate(model, tok, eos, problems, n, args, desc):
+    """n completions per problem (n=0: one greedy completion): [[(completion, n_tokens)] * max(n, 1)], each
+    ended where sandbox.end_response ends every stage's responses (its first EOS or stop string)."""
     greedy = n == 0
     order = sorted(range(len(problems)), key=lambda i: len(problems[i].prompt))  # similar lengths: less padding
     jobs = [i for i in order for _ in range(max(n, 1))]
-    stops = problems[0].stop if problems and all(p.stop == problems[0].stop for p in problems) else None
+    stop = [sandbox.stop_strings(p, args.chat_template) for p in problems]
     out = [[] for _ in problems]
     for s in tqdm(range(0, len(jobs), args.batch_size), desc=desc, unit="batch", leave=False, disable=args.rank > 0):
         batch = jobs[s:s + args.batch_size]
-        enc = tok([problems[i].prompt for i in batch], return_tensors="pt", padding=True).to(args.device)
-        assert enc["attention_mask"][:, -1].all(), "prompts must be left-padded"
-        P = enc["input_ids"].shape[1]
-        gen = model.generate(**enc, max_new_tokens=args.max_new_tokens, do_sample=not greedy,
-                             **({} if greedy else {"temperature": args.temperature, "top_k": 0, "top_p": 1.0}),
-                             stop_strings=stops, tokenizer=tok)  # [B, P + new]; responses start at P
-        for i, ids in zip(batch, gen[:, P:].tolist()):
-            if tok.eos_token_id in ids:
-                ids = ids[:ids.index(tok.eos_token_id)]
-            full = tok.decode(ids, skip_special_tokens=True)
-            text = cut_at_stop(full, problems[i].stop)  # cut at a stop string: count the tokens kept
-            out[i].append((text, len(ids) if text == full else len(tok(text, add_special_tokens=False)["input_ids"])))
+        seq, mask = sandbox.generate(model, tok, [sandbox.prompt_ids(tok, problems[i].prompt, args.chat_template) for i in batch], eos,
+                                     sorted({x for i in batch for x in stop[i]}), max_new_tokens=args.max_new_tokens, do_sample=not greedy,
+                                     **({} if greedy else {"temperature": args.temperature, "top_k": 0, "top_p": 1.0}))
+        for i, ids in zip(batch, seq[:, mask.shape[1]:].tolist()):  # responses start at column P
+            out[i].append(sandbox.end_response(tok, ids, eos, stop[i]))
     return out
 
 
@@ -164,10 +132,11 @@ def evaluate_one(name, problems, args, edges):
         greedy = [[(p.solution, count(p.solution))] for p in problems]
         sampled = greedy if args.n else [[] for _ in problems]
     else:
-        model, tok = load_model(name, args)
-        greedy = generate(model, tok, problems, 0, args, f"greedy {name}")
+        tok, eos = sandbox.load_tokenizer(name, args.revision)
+        model = sandbox.load_model(AutoModelForCausalLM, name, args.device, torch.bfloat16 if args.bf16 else torch.float32, args.revision).eval()
+        greedy = generate(model, tok, eos, problems, 0, args, f"greedy {name}")
         set_seed(args.seed + args.rank)
-        sampled = generate(model, tok, problems, args.n, args, f"sample {name}") if args.n else [[] for _ in problems]
+        sampled = generate(model, tok, eos, problems, args.n, args, f"sample {name}") if args.n else [[] for _ in problems]
     gen_s = time.time() - t0
     items = [(p, c) for p, g, s in zip(problems, greedy, sampled) for c, _ in g + s]
     t1 = time.time()
@@ -179,7 +148,7 @@ def evaluate_one(name, problems, args, edges):
         r = {"greedy": vs[0].passed, "samples": [v.passed for v in vs[1:]], "tokens": [t for _, t in s],
              "n_steps": p.meta.get("n_steps")}
         if args.dataset == "demo":
-            r["planted"] = [sandbox.planted_mistakes(p, c) for c, _ in s]
+            r["planted"] = [sandbox.demo.planted_mistakes(p, c) for c, _ in s]
         results.append(r)
         samples.append([{"task_id": p.task_id, "kind": "greedy" if j == 0 else "sample", "completion": c,
                          "n_tokens": t, "passed": v.passed, "status": v.status, "detail": v.detail}
@@ -248,12 +217,8 @@ def plot(report, out):
 
 def main():
     args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
-    args.rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if world > 1:  # torchrun: the ranks generate apart and meet once per model (the gloo group is only for that)
-        dist.init_process_group("gloo", timeout=timedelta(hours=24))
-        if args.device == "cuda":
-            args.device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    torch.set_num_threads(args.threads)
+    # torchrun: the ranks generate apart and meet once per model (the gloo group is only for that)
+    args.rank, world, args.device = sandbox.start_ranks(args.device, meet_only=True, threads=args.threads)
     set_seed(args.seed)
     try:
         problems = sandbox.load_problems(args.dataset, args.split)
@@ -267,12 +232,15 @@ def main():
     if not args.oracle:  # fail on a bad model before spending minutes on the first one
         for name in names:
             try:
-                sandbox.find_model(name)
+                sandbox.find_model(name, args.revision)
             except sandbox.DataError as e:
                 raise SystemExit(f"evaluate.py: {e}")
     edges = [int(e) for e in args.length_edges.split(",")] if args.length_edges else (
         [30, 45, 60] if args.dataset == "demo" else [50, 100, 200])
     os.makedirs(args.out, exist_ok=True)
+    if args.rank == 0:
+        with open(os.path.join(args.out, "args.json"), "w") as f:
+            json.dump(asdict(args), f, indent=1)
     path = os.path.join(args.out, "eval.json")
     report = {}
     for name in names:  # the same problems, seed and settings for every model

@@ -24,13 +24,12 @@ import os
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, HfArgumentParser, set_seed
+from transformers import AutoModelForCausalLM, HfArgumentParser, set_seed
 
 import sandbox
 
@@ -56,7 +55,9 @@ class Args:
     workers: int = field(default=2, metadata={"help": "judge worker processes"})
     timeout: float = field(default=3.0, metadata={"help": "seconds per program"})
     device: str = field(default="cpu", metadata={"help": "cpu | cuda"})
-    bf16: bool = field(default=False, metadata={"help": "run the policy in bfloat16 (GPUs)"})
+    bf16: bool = field(default=False, metadata={"help": "compute in bfloat16 (GPUs): the policy is only run, so it is stored in bf16"})
+    chat_template: bool = field(default=False, metadata={"help": "feed prompts through the tokenizer's chat template (instruct models; sandbox.prompt_ids)"})
+    revision: str = field(default=None, metadata={"help": "Hub revision (branch, tag or commit) of Hub ids given as --policy"})
     seed: int = field(default=0, metadata={"help": "random seed"})
 
 
@@ -125,39 +126,29 @@ def select_rows(rows, how, max_passing=-1):
     return keep
 
 
-@torch.no_grad()
 def sample(model, tok, inputs, n, temperature, stops, args, desc):
-    """n sampled continuations (text) of each token-id list in `inputs`, ended at EOS or a stop string;
-    batched with left padding, so every row's new tokens start at the same column."""
+    """n sampled continuations (text through the first EOS; the caller cuts at stop strings) of each token-id
+    list in `inputs`, batched (sandbox.generate: left padding, exact sampling), shorter inputs together."""
     jobs = sorted(((i, j) for i in range(len(inputs)) for j in range(n)), key=lambda ij: len(inputs[ij[0]]))
     out = [[None] * n for _ in inputs]
     for s in tqdm(range(0, len(jobs), args.batch_size), desc=desc, leave=False, disable=args.rank > 0):
         batch = jobs[s:s + args.batch_size]
-        width = max(len(inputs[i]) for i, _ in batch)
-        ids = torch.tensor([[tok.pad_token_id] * (width - len(inputs[i])) + inputs[i] for i, _ in batch])
-        mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(inputs[i]) for i, _ in batch])[:, None]).long()
-        gen = model.generate(input_ids=ids.to(model.device), attention_mask=mask.to(model.device), do_sample=True,
-                             temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=args.max_new_tokens,
-                             stop_strings=stops or None, tokenizer=tok)
-        for (i, j), row in zip(batch, gen[:, width:].tolist()):
-            out[i][j] = tok.decode(row, skip_special_tokens=True)
+        seq, mask = sandbox.generate(model, tok, [inputs[i] for i, _ in batch], args.eos, stops, do_sample=True,
+                                     temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=args.max_new_tokens)
+        for (i, j), row in zip(batch, seq[:, mask.shape[1]:].tolist()):
+            out[i][j] = sandbox.end_response(tok, row, args.eos, ())[0]
     return out
-
-
-def cut(text, stop):
-    """The response up to its first stop sequence."""
-    ends = [text.find(s) for s in stop if s in text]
-    return text[:min(ends)] if ends else text
 
 
 def label_chunk(model, tok, problems, args, timing):
     """Sample n responses per problem, judge them, binary-search every failing one, all in lockstep:
     every prefix at the same search depth is completed in one sampling pass and judged in one
     check_many call. Returns the rows."""
-    prompt_ids = [tok(p.prompt)["input_ids"] for p in problems]  # with special tokens (a bos), as in SFT
-    stops = sorted({s for p in problems for s in p.stop})
+    prompt_ids = [sandbox.prompt_ids(tok, p.prompt, args.chat_template) for p in problems]
+    stop = [sandbox.stop_strings(p, args.chat_template) for p in problems]
+    stops = sorted({s for st in stop for s in st})
     t = time.time()
-    responses = [[cut(r, p.stop) for r in rs] for p, rs in zip(problems, sample(model, tok, prompt_ids, args.n, args.temperature, stops, args, "sample"))]
+    responses = [[sandbox.cut_at_stop(r, st) for r in rs] for st, rs in zip(stop, sample(model, tok, prompt_ids, args.n, args.temperature, stops, args, "sample"))]
     timing["sample"] += time.time() - t
     rows = []
     for i, p in enumerate(problems):
@@ -186,12 +177,12 @@ def label_chunk(model, tok, problems, args, timing):
         if not pending:
             break
         inputs, prefixes = [], []
-        for r, m in pending:
-            enc = tok(r["response"], add_special_tokens=False, return_offsets_mapping=True)
-            end = r["_code"][m - 1][1]  # through the m-th code line, its newline included
-            keep = sum(1 for a, b in enc["offset_mapping"] if b <= end)  # whole tokens, as the model wrote them
-            prefixes.append(r["response"][:enc["offset_mapping"][keep - 1][1]] if keep else "")
-            inputs.append(prompt_ids[r["_i"]] + enc["input_ids"][:keep])
+        for r, m in pending:  # the prefix through the m-th code line, in whole tokens: the token holding the
+            ids = tok(r["response"], add_special_tokens=False)["input_ids"]  # line's newline only if it ends there
+            t = sandbox.line_end_tokens(tok, ids, [r["_code"][m - 1]])[0]
+            keep = t + (len(tok.decode(ids[:t + 1], skip_special_tokens=True)) == r["_code"][m - 1][1])
+            prefixes.append(tok.decode(ids[:keep], skip_special_tokens=True))
+            inputs.append(prompt_ids[r["_i"]] + ids[:keep])
         # best-of-K in two waves: k_first completions of every prefix, the other K - k_first only for the
         # prefixes none of whose first ones passed (the same answer as K at once, fewer samples)
         ok, programs, todo = [False] * len(pending), [0] * len(pending), list(range(len(pending)))
@@ -200,7 +191,7 @@ def label_chunk(model, tok, problems, args, timing):
             conts = sample(model, tok, [inputs[i] for i in todo], wave, args.prefix_temperature, stops, args, f"prefixes x{wave}")
             timing["sample"] += time.time() - t
             t = time.time()
-            items = [(problems[pending[i][0]["_i"]], cut(prefixes[i] + c, problems[pending[i][0]["_i"]].stop)) for i, cs in zip(todo, conts) for c in cs]
+            items = [(problems[pending[i][0]["_i"]], sandbox.cut_at_stop(prefixes[i] + c, stop[pending[i][0]["_i"]])) for i, cs in zip(todo, conts) for c in cs]
             verdicts = sandbox.check_many(items, args.workers, args.timeout)
             timing["judge"] += time.time() - t
             for n_, i in enumerate(todo):
@@ -219,7 +210,7 @@ def label_chunk(model, tok, problems, args, timing):
         r["labels"] = step_labels(steps, r["passed"], r["correct_steps"])
         r["first_error"] = next((m for m, l in enumerate(r["labels"]) if l == -1), None)
         if "inputs" in problems[r["_i"]].meta:  # demo: the exact step scorer, to measure the labels' noise
-            r["oracle"] = sandbox.oracle_step_scores(problems[r["_i"]], r["response"])
+            r["oracle"] = sandbox.demo.oracle_step_scores(problems[r["_i"]], r["response"])
         for key in [k for k in r if k.startswith("_")]:
             del r[key]
     return rows
@@ -297,25 +288,24 @@ def main():
     args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
     if args.select not in ("full", "remove_hard", "medium_only", "revised_only"):
         raise SystemExit(f"label_prm_data.py: --select must be full, remove_hard, medium_only or revised_only, not {args.select!r}")
-    args.rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if world > 1:  # torchrun: the ranks label apart and meet once, at the end (the gloo group is only for that)
-        dist.init_process_group("gloo", timeout=timedelta(hours=24))
-        if args.device == "cuda":
-            args.device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    # torchrun: the ranks label apart and meet once, at the end (the gloo group is only for that)
+    args.rank, world, args.device = sandbox.start_ranks(args.device, meet_only=True)
     set_seed(args.seed + args.rank)
-    torch.set_num_threads(min(2, torch.get_num_threads()))
     try:
         problems = sandbox.load_problems(args.dataset, args.split)
     except sandbox.DataError as e:
         raise SystemExit(f"label_prm_data.py: {e}")
     random.Random(args.seed).shuffle(problems)
     problems = problems[:args.max_prompts] if args.max_prompts >= 0 else problems
-    for path in args.policy:  # every policy up front (local folder or Hub id): not after hours of labeling
+    for path in args.policy:  # every policy up front (config, tokenizer, weights): not after hours of labeling
         try:
-            sandbox.find_model(path)
+            sandbox.find_model(path, args.revision)
         except sandbox.DataError as e:
             raise SystemExit(f"label_prm_data.py: --policy {e}")
     os.makedirs(args.out, exist_ok=True)
+    if args.rank == 0:
+        with open(os.path.join(args.out, "args.json"), "w") as f:
+            json.dump(asdict(args), f, indent=1)
     order = {key: i for i, key in enumerate((pol, p.task_id) for pol in args.policy for p in problems)}
     if args.rank == 0:  # resume: what earlier runs wrote, with any number of ranks, is merged into rows.jsonl
         merge_rows(args.out, order)
@@ -330,12 +320,8 @@ def main():
         todo = [p for p in problems if (path, p.task_id) not in done][args.rank::world]
         if not todo:
             continue
-        tok = AutoTokenizer.from_pretrained(path)
-        if tok.pad_token_id is None or tok.eos_token_id is None:
-            raise SystemExit(f"label_prm_data.py: {path}: the tokenizer needs a pad and an eos token")
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if args.bf16 else torch.float32).to(args.device).eval()
-        # the policy's own distribution and nothing else: no processor from the checkpoint's generation_config.json
-        model.generation_config = GenerationConfig(pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        tok, args.eos = sandbox.load_tokenizer(path, args.revision)
+        model = sandbox.load_model(AutoModelForCausalLM, path, args.device, torch.bfloat16 if args.bf16 else torch.float32, args.revision).eval()
         args.current = path
         for s in tqdm(range(0, len(todo), args.chunk), desc=f"label {os.path.basename(path.rstrip('/'))}", disable=args.rank > 0):
             rows = label_chunk(model, tok, todo[s:s + args.chunk], args, timing)

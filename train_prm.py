@@ -1,11 +1,14 @@
-"""Stage 2: the Process Reward Model (paper section 3).
+"""train_prm.py - stage 2: the Process Reward Model (paper section 3).
 
 R_phi(x, y<=m): a causal LM with a scalar head on every token (AutoModelForTokenClassification, one
 output), initialised from a policy checkpoint and trained by regression (MSE) against the line labels
-of label_prm_data.py (+1 correct, -1 after the first unrecoverable line, 0 comment). The label of
-line m sits on the line's last token (its newline, when it has one); every other token is ignored.
+of label_prm_data.py (+1 correct, -1 after the first unrecoverable line, 0 neutral: a comment). The
+label of line m sits on the token holding the line's last character (its newline, when it has one:
+sandbox.line_end_tokens, where train_psgpo.py reads the score); every other token is ignored.
+`--labels outcome` trains an outcome reward model (ORM) on the same rows instead: every code line
+labeled with the response's verdict, the control that tells process supervision from any trained critic.
 
-    python train_prm.py --data runs/prm_data --init runs/sft --out runs/prm
+    python train_prm.py --data runs/prm_data --init checkpoints/demo-sft --out runs/prm
 
 --data is label_prm_data.py's folder (trains on labels.jsonl; held-out prompts are evaluated on all
 their responses in rows.jsonl) or one .jsonl file. A share of the prompts (--holdout) is held out;
@@ -22,14 +25,12 @@ import os
 import random
 import sys
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.distributed as dist
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from tqdm import tqdm
-from transformers import AutoModelForTokenClassification, AutoTokenizer, HfArgumentParser, set_seed
+from transformers import AutoModelForTokenClassification, HfArgumentParser, set_seed
 
 import sandbox
 
@@ -39,10 +40,10 @@ IGNORE = -100.0  # target on tokens that carry no label
 @dataclass
 class Args:
     data: str = field(default="runs/prm_data", metadata={"help": "label_prm_data.py output folder, or a labels .jsonl file"})
-    init: str = field(default="runs/sft", metadata={"help": "policy checkpoint the PRM starts from (body; the scalar head is new)"})
+    init: str = field(default="checkpoints/demo-sft", metadata={"help": "policy checkpoint the PRM starts from (body; the scalar head is new)"})
     out: str = field(default="runs/prm", metadata={"help": "output folder (save_pretrained PRM + tokenizer + metrics.json)"})
+    labels: str = field(default="process", metadata={"help": "process: the binary search's line labels (a PRM); outcome: every code line labeled with the response's verdict (an outcome reward model, the control for value init)"})
     holdout: float = field(default=0.15, metadata={"help": "share of prompts held out for evaluation"})
-    eval: str = field(default="", metadata={"help": "also evaluate on another labeled set (a label_prm_data.py folder's rows.jsonl, or a .jsonl), minus the prompts trained on"})
     epochs: int = field(default=8, metadata={"help": "passes over the training rows"})
     batch_size: int = field(default=16, metadata={"help": "sequences per step"})
     lr: float = field(default=3e-3, metadata={"help": "peak AdamW learning rate (linear warm-up, cosine decay)"})
@@ -50,27 +51,31 @@ class Args:
     max_len: int = field(default=1024, metadata={"help": "drop rows longer than this many tokens"})
     show: int = field(default=0, metadata={"help": "print this many held-out responses with every line's score"})
     device: str = field(default="cpu", metadata={"help": "cpu | cuda"})
-    bf16: bool = field(default=False, metadata={"help": "autocast to bfloat16 (GPUs)"})
+    bf16: bool = field(default=False, metadata={"help": "compute in bfloat16 (GPUs): the trained weights stay fp32 under autocast"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory (large models)"})
     fsdp: bool = field(default=False, metadata={"help": "under torchrun: shard the model with PyTorch FSDP2 (fully_shard), the batch split across ranks"})
+    chat_template: bool = field(default=False, metadata={"help": "prompts through the tokenizer's chat template, as the policy was sampled (sandbox.prompt_ids)"})
+    revision: str = field(default=None, metadata={"help": "Hub revision (branch, tag or commit) of a Hub id given as --init"})
     seed: int = field(default=0, metadata={"help": "random seed"})
 
 
-def step_last_tokens(offsets, steps):
-    """Index of each step's last token: the token holding the step's last character (end - 1)."""
-    return [max(i for i, (a, b) in enumerate(offsets) if a < end) for _, end, _ in steps]
-
-
-def prm_example(tok, row):
-    """(input ids, targets, positions): the label of step m on its last token, IGNORE elsewhere
-    (TRL's layout); positions lists those tokens' indices."""
-    prompt = tok(row["prompt"])["input_ids"]  # with special tokens (a bos), as in SFT
-    enc = tok(row["response"], add_special_tokens=False, return_offsets_mapping=True)
-    positions = [len(prompt) + t for t in step_last_tokens(enc["offset_mapping"], row["steps"])]
-    targets = [IGNORE] * (len(prompt) + len(enc["input_ids"]))
+def prm_example(tok, row, chat=False):
+    """(input ids, targets, positions): the label of step m on the token holding its last character
+    (sandbox.line_end_tokens, where train_psgpo.py reads the line's score), IGNORE elsewhere (TRL's
+    layout); positions lists those tokens' indices. The prompt as the policy was fed it (sandbox.prompt_ids)."""
+    prompt = sandbox.prompt_ids(tok, row["prompt"], chat)
+    response = tok(row["response"], add_special_tokens=False)["input_ids"]
+    positions = [len(prompt) + t for t in sandbox.line_end_tokens(tok, response, row["steps"])]
+    targets = [IGNORE] * (len(prompt) + len(response))
     for t, label in zip(positions, row["labels"]):
         targets[t] = float(label)
-    return prompt + enc["input_ids"], targets, positions
+    return prompt + response, targets, positions
+
+
+def outcome_labels(row):
+    """An outcome reward model's targets (--labels outcome): every code line labeled with the response's
+    verdict, +1 passes / -1 fails, neutral lines 0: the PRM's rows, positions and loss without the search."""
+    return [0 if neutral else (1 if row["passed"] else -1) for _, _, neutral in row["steps"]]
 
 
 def prm_loss(scores, targets):
@@ -151,7 +156,7 @@ def score_steps(model, tok, rows, args):
     """The PRM's score on every step of every row (one row at a time: no padding to reason about)."""
     out = []
     for row in tqdm(rows, desc="score", leave=False):
-        ids, _, positions = prm_example(tok, row)
+        ids, _, positions = prm_example(tok, row, args.chat_template)
         with torch.autocast(args.device.split(":")[0], torch.bfloat16, enabled=args.bf16):
             scores = model(torch.tensor([ids], device=args.device)).logits[0, :, 0].float()  # [T]
         out.append(scores[positions].tolist())
@@ -169,49 +174,34 @@ def show(rows, step_scores, n):
             print(f"{mark}  {row['response'][a:b].rstrip()}")
 
 
-def shard(model, bf16):
-    """FSDP2: every decoder layer its own unit, then the root; bf16 compute from fp32 weights, fp32 gradient reduction."""
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32)
-    for m in model.modules():
-        if type(m).__name__ in (model._no_split_modules or []):
-            fully_shard(m, mp_policy=mp)
-    return fully_shard(model, mp_policy=mp)
-
-
 def main():
     args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
-    rank, world = 0, 1
-    if args.fsdp:
-        if "RANK" not in os.environ:
-            raise SystemExit("train_prm.py: --fsdp shards across ranks: run it under torchrun")
-        dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
-        rank, world = dist.get_rank(), dist.get_world_size()
-        if args.device == "cuda":
-            args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-            torch.cuda.set_device(args.device)
+    if args.fsdp != ("RANK" in os.environ):
+        raise SystemExit("train_prm.py: --fsdp true shards the model across torchrun's ranks: use both or neither")
+    if args.labels not in ("process", "outcome"):
+        raise SystemExit(f"train_prm.py: --labels must be process or outcome, not {args.labels!r}")
+    rank, world, args.device = sandbox.start_ranks(args.device)
     set_seed(args.seed)
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads()) // world))
     folder = os.path.isdir(args.data)
     train_rows = read_rows(os.path.join(args.data, "labels.jsonl") if folder else args.data)
+    if args.labels == "outcome":
+        train_rows = [r | {"labels": outcome_labels(r)} for r in train_rows]
     all_rows = read_rows(os.path.join(args.data, "rows.jsonl")) if folder and os.path.exists(os.path.join(args.data, "rows.jsonl")) else train_rows
     # held out by prompt text, not task id: the demo's train split repeats a few short prompts
     held = lambda r: zlib.crc32(f"{args.seed}/{r['prompt']}".encode()) % 10000 < args.holdout * 10000  # noqa: E731
     train = [r for r in train_rows if not held(r)]
     test = [r for r in all_rows if held(r)]
     try:  # a local folder or a Hub id
-        sandbox.find_model(args.init)
+        sandbox.find_model(args.init, args.revision)
     except sandbox.DataError as e:
         raise SystemExit(f"train_prm.py: --init {e}")
-    tok = AutoTokenizer.from_pretrained(args.init)
-    if not tok.is_fast:
-        raise SystemExit(f"train_prm.py: {args.init}: needs a fast tokenizer (character offsets map lines to tokens)")
-    model = AutoModelForTokenClassification.from_pretrained(args.init, num_labels=1, dtype=torch.float32).to(args.device)  # fp32 weights; --bf16 autocasts
+    tok, _ = sandbox.load_tokenizer(args.init, args.revision)
+    # fp32 weights (--bf16 autocasts); a fresh scalar head on the policy's body
+    model = sandbox.load_model(AutoModelForTokenClassification, args.init, args.device, torch.float32, args.revision, args.fsdp, args.bf16, num_labels=1)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    if args.fsdp:
-        shard(model, args.bf16)
-    examples = [e[:2] for e in (prm_example(tok, r) for r in train) if len(e[0]) <= args.max_len]
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    examples = [e[:2] for e in (prm_example(tok, r, args.chat_template) for r in train) if len(e[0]) <= args.max_len]
+    pad = tok.pad_token_id
     steps_per_epoch = math.ceil(len(examples) / args.batch_size)
     total = steps_per_epoch * args.epochs
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
@@ -240,25 +230,19 @@ def main():
             bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
     bar.close()
     model.eval()
+    # held-out rows keep the search's labels, whatever --labels trained on: a PRM and an ORM are measured alike
     metrics = prm_metrics(test, score_steps(model, tok, test, args)) if test else {}
-    if args.eval:  # an independent labeled set: more prompts than a share of the training data's
-        seen = {r["prompt"] for r in train}
-        extra = [r for r in read_rows(os.path.join(args.eval, "rows.jsonl") if os.path.isdir(args.eval) else args.eval) if r["prompt"] not in seen]
-        metrics |= {f"eval/{k}": v for k, v in prm_metrics(extra, score_steps(model, tok, extra, args)).items()}
     metrics |= {"train_rows": len(examples), "train_labeled_steps": sum(sum(t != IGNORE for t in e[1]) for e in examples),
-                "final_loss": loss.item(), "init": args.init}
-    # FSDP: the full weights gathered on rank 0 (a plain from_pretrained folder); every rank scored above
-    weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)) if args.fsdp else None
+                "final_loss": loss.item(), "init": args.init, "labels": args.labels}
     shown = score_steps(model, tok, test[:args.show], args) if args.show and test else None
+    sandbox.save_model(model, args.out, tok, args.fsdp)  # FSDP: every rank helps gather the full weights; every rank scored above
     if args.fsdp:
         dist.destroy_process_group()
     if rank != 0:
         return
-    os.makedirs(args.out, exist_ok=True)
-    model.save_pretrained(args.out, state_dict=weights)
-    tok.save_pretrained(args.out)
-    with open(os.path.join(args.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=1)
+    for name, content in (("args.json", asdict(args)), ("metrics.json", metrics)):
+        with open(os.path.join(args.out, name), "w") as f:
+            json.dump(content, f, indent=1)
     if shown:
         show(test, shown, args.show)
     print("\n| held-out metric | value |\n|---|---|")

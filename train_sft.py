@@ -28,10 +28,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.distributed as dist
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from tqdm import tqdm
-from transformers import (AutoModelForCausalLM, AutoTokenizer, GPT2Config, HfArgumentParser, LlamaConfig,
+from transformers import (AutoModelForCausalLM, GPT2Config, HfArgumentParser, LlamaConfig,
                           PreTrainedTokenizerFast, set_seed)
 
 import sandbox
@@ -52,6 +50,7 @@ class Args:
     max_len: int = field(default=1024, metadata={"help": "drop examples longer than this many tokens"})
     # model: a tiny GPT-2 from a config, or a pretrained one
     model: str = field(default="", metadata={"help": "Hugging Face causal LM name or folder; empty: a tiny model + BPE trained here"})
+    revision: str = field(default=None, metadata={"help": "Hub revision (branch, tag or commit) of a Hub id given as --model"})
     arch: str = field(default="llama", metadata={"help": "tiny model: llama (RoPE: learns to copy from the docstring faster) | gpt2"})
     vocab_size: int = field(default=512, metadata={"help": "tiny model: BPE vocabulary size (256 bytes + merges + specials)"})
     n_layer: int = field(default=4, metadata={"help": "tiny model: transformer layers"})
@@ -64,7 +63,7 @@ class Args:
     warmup: int = field(default=50, metadata={"help": "linear warmup steps, then cosine decay to lr/10"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (matrices only)"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
-    bf16: bool = field(default=False, metadata={"help": "GPU: autocast the forward pass to bfloat16"})
+    bf16: bool = field(default=False, metadata={"help": "compute in bfloat16 (GPUs): the trained weights stay fp32 under autocast"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "GPU: trade compute for memory on big models"})
     save_every: int = field(default=0, metadata={"help": "also save a checkpoint every N steps (0: only at the end)"})
     fsdp: bool = field(default=False, metadata={"help": "under torchrun: shard the model with PyTorch FSDP2 (fully_shard), each batch split across ranks"})
@@ -96,7 +95,7 @@ def sft_target(problem, planted):
 
 def encode_example(tok, prompt, completion, max_len):
     """(input_ids, labels): prompt and completion tokenized separately, eos appended, loss on completion."""
-    p = tok(prompt)["input_ids"]  # special tokens (a bos, for tokenizers that add one) as generation sees them
+    p = sandbox.prompt_ids(tok, prompt)  # special tokens (a bos, for tokenizers that add one) as generation sees them
     c = tok(completion, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     if len(p) + len(c) > max_len:
         return None
@@ -144,59 +143,32 @@ def load_policy(args, texts):
                                  intermediate_size=3 * args.n_embd, num_hidden_layers=args.n_layer,
                                  num_attention_heads=args.n_head, num_key_value_heads=args.n_head,
                                  tie_word_embeddings=True, **ids)
-        return AutoModelForCausalLM.from_config(config), tok
-    try:  # a local folder or a Hub id
-        sandbox.find_model(args.model)
+        model = AutoModelForCausalLM.from_config(config).to(args.device)
+        return sandbox.shard(model, args.bf16) if args.fsdp else model, tok
+    try:  # a local folder or a Hub id: config, tokenizer and weights
+        sandbox.find_model(args.model, args.revision)
     except sandbox.DataError as e:
         raise SystemExit(f"train_sft.py: --model {e}")
-    try:
-        tok = AutoTokenizer.from_pretrained(args.model)
-        model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)  # fp32 weights; --bf16 autocasts
-    except (OSError, ValueError) as e:
-        raise SystemExit(f"train_sft.py: cannot load {args.model!r} ({str(e).splitlines()[0][:200]})")
-    if tok.eos_token_id is None:
-        raise SystemExit(f"train_sft.py: {args.model}: the tokenizer has no eos token; completions could not end")
-    if tok.pad_token_id is None:
-        print(f"train_sft.py: warning: {args.model}'s tokenizer has no pad token; using eos as pad")
-        tok.pad_token = tok.eos_token
-    tok.padding_side = "left"
-    return model, tok
+    tok, _ = sandbox.load_tokenizer(args.model, args.revision)  # fp32 weights (--bf16 autocasts); FSDP: sharded as they load
+    return sandbox.load_model(AutoModelForCausalLM, args.model, args.device, torch.float32, args.revision, args.fsdp, args.bf16), tok
 
 
-def shard(model, bf16):
-    """FSDP2: every decoder layer its own unit, then the root; bf16 compute from fp32 weights, fp32 gradient reduction."""
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32)
-    for m in model.modules():
-        if type(m).__name__ in (model._no_split_modules or []):
-            fully_shard(m, mp_policy=mp)
-    return fully_shard(model, mp_policy=mp)
-
-
-def save(model, tok, args, out, summary=None, rank=0):
-    """A save_pretrained folder; FSDP: every rank helps gather the full weights, rank 0 writes them."""
-    weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)) if args.fsdp else None
-    if rank != 0:
+def save(model, tok, args, out, summary=None):
+    """A save_pretrained folder with args.json (and summary.json); FSDP: every rank helps gather the weights."""
+    sandbox.save_model(model, out, tok, args.fsdp)
+    if dist.is_initialized() and dist.get_rank() != 0:
         return
-    os.makedirs(out, exist_ok=True)
-    model.save_pretrained(out, state_dict=weights)
-    tok.save_pretrained(out)
-    with open(os.path.join(out, "sft_args.json"), "w") as f:
-        json.dump({"args": asdict(args), "summary": summary}, f, indent=1)
+    for name, content in (("args.json", asdict(args)), ("summary.json", summary)):
+        if content is not None:
+            with open(os.path.join(out, name), "w") as f:
+                json.dump(content, f, indent=1)
 
 
 def main():
     args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
-    rank, world = 0, 1
-    if args.fsdp:
-        if "RANK" not in os.environ:
-            raise SystemExit("train_sft.py: --fsdp shards across ranks: run it under torchrun")
-        dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
-        rank, world = dist.get_rank(), dist.get_world_size()
-        if args.device == "cuda":
-            args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-            torch.cuda.set_device(args.device)
-        args.threads = max(1, args.threads // world)
-    torch.set_num_threads(args.threads)
+    if args.fsdp != ("RANK" in os.environ):
+        raise SystemExit("train_sft.py: --fsdp true shards the model across torchrun's ranks: use both or neither")
+    rank, world, args.device = sandbox.start_ranks(args.device, threads=max(1, args.threads // int(os.environ.get("WORLD_SIZE", 1))))
     set_seed(args.seed)
     t0 = time.time()
     try:
@@ -215,13 +187,10 @@ def main():
     if not examples:
         raise SystemExit(f"train_sft.py: every example is longer than --max_len {args.max_len}")
     lengths = [len(ids) for ids, _ in examples]
-    model.to(args.device)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model.config.use_cache = False
     n_params = sum(p.numel() for p in model.parameters())
-    if args.fsdp:
-        shard(model, args.bf16)
     print(f"{len(examples)} examples ({len(pairs) - len(examples)} too long), {sum(lengths) / len(lengths):.0f} "
           f"tokens each on average, vocab {len(tok)}, {n_params / 1e6:.2f}M parameters")
 
@@ -257,7 +226,7 @@ def main():
         if step % 10 == 0:
             bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}", gnorm=f"{grad_norm:.2f}", epoch=epoch)
         if args.save_every and step % args.save_every == 0 and step < args.steps:
-            save(model, tok, args, os.path.join(args.out, f"step{step}"), rank=rank)
+            save(model, tok, args, os.path.join(args.out, f"step{step}"))
     train_s = time.time() - t_train
 
     model.config.use_cache = True
@@ -268,7 +237,7 @@ def main():
                "final_loss": round(sum(tail) / len(tail), 4), "train_s": round(train_s, 1),
                "steps_per_s": round(args.steps / train_s, 2), "total_s": round(time.time() - t0, 1),
                "params_M": round(n_params / 1e6, 3), "vocab": len(tok), "tokens_per_example": round(sum(lengths) / len(lengths), 1)}
-    save(model, tok, args, args.out, summary, rank)
+    save(model, tok, args, args.out, summary)
     if args.fsdp:
         dist.destroy_process_group()
     if rank != 0:

@@ -2,12 +2,12 @@
 
 The responses are evaluate.py's samples (its eval.json) on the demo's `valid` split, whose prompts no stage
 trains on, from the policies RL starts from and reaches (the SFT policy, the baseline's last checkpoint).
-Every code line is labeled exactly by sandbox.oracle_step_scores (+1 correct, -1 from the first wrong line
+Every code line is labeled exactly by sandbox.demo.oracle_step_scores (+1 correct, -1 from the first wrong line
 on); the PRM's labels came from the binary search, the exact scorer is only the yardstick here. Reports:
   step_auc               AUC of the PRM's score, correct code lines against wrong ones
   correct_below_0        share of correct code lines the PRM scores below 0 (false alarms)
   caught/<kind>          share of first wrong lines the PRM scores below 0, by the planted mistake the line
-                         writes (sandbox.planted_kind) or `other` (any other slip: a miscopied operand, ...)
+                         writes (sandbox.demo.planted_kind) or `other` (any other slip: a miscopied operand, ...)
 
     python evaluate.py --model runs/sft runs/baseline/ckpt-0008 --split valid --n 2 --out runs/prm_eval
     python benchmarks/prm_quality.py --prm runs/prm --eval runs/prm_eval/eval.json   # -> runs/prm/quality.json
@@ -30,12 +30,12 @@ def quality(rows, scores, problems):
     s_code, y_code, caught = [], [], {}
     for row, sc in zip(rows, scores):
         problem, first = problems[row["task_id"]], True
-        for (a, b, is_comment), oracle, s in zip(row["steps"], sandbox.oracle_step_scores(problem, row["response"]), sc):
-            if is_comment:
+        for (a, b, neutral), oracle, s in zip(row["steps"], sandbox.demo.oracle_step_scores(problem, row["response"]), sc):
+            if neutral:
                 continue
             s_code.append(s), y_code.append(oracle > 0)
             if oracle < 0 and first:
-                kind = sandbox.planted_kind(problem, row["response"][a:b].rstrip("\n")) or "other"
+                kind = sandbox.demo.planted_kind(problem, row["response"][a:b].rstrip("\n")) or "other"
                 caught.setdefault(kind, []).append(s < 0)
                 first = False
     correct = [s for s, y in zip(s_code, y_code) if y]

@@ -2,6 +2,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test needs the network: a Hub id fails at once, not after retries
 
 import pytest  # noqa: E402
 

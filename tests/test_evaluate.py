@@ -26,7 +26,7 @@ def test_pass_at_k_matches_the_combinatorial_formula():
 
 
 def P(true_div, missing_parens, xor_pow):
-    """A sandbox.planted_mistakes result: [times made, times possible] per kind."""
+    """A sandbox.demo.planted_mistakes result: [times made, times possible] per kind."""
     return {"true_div": [true_div, 2], "missing_parens": [missing_parens, 2], "xor_pow": [xor_pow, 2]}
 
 
@@ -55,11 +55,6 @@ def test_compute_metrics_on_fixed_fake_samples():
     # each response could have made each mistake twice (P's second numbers): 24 chances per kind
     assert m["planted"] == pytest.approx({"missing_parens": 1 / 24, "xor_pow": 1 / 24, "true_div": 3 / 24,
                                           "failures_with_a_planted_kind": 4 / 8})
-
-
-def test_cut_at_stop():
-    assert evaluate.cut_at_stop("    return 1\ndef g():\n", ["\nclass", "\ndef"]) == "    return 1"
-    assert evaluate.cut_at_stop("    return 1\n", ["\ndef"]) == "    return 1\n"
 
 
 def run(monkeypatch, *argv):
@@ -113,7 +108,7 @@ def test_end_to_end_on_tiny_models(tmp_path, monkeypatch, capsys, tok, kind):
     assert r["timing"]["samples_per_s"] > 0 and r["timing"]["programs_per_s"] > 0
     assert os.path.getsize(out / "bestofk.png") > 0 and os.path.getsize(out / "by_length.png") > 0
     assert "| greedy pass@1 |" in captured.out
-    assert ("no pad token; padding with eos" in captured.err) == (kind == "llama")
+    assert ("no pad token; padding with EOS" in captured.err) == (kind == "llama")
 
 
 def test_two_models_side_by_side_and_same_seed_same_samples(tmp_path, monkeypatch, tok):

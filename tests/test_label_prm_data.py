@@ -95,7 +95,7 @@ def test_batched_search_finds_the_planted_line(monkeypatch, tiny_tokenizer):
             out.append([p.solution[len(prefix):] if p.solution.startswith(prefix) else "    return 0\n"] * n)
         return out
     monkeypatch.setattr(lp, "sample", fake_sample)
-    args = SimpleNamespace(n=1, k=3, k_first=1, workers=2, timeout=3.0, current="fake", temperature=1.0, prefix_temperature=1.0)
+    args = SimpleNamespace(n=1, k=3, k_first=1, workers=2, timeout=3.0, current="fake", temperature=1.0, prefix_temperature=1.0, chat_template=False)
     rows = lp.label_chunk(None, tok, problems, args, {"sample": 0.0, "judge": 0.0})
     assert [r["correct_steps"] for r in rows] == expected
     for r in rows:
@@ -125,7 +125,7 @@ def test_script_end_to_end_and_resume(tmp_path, tiny_policy, arch):
     assert summary["responses"] == 6 and summary["max_checks_minus_bound"] <= 0
     problems = {p.task_id: p for p in sandbox.load_problems("demo", "train")}
     for r in rows:  # demo tasks: the exact step scorer beside the labels
-        assert r["oracle"] == sandbox.oracle_step_scores(problems[r["task_id"]], r["response"])
+        assert r["oracle"] == sandbox.demo.oracle_step_scores(problems[r["task_id"]], r["response"])
     again = subprocess.run(cmd + ["--neutral_comments", "false"], capture_output=True, text=True, cwd=lp.__file__.rsplit("/", 1)[0])
     assert again.returncode == 0 and len(open(tmp_path / "rows.jsonl").readlines()) == 6  # resumed: nothing new
     resumed = json.load(open(tmp_path / "summary.json"))  # the first run's time is kept, not reset
@@ -156,7 +156,7 @@ def test_torchrun_splits_the_prompts_and_resumes_from_rank_files(tmp_path, tiny_
     problems = sandbox.load_problems("demo", "train")
     lp.random.Random(0).shuffle(problems)
     assert [(r["task_id"], r["sample"]) for r in rows] == [(p.task_id, j) for p in problems[:3] for j in range(2)]
-    assert sorted(os.listdir(tmp_path)) == ["labels.jsonl", "rows.jsonl", "summary.json"]
+    assert sorted(os.listdir(tmp_path)) == ["args.json", "labels.jsonl", "rows.jsonl", "summary.json"]
     summary = json.load(open(tmp_path / "summary.json"))
     assert summary["responses"] == 6 and summary["seconds_sampling"] > 0
     assert summary["labeled_this_run_by_rank"] == [4, 2]  # prompts 1 and 3 on rank 0, prompt 2 on rank 1

@@ -88,20 +88,29 @@ def labeled_rows(n):
     return rows
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
-def test_script_end_to_end(tmp_path, tiny_policy, arch):
+@pytest.mark.parametrize("arch, labels", [("gpt2", "process"), ("llama", "outcome")])
+def test_script_end_to_end(tmp_path, tiny_policy, arch, labels):
+    """The PRM (or, --labels outcome, the ORM: every code line labeled with the verdict) trains and reports on
+    held-out rows with the search's labels; args.json and metrics.json beside a PRM from_pretrained loads."""
     data = tmp_path / "labels.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in labeled_rows(30)))
     out = tmp_path / "prm"
     r = subprocess.run([sys.executable, "train_prm.py", "--data", str(data), "--init", tiny_policy(arch), "--out", str(out),
-                        "--epochs", "1", "--holdout", "0.3", "--show", "1"], capture_output=True, text=True, cwd=HERE)
+                        "--epochs", "1", "--holdout", "0.3", "--show", "1", "--labels", labels], capture_output=True, text=True, cwd=HERE)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "| step_auc |" in r.stdout and "== demo/test/" in r.stdout
     metrics = json.load(open(out / "metrics.json"))
-    assert metrics["rows"] > 0 and 0 <= metrics["step_auc"] <= 1
+    assert metrics["rows"] > 0 and 0 <= metrics["step_auc"] <= 1 and metrics["labels"] == labels
+    assert json.load(open(out / "args.json"))["labels"] == labels
     from transformers import AutoModelForTokenClassification
     prm = AutoModelForTokenClassification.from_pretrained(out)
     assert prm.config.num_labels == 1
+
+
+def test_outcome_labels():
+    r = row("P:\n", "    a = 1\n    # c\n    b = 2\n    return b\n", passed=False, correct=1)
+    assert r["labels"] == [1, 0, -1, -1] and tp.outcome_labels(r) == [-1, 0, -1, -1]
+    assert tp.outcome_labels(r | {"passed": True}) == [1, 0, 1, 1]
 
 
 def test_fsdp_two_processes(tmp_path, tiny_policy):
@@ -118,18 +127,6 @@ def test_fsdp_two_processes(tmp_path, tiny_policy):
     start = AutoModelForTokenClassification.from_pretrained(tiny_policy("qwen2"), num_labels=1)
     body = [k for k in prm.state_dict() if "layers.0." in k]
     assert body and any(not torch.equal(prm.state_dict()[k], start.state_dict()[k]) for k in body)  # trained
-
-
-def test_eval_on_another_labeled_set_leaves_out_trained_prompts(tmp_path, tiny_policy):
-    rows = labeled_rows(40)  # 2 rows per prompt
-    (tmp_path / "labels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:60]))
-    (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    r = subprocess.run([sys.executable, "train_prm.py", "--data", str(tmp_path / "labels.jsonl"), "--init", tiny_policy("gpt2"),
-                        "--out", str(tmp_path / "prm"), "--epochs", "1", "--holdout", "0", "--eval", str(tmp_path / "eval.jsonl")],
-                       capture_output=True, text=True, cwd=HERE)
-    assert r.returncode == 0, r.stderr[-2000:]
-    metrics = json.load(open(tmp_path / "prm" / "metrics.json"))
-    assert metrics["eval/rows"] == 20 and 0 <= metrics["eval/step_auc"] <= 1 and "step_auc" not in metrics
 
 
 def test_a_bf16_init_is_trained_with_fp32_weights(tmp_path, tiny_policy):

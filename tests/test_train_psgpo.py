@@ -51,22 +51,34 @@ def test_clipped_losses_on_hand_numbers():
     assert v.item() == pytest.approx(0.5 * (3.24 + 1.0) / 2)
 
 
-def test_dense_reward_lands_on_line_ends():
-    tok = train_tokenizer(["x"], 258)  # bytes only: response token t is character t
-    text = "    a = 1\n\n    # c\n        b = a\n    return b"
-    ids = tok(text, add_special_tokens=False)["input_ids"]
-    ends = [len(tok.decode(ids[:t + 1])) for t in range(len(ids))]
-    steps = sandbox.split_steps(text)
-    toks = tp.step_end_tokens(ends, steps)
-    assert toks == [9, 18, 32, len(text) - 1]  # each line's newline; the last line's last character
-    assert [text[t] for t in toks] == ["\n", "\n", "\n", "b"]
-    scores, comment = [1.0, 0.7, -0.5, 0.8], [c for _, _, c in steps]
-    assert comment == [False, True, False, False]
-    failing = tp.dense_reward(toks, scores, comment, 44, False, 0.25, 0.025, True)  # T = 3 code lines; the comment earns 0
+def test_dense_reward_on_hand_numbers():
+    toks, scores, neutral = [9, 18, 32, 44], [1.0, 0.7, -0.5, 0.8], [False, True, False, False]
+    failing = tp.dense_reward(toks, scores, neutral, 44, False, 0.25, 0.025, True)  # T = 3 code lines; the comment earns 0
     assert [t for t, _ in failing] == [9, 32, 44] and [r for _, r in failing] == pytest.approx([0.25 / 3, -0.125 / 3, 0.2 / 3])
-    passing = tp.dense_reward(toks, scores, comment, 44, True, 0.25, 0.025, True)
+    passing = tp.dense_reward(toks, scores, neutral, 44, True, 0.25, 0.025, True)
     assert [r for _, r in passing] == pytest.approx([0.025 / 3, -0.0125 / 3, 0.02 / 3])
-    assert tp.dense_reward(toks, scores, comment, 44, False, 0.25, 0.025, False)[0] == (9, 0.25)  # without 1/T
+    assert tp.dense_reward(toks, scores, neutral, 44, False, 0.25, 0.025, False)[0] == (9, 0.25)  # without 1/T
+
+
+def test_the_prms_label_tokens_are_psgpos_reward_tokens(tiny_tokenizer):
+    """The same response, as train_prm.py trains on it and as train_psgpo.py rewards it: each line's label and
+    each line's dense reward sit on the same token (sandbox.line_end_tokens for both)."""
+    import label_prm_data as lp
+    import train_prm
+    tok = tiny_tokenizer
+    p = sandbox.load_problems("demo", "valid")[5]
+    text = "    x1 = a + 1\n\n    # note\n        x2 = x1 * 2\n    \"\"\"doc\"\"\"\n    return x2"
+    steps = sandbox.split_steps(text)
+    row = {"prompt": p.prompt, "response": text, "steps": steps, "labels": lp.step_labels(steps, False, 1)}
+    ids, targets, positions = train_prm.prm_example(tok, row)
+    prompt = len(ids) - len(tok(text, add_special_tokens=False)["input_ids"])
+    labeled = [t - prompt for t, y in enumerate(targets) if y != train_prm.IGNORE and row["labels"][positions.index(t)] != 0]
+    response = torch.tensor([ids[prompt:] + [tok.eos_token_id]])  # as generated: the response's tokens, then its EOS
+    args = __import__('types').SimpleNamespace(lam_fail=0.25, lam_pass=0.025, length_norm=True)
+    scores = torch.linspace(-1, 1, response.shape[1])[None]
+    dense, step_scores = tp.dense_rewards(tok, response, [response.shape[1]], [steps], scores, [p], [text], torch.tensor([0.0]), args)
+    assert dense[0].nonzero()[:, 0].tolist() == labeled and len(labeled) == 3  # the three code lines
+    assert step_scores[0] == scores[0, [t - prompt for t in positions]].tolist()
 
 
 def test_comments_never_raise_the_dense_reward():
@@ -95,16 +107,6 @@ def test_comments_never_raise_the_dense_reward():
     assert reward(["# returns the sum", "# of a and b"], [], lambda: 1.0) == -0.25  # comments only: the same floor
 
 
-def test_dense_reward_with_merged_whitespace_tokens(tiny_tokenizer):
-    tok = tiny_tokenizer
-    text = "    x1 = a + 1\n\n    # add\n    return x1"
-    ids = tok(text, add_special_tokens=False)["input_ids"]
-    ends = [len(tok.decode(ids[:t + 1])) for t in range(len(ids))]
-    for (a, b, _), t in zip(sandbox.split_steps(text), tp.step_end_tokens(ends, sandbox.split_steps(text))):
-        lo = ends[t - 1] if t else 0
-        assert lo < b <= ends[t]  # the token holding the line's last character
-
-
 @pytest.fixture(scope="module")
 def tiny_prm(tmp_path_factory, tiny_policy):
     from transformers import AutoModelForTokenClassification, AutoTokenizer
@@ -127,16 +129,41 @@ def run(monkeypatch, *argv):
 SMALL = ["--batch_size", 4, "--minibatch_size", 2, "--max_new_tokens", 12, "--iterations", 1, "--warmup", 1]
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
-@pytest.mark.parametrize("dense, value_init", [("false", "policy"), ("true", "policy"), ("false", "prm"), ("true", "prm")])
-def test_one_iteration_each_setting(monkeypatch, tmp_path, tiny_policy, tiny_prm, arch, dense, value_init):
+@pytest.mark.parametrize("arch, dense, value_init, extra", [
+    ("gpt2", "false", "policy", []),                          # the RL baseline
+    ("llama", "true", "policy", []),                          # dense reward only
+    ("qwen2", "false", "prm", ["--value_scale", "returns"]),  # value init only, the PRM mapped to the returns' scale
+    ("gpt2", "true", "prm", ["--critic_warmup", "1"]),        # PSGPO, the first iteration training the critic alone
+])
+def test_one_iteration_each_setting(monkeypatch, tmp_path, tiny_policy, tiny_prm, arch, dense, value_init, extra):
+    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
     run(monkeypatch, "--policy", tiny_policy(arch), "--prm", tiny_prm(arch), "--out", tmp_path, "--dense_reward", dense,
-        "--value_init", value_init, *SMALL)
+        "--value_init", value_init, *SMALL, *extra)
     (row,) = [json.loads(l) for l in open(tmp_path / "log.jsonl")]
     assert row["charts/kl_per_seq"] == pytest.approx(0.0, abs=1e-5)  # policy == reference before the first update
     assert (row["rewards/dense"] != 0) == (dense == "true") or row["response/steps"] == 0
-    from transformers import AutoModelForCausalLM
-    AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt-0001")  # a checkpoint label_prm_data.py can load
+    assert json.load(open(tmp_path / "args.json"))["dense_reward"] == (dense == "true")
+    policy = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt-0001").state_dict()  # a checkpoint label_prm_data.py can load
+    start = AutoModelForCausalLM.from_pretrained(tiny_policy(arch)).state_dict()
+    moved = any(not torch.equal(policy[k], start[k]) for k in start)
+    assert moved == ("--critic_warmup" not in extra)  # a critic warm-up iteration leaves the policy as it was
+    value = AutoModelForTokenClassification.from_pretrained(tmp_path / "ckpt-0001" / "value").state_dict()
+    first = AutoModelForTokenClassification.from_pretrained(tiny_prm(arch)).state_dict()
+    assert value_init == "policy" or any(not torch.equal(value[k], first[k]) for k in first)  # the critic trained
+
+
+def test_value_init_copies_the_prm_or_maps_it_to_the_returns_scale(tiny_policy, tiny_prm):
+    """--value_init prm: the critic is the PRM (its score after token t is V(s_{t+1})); --value_scale returns maps
+    it from [-1, 1] to [0, 1]: V = (R_phi + 1) / 2."""
+    from transformers import AutoModelForTokenClassification
+    load = lambda cls, path, dtype, **kw: sandbox.load_model(cls, path, "cpu", dtype, **kw)  # noqa: E731
+    prm = load(AutoModelForTokenClassification, tiny_prm("llama"), torch.float32)
+    seq = torch.tensor([[5, 9, 30, 41, 7]])
+    r = tp.forward(prm, seq, torch.ones_like(seq))
+    args = __import__("types").SimpleNamespace(value_init="prm", prm=tiny_prm("llama"), policy=tiny_policy("llama"), value_scale="prm")
+    assert torch.equal(tp.forward(tp.init_value_model(args, load), seq, torch.ones_like(seq)), r)
+    args.value_scale = "returns"
+    assert torch.allclose(tp.forward(tp.init_value_model(args, load), seq, torch.ones_like(seq)), (r + 1) / 2, atol=1e-6)
 
 
 def test_oracle_prm_as_dense_reward(monkeypatch, tmp_path, tiny_policy):
@@ -164,35 +191,42 @@ def test_resume_continues_exactly(monkeypatch, tmp_path, tiny_policy, tiny_prm):
     common = ["--policy", tiny_policy("gpt2"), "--prm", tiny_prm("gpt2"), "--save_every", 1, *SMALL[:-4], "--warmup", 1]
     run(monkeypatch, *common, "--out", tmp_path / "a", "--iterations", 2)
     run(monkeypatch, *common, "--out", tmp_path / "b", "--iterations", 1)
+    with pytest.raises(SystemExit, match="already holds a run .* --resume true continues it"):  # not without --resume
+        run(monkeypatch, *common, "--out", tmp_path / "b", "--iterations", 2)
     run(monkeypatch, *common, "--out", tmp_path / "b", "--iterations", 2, "--resume", "true")
     a, b = ([json.loads(l) for l in open(tmp_path / d / "log.jsonl")] for d in "ab")
     assert len(a) == len(b) == 2
     for ra, rb in zip(a, b):
-        assert {k: v for k, v in ra.items() if not k.startswith("time/")} == {k: v for k, v in rb.items() if not k.startswith("time/")}
+        assert {k: v for k, v in ra.items() if not k.startswith(("time/", "charts/sampler_gap"))} == \
+               {k: v for k, v in rb.items() if not k.startswith(("time/", "charts/sampler_gap"))}
 
 
 def test_rollouts_are_exactly_on_policy(monkeypatch, tmp_path):
     """A checkpoint whose generation_config.json carries a repetition penalty (as instruct checkpoints ship):
     generate under its config samples off-policy, which the check measures; train_psgpo.py samples under its
-    own config, passes the check, and stops loudly if its sampler ever differs from token_logp. (The shipped
-    demo policy: a trained model's logits are large enough for the penalty to show; a random one's are ~0.)"""
+    own config, passes the check, and stops loudly if a logits processor ever slips into its sampler. (The
+    shipped demo policy: a trained model's logits are large enough for the penalty to show; a random one's are ~0.)"""
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
     penalized = tmp_path / "penalized"
     model = AutoModelForCausalLM.from_pretrained(os.path.join(HERE, "checkpoints", "demo-sft"))
     tok = AutoTokenizer.from_pretrained(os.path.join(HERE, "checkpoints", "demo-sft"))
     model.generation_config = GenerationConfig(repetition_penalty=1.3, do_sample=True, top_k=0, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     model.save_pretrained(penalized), tok.save_pretrained(penalized)
-    query = torch.tensor([tok(sandbox.load_problems("demo", "valid")[0].prompt)["input_ids"]] * 4)
-    torch.manual_seed(0)
+    prompt = tok(sandbox.load_problems("demo", "valid")[0].prompt)["input_ids"]
     off = AutoModelForCausalLM.from_pretrained(penalized)
-    assert off.generation_config.repetition_penalty == 1.3
-    assert tp.sampler_logp_gap(off, query, torch.ones_like(query), query.shape[1], tok.eos_token_id, 1.0) > 0.05
-    run(monkeypatch, "--policy", penalized, "--dense_reward", "false", "--value_init", "policy", "--out", tmp_path / "ok", *SMALL)
-    assert os.path.isdir(tmp_path / "ok" / "ckpt-0001")
-    real = GenerationConfig
-    monkeypatch.setattr(tp, "GenerationConfig", lambda **kw: real(**kw, repetition_penalty=1.3))  # a processor slips in
+    class Penalized(sandbox.GenerationConfig):  # a processor slips into the sampler's own config
+        def __init__(self, **kw):
+            super().__init__(**{"repetition_penalty": 1.3} | kw)
+    monkeypatch.setattr(sandbox, "GenerationConfig", Penalized)
+    torch.manual_seed(0)
+    processed, gap = tp.sampler_check(off, tok, [prompt] * 4, [tok.eos_token_id], 1.0, False)
+    assert processed > 0.05 and gap > 0.05
     with pytest.raises(SystemExit, match="rollouts would be off-policy"):
         run(monkeypatch, "--policy", penalized, "--dense_reward", "false", "--value_init", "policy", "--out", tmp_path / "bad", *SMALL)
+    monkeypatch.undo()
+    run(monkeypatch, "--policy", penalized, "--dense_reward", "false", "--value_init", "policy", "--out", tmp_path / "ok", *SMALL)
+    (row,) = [json.loads(l) for l in open(tmp_path / "ok" / "log.jsonl")]
+    assert row["charts/sampler_gap"] < 1e-4  # fp32: the sampler and token_logp agree to rounding
 
 
 def torchrun(policy, prm, out, iterations, *extra):
@@ -202,41 +236,51 @@ def torchrun(policy, prm, out, iterations, *extra):
                         *map(str, SMALL[:-4]), "--iterations", str(iterations), "--warmup", "1", "--workers", "1", *extra],
                        capture_output=True, text=True, cwd=HERE, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    return [{k: v for k, v in json.loads(l).items() if not k.startswith(("time/", "memory/"))} for l in open(out / "log.jsonl")]
+    return [{k: v for k, v in json.loads(l).items() if not k.startswith(("time/", "memory/", "charts/sampler_gap"))} for l in open(out / "log.jsonl")]
 
 
-@pytest.mark.parametrize("engine", ["ddp", "fsdp"])
-def test_two_processes_gloo_resume_exactly(tmp_path, tiny_policy, tiny_prm, engine):
-    """2 ranks (gloo), DDP or FSDP2: a run stopped after one iteration and resumed logs what an uninterrupted
-    run logs, each rank drawing its own prompts again (FSDP: each reading its optimizer shards); a half-written
-    checkpoint is never resumed from; the checkpoint loads with the Auto classes."""
-    arch = "gpt2" if engine == "ddp" else "llama"
-    run2 = lambda out, n, *extra: torchrun(tiny_policy(arch), tiny_prm(arch), out, n, "--fsdp", str(engine == "fsdp"), *extra)  # noqa: E731
-    whole = run2(tmp_path / "a", 2)
-    run2(tmp_path / "b", 1)
-    os.makedirs(tmp_path / "b" / "ckpt-0002.tmp")  # a save cut off half-way: ignored
-    resumed = run2(tmp_path / "b", 2, "--resume", "true")
-    assert len(whole) == 2 and resumed == whole
-    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
-    AutoModelForCausalLM.from_pretrained(tmp_path / "b" / "ckpt-0002")
-    AutoModelForTokenClassification.from_pretrained(tmp_path / "b" / "ckpt-0002" / "value")
-
-
-def test_fsdp_step_moves_the_weights_as_ddp_does(tmp_path, tiny_policy, tiny_prm):
-    """One PPO iteration on 2 ranks, FSDP2 against DDP (whose step is the one-process step on both ranks'
+def test_ddp_resumes_exactly_and_an_fsdp_step_is_a_ddp_step(tmp_path, tiny_policy, tiny_prm):
+    """2 ranks (gloo), DDP: a run stopped after one iteration and resumed logs what an uninterrupted run logs, each
+    rank drawing its prompts again; a half-written checkpoint is never resumed from; the checkpoint loads with the
+    Auto classes. FSDP2 from the same start, one iteration (DDP's step is the one-process step on both ranks'
     batch, gradients averaged): the same samples and logs, the same weights after, within float tolerance."""
     from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
-    logs = {e: torchrun(tiny_policy("llama"), tiny_prm("llama"), tmp_path / e, 1, "--fsdp", str(e == "fsdp")) for e in ("ddp", "fsdp")}
-    for k, v in logs["ddp"][0].items():
-        assert logs["fsdp"][0][k] == pytest.approx(v, rel=1e-4, abs=1e-5), k
+    policy, prm = tiny_policy("llama"), tiny_prm("llama")
+    whole = torchrun(policy, prm, tmp_path / "a", 2)
+    one = torchrun(policy, prm, tmp_path / "b", 1)
+    os.makedirs(tmp_path / "b" / "ckpt-0002.tmp")  # a save cut off half-way: ignored
+    fsdp = torchrun(policy, prm, tmp_path / "f", 1, "--fsdp", "true")
+    resumed = torchrun(policy, prm, tmp_path / "b", 2, "--resume", "true")
+    assert len(whole) == 2 and resumed == whole and one == whole[:1]
+    for k, v in one[0].items():
+        assert fsdp[0][k] == pytest.approx(v, rel=1e-4, abs=1e-5), k
     for load, sub in [(AutoModelForCausalLM, ""), (AutoModelForTokenClassification, "value")]:
-        a, b = (load.from_pretrained(tmp_path / e / "ckpt-0001" / sub).state_dict() for e in ("ddp", "fsdp"))
-        start = load.from_pretrained(tiny_policy("llama") if sub == "" else tiny_prm("llama")).state_dict()
+        a, b = (load.from_pretrained(tmp_path / e / "ckpt-0001" / sub).state_dict() for e in ("b", "f"))
+        start = load.from_pretrained(policy if sub == "" else prm).state_dict()
         assert a.keys() == b.keys()
-        moved = max((a[k] - start[k]).abs().max().item() for k in a)
-        assert moved > 1e-4  # the step did something
+        assert max((a[k] - start[k]).abs().max().item() for k in a) > 1e-4  # the step did something
         for k in a:
             assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+    AutoModelForCausalLM.from_pretrained(tmp_path / "b" / "ckpt-0002")
+
+
+def test_fsdp_bf16_with_readmes_flags(tmp_path, tiny_policy, tiny_prm):
+    """README's 7B flags on 2 gloo ranks (--fsdp true --bf16 true --gradient_checkpointing true): the models load
+    sharded, the sampler check passes (bf16 rounding between decoding and a full forward is no logits processor)
+    and its gap is logged, a run resumed after one iteration logs what an uninterrupted one logs, and the
+    checkpoints load with the Auto classes in fp32."""
+    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
+    flags = ["--fsdp", "true", "--bf16", "true", "--gradient_checkpointing", "true"]
+    policy, prm = tiny_policy("qwen2"), tiny_prm("qwen2")
+    whole = torchrun(policy, prm, tmp_path / "a", 2, *flags)
+    torchrun(policy, prm, tmp_path / "b", 1, *flags)
+    resumed = torchrun(policy, prm, tmp_path / "b", 2, *flags, "--resume", "true")
+    assert len(whole) == 2
+    for ra, rb in zip(whole, resumed):
+        assert rb.keys() == ra.keys() and all(rb[k] == pytest.approx(ra[k], rel=1e-3, abs=1e-4) for k in ra)
+    assert json.loads(open(tmp_path / "a" / "log.jsonl").readline())["charts/sampler_gap"] > 0  # bf16 rounds
+    assert next(AutoModelForCausalLM.from_pretrained(tmp_path / "b" / "ckpt-0002", dtype="auto").parameters()).dtype == torch.float32
+    AutoModelForTokenClassification.from_pretrained(tmp_path / "b" / "ckpt-0002" / "value")
 
 
 def test_a_signal_to_one_rank_stops_both_with_a_checkpoint(tmp_path, tiny_policy):
@@ -276,7 +320,7 @@ def _environ(pid):
         return b""
 
 
-def test_bad_inputs_are_one_line(tmp_path, tiny_policy, tiny_prm, tiny_tokenizer):
+def test_bad_inputs_are_one_line(monkeypatch, tmp_path, tiny_policy, tiny_prm, tiny_tokenizer):
     other = tmp_path / "other-tok-prm"
     from transformers import AutoModelForTokenClassification
     AutoModelForTokenClassification.from_pretrained(tiny_prm("gpt2")).save_pretrained(other)
@@ -284,11 +328,12 @@ def test_bad_inputs_are_one_line(tmp_path, tiny_policy, tiny_prm, tiny_tokenizer
     cases = [(["--prm", tiny_policy("gpt2")], "must be a token-classification model"),
              (["--prm", tmp_path / "missing"], "need a PRM"),
              (["--prm", other], "different tokenizers"),
-             (["--fsdp", "true"], "run it under torchrun")]
+             (["--fsdp", "true"], "run it under torchrun"),
+             (["--value_init", "critic"], "--value_init must be prm or policy")]
     for extra, message in cases:
-        r = subprocess.run([sys.executable, "train_psgpo.py", "--policy", tiny_policy("gpt2"), "--out", str(tmp_path / "o"),
-                            *map(str, SMALL), *map(str, extra)], capture_output=True, text=True, cwd=HERE)
-        assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-800:]
+        with pytest.raises(SystemExit, match=message) as e:
+            run(monkeypatch, "--policy", tiny_policy("gpt2"), "--out", tmp_path / "o", *SMALL, *extra)
+        assert "\n" not in str(e.value) and str(e.value).startswith("train_psgpo.py: ")
 
 
 def test_memory_guide_matches_published_sizes_and_measured_peaks():

@@ -84,7 +84,7 @@ def test_sft_end_to_end_writes_a_loadable_checkpoint(tmp_path, monkeypatch, arch
     model = AutoModelForCausalLM.from_pretrained(out)
     tok = AutoTokenizer.from_pretrained(out)
     assert tok.padding_side == "left" and tok.pad_token_id is not None and tok.eos_token_id is not None
-    summary = json.load(open(os.path.join(out, "sft_args.json")))["summary"]
+    summary = json.load(open(os.path.join(out, "summary.json")))
     assert summary["steps"] == 25 and summary["final_loss"] < 5.0  # uniform over ~300 tokens would be 5.7
     p = sandbox.load_problems("demo", "train")[0]
     assert tok.decode(tok(p.prompt + p.solution)["input_ids"]) == p.prompt + p.solution
@@ -115,7 +115,7 @@ def test_fine_tunes_a_given_model_on_a_benchmark(tmp_path, monkeypatch, tiny_pol
     before = AutoModelForCausalLM.from_pretrained(tiny_policy(arch))
     after = AutoModelForCausalLM.from_pretrained(out)
     assert any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))  # it trained
-    assert json.load(open(os.path.join(out, "sft_args.json")))["summary"]["steps"] == 3
+    assert json.load(open(os.path.join(out, "summary.json")))["steps"] == 3
 
 
 def test_fsdp_two_processes(tmp_path, tiny_policy):
@@ -129,7 +129,7 @@ def test_fsdp_two_processes(tmp_path, tiny_policy):
     before = AutoModelForCausalLM.from_pretrained(tiny_policy("llama"))
     after = AutoModelForCausalLM.from_pretrained(out)
     assert any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))  # it trained
-    assert json.load(open(out / "sft_args.json"))["summary"]["steps"] == 10
+    assert json.load(open(out / "summary.json"))["steps"] == 10
 
 
 def test_a_bf16_model_is_trained_with_fp32_weights(tmp_path, monkeypatch, tiny_policy):
