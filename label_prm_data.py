@@ -58,7 +58,7 @@ class Args:
     bf16: bool = field(default=False, metadata={"help": "compute in bfloat16 (GPUs): the policy is only run, so it is stored in bf16"})
     chat_template: bool = field(default=False, metadata={"help": "feed prompts through the tokenizer's chat template (instruct models; sandbox.prompt_ids)"})
     revision: str = field(default=None, metadata={"help": "Hub revision (branch, tag or commit) of Hub ids given as --policy"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
+    seed: int = field(default=1, metadata={"help": "random seed"})
 
 
 def binary_search_first_error(n_steps, prefix_ok):

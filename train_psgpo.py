@@ -12,7 +12,8 @@ samples from. The defaults are the demo's settings:
     torchrun --nproc_per_node 8 train_psgpo.py --policy Qwen/Qwen2.5-Coder-7B-Instruct --fsdp true ...   (README)
 
 Reading order: the math (GAE, the clipped losses, Eq. 3), value init, then main(): the models, and each
-iteration's numbered phases. Plumbing (torchrun, checkpoints and resume, signals, logging) is below main.
+iteration's numbered phases. The plumbing around them (torchrun's ranks, checkpoints and exact resume,
+signals, the log) is train_psgpo_run.py's, called in one line each (`run.save(...)`).
 
 Padding convention: prompts are left-padded to P columns, so every response starts at column P;
 `seq = [pad.. prompt | response | pad..]`, [B, P + R]. Response token t (column P + t) is an action:
@@ -21,27 +22,19 @@ the value head at column P + t - 1, and a line's dense reward sits on the token 
 character. The outcome reward (1 if all tests pass, else 0) sits on the response's last token (its EOS
 when it has one).
 """
-import contextlib
-import glob
-import json
 import os
 import random
-import shutil
-import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
 import torch.nn.functional as F
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict, set_optimizer_state_dict
-from torch.distributed.fsdp import FSDPModule
 from tqdm import tqdm
 from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, HfArgumentParser
 
 import sandbox
+import train_psgpo_run as run
 
 
 @dataclass
@@ -52,7 +45,7 @@ class Args:
     out: str = field(default="runs/psgpo", metadata={"help": "run folder: args.json, log.jsonl, ckpt-NNNN/ checkpoints"})
     dataset: str = field(default="demo", metadata={"help": "demo | humaneval | mbpp | livecodebench | a .jsonl path"})
     split: str = field(default="train", metadata={"help": "split the prompts come from"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
+    seed: int = field(default=1, metadata={"help": "random seed"})
     device: str = field(default="cpu", metadata={"help": "cpu | cuda (under torchrun: each rank its own GPU)"})
     bf16: bool = field(default=False, metadata={"help": "compute in bfloat16 (GPUs): trained weights stay fp32 under autocast, frozen ones are stored in bf16"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory (large models)"})
@@ -139,8 +132,9 @@ def dense_reward(step_tokens, step_scores, neutral, last_token, passed, lam_fail
     earn 0 (their neutral label) and are not counted in T, so adding them can neither shrink a failing
     response's penalty nor earn anything (the paper's policy learned to write excessive comments); a
     response without a code line (empty, comments only) gets the floor -lam_fail on its last token, no more
-    than the worst real attempt (sum >= -lam when R_phi >= -1)."""
-    code = [(t, s) for t, s, n in zip(step_tokens, step_scores, neutral) if not n]
+    than the worst real attempt: the PRM's scores are clipped to its labels' range [-1, 1] (its head is
+    unbounded), so the line rewards of a failing response sum to at least -lam_fail."""
+    code = [(t, min(1.0, max(-1.0, s))) for t, s, n in zip(step_tokens, step_scores, neutral) if not n]  # R_phi in [-1, 1]
     if not code:
         return [(last_token, -lam_fail)]
     lam = lam_pass if passed else lam_fail
@@ -157,6 +151,19 @@ def token_logp(model, seq, mask, P, temperature):
     """log pi(y_t | x, y<t) of each response token, [B, R] (logits at column P + t - 1 predict token t)."""
     logits = forward(model, seq, mask)[:, P - 1:-1].float() / temperature
     return torch.gather(F.log_softmax(logits, -1), 2, seq[:, P:, None])[..., 0]
+
+
+def draw_prompts(n, it, batch_size, seed, rank, world):
+    """Indices of the prompts rank `rank` answers at iteration `it`: the iteration's global batch is the next
+    batch_size entries of one shuffle of the n prompts per epoch (the same shuffle on every rank, seeded by
+    seed and epoch), split among the ranks. A function of the iteration alone: no prompt twice in a batch
+    (within an epoch), and a resumed run draws what an uninterrupted one would."""
+    shuffles = {}
+    for k in range(it * batch_size, (it + 1) * batch_size):
+        epoch = k // n
+        shuffles.setdefault(epoch, random.Random(f"{seed}/{epoch}").sample(range(n), n))
+    batch = [shuffles[k // n][k % n] for k in range(it * batch_size, (it + 1) * batch_size)]
+    return batch[rank::world]
 
 
 def init_value_model(args, load):
@@ -217,9 +224,8 @@ def sampler_check(policy, tok, rows, eos, temperature, fsdp, new_tokens=32):
 
 def main():
     args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
-    rank, world, device, problems = start(args)           # torchrun's ranks, the checks, the seeds, the prompts
-    rng = random.Random(args.seed * 1000 + rank)          # which prompts this rank draws
-    src = newest_checkpoint(args) or args.policy          # --resume: the newest ckpt-NNNN/ in --out
+    rank, world, device, problems = run.start(args)   # torchrun's ranks, the checks, the seeds, the prompts
+    src = run.newest_checkpoint(args) or args.policy  # --resume: the newest ckpt-NNNN/ in --out
 
     # The models: the policy (trained), its frozen copy the reference, the PRM (frozen), the value model (trained).
     # Trained models keep fp32 weights (--bf16 autocasts their forward passes: bf16 weights would round small
@@ -231,16 +237,16 @@ def main():
     ref = load(AutoModelForCausalLM, args.policy, frozen).requires_grad_(False)
     prm = load(AutoModelForTokenClassification, args.prm, frozen).requires_grad_(False) if args.dense_reward and args.prm != "oracle" else None
     value = load(AutoModelForTokenClassification, os.path.join(src, "value"), torch.float32) if src != args.policy else init_value_model(args, load)
-    prepare_for_training(policy, value, args.gradient_checkpointing)
+    run.prepare_for_training(policy, value, args.gradient_checkpointing)
     opts = [torch.optim.AdamW(policy.parameters(), lr=args.lr, eps=1e-5), torch.optim.AdamW(value.parameters(), lr=args.value_lr, eps=1e-5)]
     scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: min(1.0, (s + 1) / args.warmup)) for o in opts]  # linear warm-up
-    start_it, log_rows = resume(src, policy, value, opts, scheds, rng, args, rank, world, device) if src != args.policy else (0, [])
+    start_it, log_rows = run.resume(src, policy, value, opts, scheds, args, rank, world, device) if src != args.policy else (0, [])
     # DDP: gradients all-reduced in buckets that are the .grad tensors themselves (no second copy)
     train_policy, train_value = (torch.nn.parallel.DistributedDataParallel(m, gradient_as_bucket_view=True) if world > 1 and not args.fsdp else m
                                  for m in (policy, value))
-    writer, stop = start_log(args, log_rows, rank), stop_on_signals()
+    writer, stop = run.start_log(args, log_rows, rank), run.stop_on_signals()
     autocast = torch.autocast(device.split(":")[0], torch.bfloat16, enabled=args.bf16)
-    per_rank, mb = args.batch_size // world, max(1, args.minibatch_size // world)
+    mb = max(1, args.minibatch_size // world)
 
     bar = tqdm(range(start_it, args.iterations), desc="psgpo", initial=start_it, total=args.iterations, disable=rank != 0)
     for it in bar:
@@ -250,16 +256,16 @@ def main():
         # 1. Rollout: one response per prompt, sampled with the KV cache from left-padded prompts
         t0 = time.time()
         policy.eval(), value.eval()  # eval mode for the rollout: generate keeps its KV cache
-        batch = rng.sample(problems, per_rank)
+        batch = [problems[i] for i in draw_prompts(len(problems), it, args.batch_size, args.seed, rank, world)]
         prompts = [sandbox.prompt_ids(tok, p.prompt, args.chat_template) for p in batch]
         stops = [sandbox.stop_strings(p, args.chat_template) for p in batch]
         if it == start_it:  # once per process: rollouts are drawn from exactly the distribution token_logp computes
-            with gathered(policy, args.fsdp):
+            with run.gathered(policy, args.fsdp):
                 processed, sampler_gap = sampler_check(policy, tok, prompts[:4], eos, args.temperature, args.fsdp)
-            if max_over_ranks(processed, world, device) > 1e-6:
+            if run.max_over_ranks(processed, world, device) > 1e-6:
                 raise SystemExit(f"train_psgpo.py: generate's sampling distribution differs from softmax(logits / T) by up to {processed:.3g} "
                                  "nats: rollouts would be off-policy (a logits processor or sampling setting?)")
-        with torch.no_grad(), autocast, gathered(policy, args.fsdp):  # FSDP: every rank steps until all are done
+        with torch.no_grad(), autocast, run.gathered(policy, args.fsdp):  # FSDP: every rank steps until all are done
             seq, qmask = sandbox.generate(policy, tok, prompts, eos, sorted({s for st in stops for s in st}), args.fsdp, do_sample=True,
                                           temperature=args.temperature, top_k=0, top_p=1.0, max_new_tokens=args.max_new_tokens)
         P = qmask.shape[1]
@@ -339,176 +345,19 @@ def main():
         row = log_row(it, passed, dense, kl, stats, returns, old_values, rmask, steps, step_scores, lengths, batch, texts, seconds, device)
         if it == start_it:
             row["charts/sampler_gap"] = sampler_gap
-        log(row, log_rows, writer, args, world, device)
+        run.log(row, log_rows, writer, args, world, device)
         bar.set_postfix(pass_rate=f"{log_rows[-1]['train/pass_rate']:.2f}", kl=f"{log_rows[-1]['charts/kl_per_seq']:.2f}")
-        stop["now"] = max_over_ranks(stop["now"], world, device) > 0  # a signal seen by any rank stops them all after this iteration
+        stop["now"] = run.max_over_ranks(stop["now"], world, device) > 0  # a signal seen by any rank stops them all after this iteration
         if (it + 1) % args.save_every == 0 or it + 1 == args.iterations or stop["now"]:
-            save(args.out, it + 1, policy, value, tok, opts, scheds, rank_state(rng, device), log_rows, rank, world, args.fsdp)
+            run.save(args.out, it + 1, policy, value, tok, opts, scheds, log_rows, rank, world, args.fsdp, device)
         if stop["now"]:
             if rank == 0:
                 print(f"\ninterrupted: saved {args.out}/ckpt-{it + 1:04d}; --resume true continues from there")
             break
-    finish(log_rows, rank, world)
+    run.finish(log_rows, rank, world)
 
 
-# ------------------------------------------------------------------ plumbing: ranks, models, checkpoints, signals, logs
-def start(args):
-    """torchrun (RANK set): one process per rank, each sampling its own prompts, gradients all-reduced (DDP) or
-    sharded (FSDP2). Checks the flags, the output folder, the models and the problems before any model loads;
-    seeds. Returns (rank, world, device, problems)."""
-    if args.fsdp and "RANK" not in os.environ:
-        raise SystemExit("train_psgpo.py: --fsdp shards across ranks: run it under torchrun")
-    if args.value_init not in ("prm", "policy") or args.value_scale not in ("prm", "returns"):
-        raise SystemExit(f"train_psgpo.py: --value_init must be prm or policy and --value_scale prm or returns, not {args.value_init!r} / {args.value_scale!r}")
-    if args.prm == "oracle" and args.value_init == "prm":
-        raise SystemExit("train_psgpo.py: --prm oracle has no weights to start the value model from: use --value_init policy")
-    used = glob.glob(os.path.join(args.out, "ckpt-[0-9][0-9][0-9][0-9]")) or os.path.exists(os.path.join(args.out, "log.jsonl"))
-    if used and not args.resume:
-        raise SystemExit(f"train_psgpo.py: {args.out} already holds a run (log.jsonl, ckpt-NNNN/): --resume true continues it; or choose another --out")
-    needs_prm = (args.dense_reward or args.value_init == "prm") and args.prm != "oracle"
-    try:
-        sandbox.find_model(args.policy, args.revision)
-        problems = sandbox.load_problems(args.dataset, args.split)
-    except sandbox.DataError as e:
-        raise SystemExit(f"train_psgpo.py: {e}")
-    if args.prm == "oracle" and "inputs" not in problems[0].meta:
-        raise SystemExit(f"train_psgpo.py: --prm oracle scores demo tasks only, not {args.dataset!r}")
-    if needs_prm:
-        try:
-            config = sandbox.find_model(args.prm, args.revision)
-        except sandbox.DataError as e:
-            raise SystemExit(f"train_psgpo.py: --dense_reward/--value_init prm need a PRM ({e}): train one with train_prm.py, "
-                             f"or run the baseline: --dense_reward false --value_init policy")
-        if not any(a.endswith("ForTokenClassification") for a in config.architectures or []) or config.num_labels != 1:
-            raise SystemExit(f"train_psgpo.py: {args.prm}: --prm must be a token-classification model with one output (train_prm.py writes one)")
-        if sandbox.load_tokenizer(args.prm, args.revision)[0].get_vocab() != sandbox.load_tokenizer(args.policy, args.revision)[0].get_vocab():
-            raise SystemExit(f"train_psgpo.py: {args.prm} and {args.policy} have different tokenizers; train the PRM from this policy")
-    ddp = "RANK" in os.environ
-    if ddp:
-        dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
-    rank, world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
-    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if args.device == "cuda" else args.device
-    if device.startswith("cuda"):
-        torch.cuda.set_device(device)
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads()) // world))
-    random.seed(args.seed + rank), np.random.seed(args.seed + rank), torch.manual_seed(args.seed + rank)
-    return rank, world, device, problems
-
-
-def prepare_for_training(policy, value, gradient_checkpointing):
-    """No dropout (log-probs and values must agree between rollout and update); gradient checkpointing if asked."""
-    for model in (policy, value):
-        if gradient_checkpointing:
-            model.gradient_checkpointing_enable()
-        for m in model.modules():
-            if isinstance(m, torch.nn.Dropout):
-                m.p = 0.0
-        if hasattr(model.config, "attention_dropout"):
-            model.config.attention_dropout = 0.0
-
-
-@contextlib.contextmanager
-def gathered(model, fsdp):
-    """FSDP2 around `generate`: weights gathered once and kept through every decoding step (not gathered
-    again per token), sharded again afterwards. Nothing to do for DDP or one process."""
-    if not fsdp:
-        yield
-        return
-    model.set_reshard_after_forward(False)
-    try:
-        yield
-    finally:
-        model.set_reshard_after_forward(True)
-        for m in model.modules():
-            if isinstance(m, FSDPModule):
-                m.reshard()
-
-
-def max_over_ranks(x, world, device):
-    """The largest value of x over all ranks (every rank stops, or none)."""
-    x = torch.tensor(float(x), device=device)
-    if world > 1:
-        dist.all_reduce(x, dist.ReduceOp.MAX)
-    return x.item()
-
-
-def newest_checkpoint(args):
-    """With --resume: the newest complete ckpt-NNNN/ in --out (never a half-written ckpt-NNNN.tmp), else None."""
-    ckpts = sorted(glob.glob(os.path.join(args.out, "ckpt-[0-9][0-9][0-9][0-9]"))) if args.resume else []
-    return ckpts[-1] if ckpts else None
-
-
-def save(out, it, policy, value, tok, opts, scheds, rank_state, log_rows, rank, world, fsdp):
-    """ckpt-NNNN/: policy and tokenizer (what label_prm_data.py and evaluate.py load), value/, and
-    trainer_state.pt: optimizers, schedulers, the log, and each rank's RNGs and prompt stream. Written under
-    ckpt-NNNN.tmp and renamed when complete, so a run cut off while saving never resumes from half a checkpoint.
-    Every rank calls it (its RNG state travels to rank 0). FSDP: the HF folders from the full state dict
-    (gathered on rank 0), the optimizers' shards with torch.distributed.checkpoint in optim/."""
-    ckpt = os.path.join(out, f"ckpt-{it:04d}")
-    states = [rank_state]
-    if world > 1:
-        states = [None] * world
-        dist.all_gather_object(states, rank_state)
-    if rank == 0:
-        shutil.rmtree(ckpt + ".tmp", ignore_errors=True)
-    if world > 1:
-        dist.barrier()
-    weights = [None, None]
-    if fsdp:  # collectives: every rank takes part
-        full = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        weights = [get_model_state_dict(m, options=full) for m in (policy, value)]
-        dcp.save({"policy": get_optimizer_state_dict(policy, opts[0]), "value": get_optimizer_state_dict(value, opts[1])},
-                 checkpoint_id=os.path.join(ckpt + ".tmp", "optim"))
-    if rank == 0:
-        policy.save_pretrained(ckpt + ".tmp", state_dict=weights[0])
-        tok.save_pretrained(ckpt + ".tmp")
-        value.save_pretrained(os.path.join(ckpt + ".tmp", "value"), state_dict=weights[1])
-        torch.save({"iteration": it, "opts": None if fsdp else [o.state_dict() for o in opts], "scheds": [s.state_dict() for s in scheds],
-                    "ranks": states, "log_rows": log_rows}, os.path.join(ckpt + ".tmp", "trainer_state.pt"))
-        os.replace(ckpt + ".tmp", ckpt)
-    if world > 1:
-        dist.barrier()
-
-
-def resume(src, policy, value, opts, scheds, rng, args, rank, world, device):
-    """Continue exactly from checkpoint `src`: optimizers (FSDP: each rank reads its shards), schedulers, this
-    rank's RNGs and prompt stream, the log so far. Returns (iteration, log rows)."""
-    state = torch.load(os.path.join(src, "trainer_state.pt"), map_location=device, weights_only=False)
-    if "ranks" not in state:
-        raise SystemExit(f"train_psgpo.py: {src}: written by an older train_psgpo.py (no per-rank state): start a new --out")
-    if len(state["ranks"]) != world:
-        raise SystemExit(f"train_psgpo.py: {src} was written by {len(state['ranks'])} ranks; resume it with as many, not {world}")
-    if args.fsdp:
-        osd = {"policy": get_optimizer_state_dict(policy, opts[0]), "value": get_optimizer_state_dict(value, opts[1])}
-        dcp.load(osd, checkpoint_id=os.path.join(src, "optim"))
-        set_optimizer_state_dict(policy, opts[0], osd["policy"]), set_optimizer_state_dict(value, opts[1], osd["value"])
-    else:
-        for o, s in zip(opts, state["opts"]):
-            o.load_state_dict(s)
-    for o, s in zip(scheds, state["scheds"]):
-        o.load_state_dict(s)
-    mine = state["ranks"][rank]
-    rng.setstate(mine["prompts"]), random.setstate(mine["python"]), np.random.set_state(mine["numpy"]), torch.set_rng_state(mine["torch"].cpu())
-    if mine["cuda"] is not None and device.startswith("cuda"):
-        torch.cuda.set_rng_state(mine["cuda"].cpu(), device)
-    return state["iteration"], state["log_rows"]
-
-
-def rank_state(rng, device):
-    """This rank's randomness: the prompt stream, Python, NumPy, torch (CPU and this rank's GPU)."""
-    return {"prompts": rng.getstate(), "python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.startswith("cuda") else None}
-
-
-def stop_on_signals():
-    """Ctrl-C (SIGINT) or a scheduler's SIGTERM: finish the iteration, save, exit (the judge's workers run in a
-    session of their own, so the signal does not reach them and the iteration's verdicts stand)."""
-    stop = {"now": False}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.update(now=True))
-    return stop
-
-
+# ------------------------------------------------------------------ what an iteration logs (docs/metrics.md)
 def log_row(it, passed, dense, kl, stats, returns, old_values, rmask, steps, step_scores, lengths, batch, texts, seconds, device):
     """One iteration's metrics (docs/metrics.md)."""
     n_steps = max(1, sum(len(s) for s in steps))
@@ -532,49 +381,6 @@ def log_row(it, passed, dense, kl, stats, returns, old_values, rmask, steps, ste
         for kind in sandbox.demo.PLANTED_RATES:
             row[f"planted/{kind}"] = sum(c[kind][0] for c in counts) / max(1, sum(c[kind][1] for c in counts))
     return row
-
-
-def start_log(args, log_rows, rank):
-    """Rank 0: args.json, log.jsonl as of the checkpoint resumed from, and TensorBoard when it is installed."""
-    if rank != 0:
-        return None
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "args.json"), "w") as f:
-        json.dump(asdict(args), f, indent=1)
-    with open(os.path.join(args.out, "log.jsonl"), "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in log_rows)
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-        return SummaryWriter(args.out)
-    except ImportError:
-        return None
-
-
-def log(row, log_rows, writer, args, world, device):
-    """The row averaged over ranks, appended to log_rows; rank 0 writes it to log.jsonl (and TensorBoard)."""
-    if world > 1:
-        vals = torch.tensor(list(row.values())[1:], dtype=torch.float64, device=device)
-        dist.all_reduce(vals)
-        row = {"iteration": row["iteration"]} | {k: v / world for k, v in zip(list(row)[1:], vals.tolist())}
-    log_rows.append(row)
-    if dist.is_initialized() and dist.get_rank() != 0:
-        return
-    with open(os.path.join(args.out, "log.jsonl"), "a") as f:
-        f.write(json.dumps(row) + "\n")
-    for k, v in row.items():
-        if writer is not None and k != "iteration":
-            writer.add_scalar(k, v, row["iteration"])
-
-
-def finish(log_rows, rank, world):
-    """A short summary table (rank 0), then leave the process group."""
-    if rank == 0 and log_rows:
-        first, last = log_rows[0], log_rows[-1]
-        print("\n| metric | first iteration | last iteration |\n|---|---|---|")
-        for k in ("train/pass_rate", "rewards/dense", "charts/kl_per_seq", "charts/entropy", "charts/explained_variance", "response/steps", "response/neutral_share"):
-            print(f"| {k} | {first[k]:.3f} | {last[k]:.3f} |")
-    if world > 1:
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def main():
            "--batch_size", str(args.batch_size * args.nproc), "--minibatch_size", str(args.minibatch_size * args.nproc),
            "--fsdp", str(args.fsdp), "--max_new_tokens",
            str(args.max_new_tokens), "--save_every", "1000000", "--workers", str(args.workers), "--lr", "1e-6",
-           "--value_lr", "5e-6", "--warmup", "1"]
+           "--value_lr", "5e-6", "--warmup", "1", "--kl_coef", "0.05", "--kl_loss_coef", "0"]  # README's real-scale PPO flags
     if args.device == "cuda":
         cmd += ["--bf16", "true", "--gradient_checkpointing", "true"]
     print("$ " + " ".join(cmd[1 + len(launch):]), flush=True)

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# On a GPU machine: one PSGPO iteration at Qwen2.5-Coder-0.5B's shape (benchmarks/bench_psgpo.py), every
-# stage once on CUDA in bf16 at tiny size (the demo's policy, a few steps each; PPO under torchrun, so
-# DDP's NCCL path runs), then the 1.5B shape, then both shapes again under torchrun with --fsdp true on
-# NPROC GPUs (default: all). README's GPU numbers come from this script.
+# On a GPU machine: what README's real-scale section rests on, on the GPUs present (one is enough).
+#   1. one PSGPO iteration at Qwen2.5-Coder-0.5B's shape in one process (benchmarks/bench_psgpo.py)
+#   2. every stage once on CUDA in bf16 at the demo's size (PPO under torchrun, so the NCCL path runs)
+#   3. README's 7B flags at the demo's size: train_psgpo.py --fsdp true --bf16 true --gradient_checkpointing
+#      on NPROC GPUs, stopped after one iteration and resumed (its log must match an uninterrupted run's)
+#   4. the sharded load: peak GPU memory per rank while the four models load, the old way and
+#      sandbox.load_model's (benchmarks/sharded_load.py)
+#   5. the other shapes, then every shape under torchrun with FSDP2 on NPROC GPUs
+# README's GPU numbers come from this script.
 #   bash benchmarks/gpu_check.sh [RUNS]      (default runs/gpu_check; python3 must have torch with CUDA)
+#   NPROC=1 SHAPES="0.5B" bash benchmarks/gpu_check.sh      # one GPU, the smallest shape
 #   DEVICE=cpu SHAPES=tiny bash benchmarks/gpu_check.sh /tmp/check     # the same steps on the CPU
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -16,16 +22,22 @@ G="--device $DEVICE"
 [ "$DEVICE" = cuda ] && G="$G --bf16 true"
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
 ok=0
-step() { printf '\n=== %s\n' "$*"; timeout 400 "$@" || { echo "FAILED ($?): $*"; ok=1; }; }
-bench() { step python3 benchmarks/bench_psgpo.py --shape "$1" --device $DEVICE --out $R/bench_$1; }
-bench ${SHAPES%% *}
+step() { printf '\n=== %s\n' "$*"; timeout 500 "$@" || { echo "FAILED ($?): $*"; ok=1; }; }
+TR="python3 -m torch.distributed.run --nproc_per_node $NPROC"
+step python3 benchmarks/bench_psgpo.py --shape ${SHAPES%% *} --device $DEVICE --out $R/bench_${SHAPES%% *}
 step python3 train_sft.py $G --steps 300 --out $R/sft
 step python3 label_prm_data.py $G --policy $R/sft --max_prompts 16 --k 4 --select full --out $R/prm_data
 step python3 train_prm.py $G --data $R/prm_data --init $R/sft --epochs 1 --out $R/prm
-step python3 -m torch.distributed.run --nproc_per_node 1 train_psgpo.py $G --policy $R/sft --prm $R/prm --iterations 2 --batch_size 32 --out $R/psgpo
+step $TR train_psgpo.py $G --policy $R/sft --prm $R/prm --iterations 2 --batch_size 32 --out $R/psgpo
 step python3 evaluate.py $G --model $R/sft $R/psgpo/ckpt-0002 --max_problems 64 --n 2 --out $R/eval
+F="--fsdp true --gradient_checkpointing true --iterations 2 --save_every 1 --batch_size 32 --policy $R/sft --prm $R/prm $G"
+step $TR train_psgpo.py $F --out $R/fsdp_whole
+step $TR train_psgpo.py $F --iterations 1 --out $R/fsdp_resumed
+step $TR train_psgpo.py $F --resume true --out $R/fsdp_resumed
+step python3 -c "import json, sys; a, b = ([{k: v for k, v in json.loads(l).items() if not k.startswith(('time/', 'memory/', 'charts/sampler_gap'))} for l in open(f'$R/{d}/log.jsonl')] for d in ('fsdp_whole', 'fsdp_resumed')); print('FSDP2 + bf16 resume matches:', a == b); sys.exit(a != b)"
+step python3 benchmarks/sharded_load.py --device $DEVICE --nproc $NPROC --out $R/sharded_load
 for shape in ${SHAPES#* }; do
-  [ "$shape" = "${SHAPES%% *}" ] || bench $shape
+  [ "$shape" = "${SHAPES%% *}" ] || step python3 benchmarks/bench_psgpo.py --shape $shape --device $DEVICE --out $R/bench_$shape
 done
 for shape in $SHAPES; do
   step python3 benchmarks/bench_psgpo.py --shape $shape --device $DEVICE --nproc $NPROC --fsdp true --out $R/bench_${shape}_fsdp

@@ -40,6 +40,7 @@ all ranks, so each GPU's work is the same at any GPU count; only communication g
     python benchmarks/memory_guide.py                         # 0.5B, 1.5B, 7B on 1, 2, 4, 8 GPUs
     python benchmarks/memory_guide.py --mb 4 --tokens 1024    # another load per GPU
 """
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,6 +67,7 @@ class Args:
     new_tokens: int = field(default=512, metadata={"help": "decoding steps per rollout (--max_new_tokens)"})
     epochs: int = field(default=2, metadata={"help": "PPO epochs (--ppo_epochs)"})
     link_gbps: float = field(default=360.0, metadata={"help": "GPU-to-GPU bandwidth per GPU per direction, GB/s (NVLink 4: ~360 achieved)"})
+    disk_gbps: float = field(default=1.0, metadata={"help": "write bandwidth of the checkpoint folder, GB/s"})
 
 
 def params(H, I, L, heads, kv, V, tied):
@@ -128,15 +130,30 @@ def time_terms(shape, a):
             "update": ([0, a.epochs * tokens * 8 * (Np + Nv), update_passes * L, 0], 0)}
 
 
-def fit(a):
-    """Least squares of the four constants on MEASURED (6 numbers, 4 unknowns)."""
+def fit(a, measured=MEASURED):
+    """Least squares of the four constants on the measured phases (6 numbers, 4 unknowns)."""
     rows, ys = [], []
-    for shape, secs in MEASURED.items():
+    for shape, secs in measured.items():
         for (coef, const), y in zip(time_terms(shape, a).values(), secs):
             rows.append(coef), ys.append(y - const)
     A = np.array(rows, float)
     scale = np.linalg.norm(A, axis=0)  # columns span 15 orders of magnitude: solve on unit columns
     return np.linalg.lstsq(A / scale, np.array(ys), rcond=None)[0] / scale
+
+
+def fit_range(shape, W, engine, a, noise=0.05):
+    """(lowest, highest) seconds per iteration of `shape` (phases, without communication) over refits with each
+    of the 6 measured phases moved by -noise, 0 or +noise (3^6 fits), keeping the physical ones (positive
+    constants, F below the H200's dense bf16 peak of 989 TFLOP/s). Four constants from six numbers do not pin
+    an extrapolation down: this is the spread they allow, not a confidence interval."""
+    totals = []
+    for moves in itertools.product((-noise, 0, noise), repeat=3 * len(MEASURED)):
+        moved = iter(moves)
+        measured = {s: tuple(y * (1 + next(moved)) for y in secs) for s, secs in MEASURED.items()}
+        x = fit(a, measured)
+        if all(c > 0 for c in x) and 1 / x[1] < 989e12:
+            totals.append(sum(v for k, v in seconds(shape, W, engine, a, x).items() if not k.startswith("communication")))
+    return min(totals), max(totals)
 
 
 def seconds(shape, W, engine, a, x):
@@ -182,7 +199,14 @@ def main():
         print("|---" * (len(cols) + 1) + "|")
         for n in times[cols[0]]:
             print(f"| {n} | " + " | ".join(f"{times[k][n]:.1f}" for k in cols) + " |")
-        print("| **total (+ judging)** | " + " | ".join(f"**{sum(times[k].values()):.1f}**" for k in cols) + " |\n")
+        print("| **total (+ judging)** | " + " | ".join(f"**{sum(times[k].values()):.1f}**" for k in cols) + " |")
+        ckpt = 4 * (Np + Nv)  # policy and value, fp32 from_pretrained folders (rank 0), plus both AdamW moments, sharded
+        print(f"| checkpoint (computed, --fsdp, {max(a.gpus)} GPUs): rank 0 writes {ckpt / 1e9:.0f} GB of weights, every rank "
+              f"{2 * ckpt / max(a.gpus) / 1e9:.0f} GB of AdamW shards: ~{(ckpt + 2 * ckpt / max(a.gpus)) / (a.disk_gbps * 1e9):.0f} s at "
+              f"{a.disk_gbps:g} GB/s | " + " | ".join("" for _ in cols) + " |")
+        if shape not in MEASURED:  # an extrapolation: the range that refits within 5% of the measurements give
+            print("| phases, refits with each measured phase +-5% | " + " | ".join("{:.0f}-{:.0f}".format(*fit_range(shape, W, e, a)) for e, W in cols) + " |")
+        print()
 
 
 if __name__ == "__main__":

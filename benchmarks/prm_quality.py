@@ -11,6 +11,7 @@ on); the PRM's labels came from the binary search, the exact scorer is only the 
 
     python evaluate.py --model runs/sft runs/baseline/ckpt-0008 --split valid --n 2 --out runs/prm_eval
     python benchmarks/prm_quality.py --prm runs/prm --eval runs/prm_eval/eval.json   # -> runs/prm/quality.json
+    (--eval takes several eval.json files; --last_only true keeps each file's last model, a run's final checkpoint)
 """
 import argparse
 import json
@@ -50,29 +51,33 @@ def quality(rows, scores, problems):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prm", default="runs/prm")
-    ap.add_argument("--eval", default="runs/prm_eval/eval.json", help="evaluate.py's eval.json on demo prompts")
+    ap.add_argument("--eval", nargs="+", default=["runs/prm_eval/eval.json"], help="evaluate.py's eval.json files on demo prompts")
+    ap.add_argument("--last_only", default="false", help="true: of each eval.json only its last model (a run's final checkpoint)")
     ap.add_argument("--out", default="", help="JSON report (default: PRM/quality.json)")
     args = ap.parse_args()
-    try:
-        with open(args.eval) as f:
-            report = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise SystemExit(f"prm_quality.py: {args.eval}: cannot read evaluate.py's eval.json ({e})")
-    split = report["args"]["split"]
-    problems = {p.task_id: p for p in sandbox.load_problems(report["args"]["dataset"], split)}
-    rows = []
-    for m in report["models"].values():
-        for s in m["samples"]:
-            if s["kind"] == "sample":
-                steps = sandbox.split_steps(s["completion"])  # labels: placeholders for prm_example; the oracle labels here
-                rows.append({"task_id": s["task_id"], "prompt": problems[s["task_id"]].prompt, "response": s["completion"],
-                             "steps": steps, "labels": [0] * len(steps)})
+    rows, policies, problems = [], [], {}
+    for path in args.eval:
+        try:
+            with open(path) as f:
+                report = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise SystemExit(f"prm_quality.py: {path}: cannot read evaluate.py's eval.json ({e})")
+        split = report["args"]["split"]
+        problems = problems or {p.task_id: p for p in sandbox.load_problems(report["args"]["dataset"], split)}
+        models = list(report["models"].items())[-1:] if args.last_only == "true" else report["models"].items()
+        for name, m in models:
+            policies.append(name)
+            for s in m["samples"]:
+                if s["kind"] == "sample":
+                    steps = sandbox.split_steps(s["completion"])  # labels: placeholders for prm_example; the oracle labels here
+                    rows.append({"task_id": s["task_id"], "prompt": problems[s["task_id"]].prompt, "response": s["completion"],
+                                 "steps": steps, "labels": [0] * len(steps)})
     tok, model = AutoTokenizer.from_pretrained(args.prm), AutoModelForTokenClassification.from_pretrained(args.prm).eval()
-    out = quality(rows, score_steps(model, tok, rows, SimpleNamespace(device="cpu", bf16=False)), problems)
-    out = {"prm": args.prm, "eval": args.eval, "split": split, "policies": list(report["models"])} | out
+    out = quality(rows, score_steps(model, tok, rows, SimpleNamespace(device="cpu", bf16=False, chat_template=False)), problems)
+    out = {"prm": args.prm, "eval": args.eval, "split": split, "policies": policies} | out
     with open(args.out or os.path.join(args.prm, "quality.json"), "w") as f:
         json.dump(out, f, indent=1)
-    print("| metric | value |\n|---|---|\n" + "\n".join(f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in out.items() if k != "policies"))
+    print("| metric | value |\n|---|---|\n" + "\n".join(f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in out.items() if k not in ("policies", "eval")))
 
 
 if __name__ == "__main__":

@@ -1,28 +1,36 @@
-"""The paper's ablation in miniature (v1 Table 1, Figures 3-4): the four ways of using the PRM in PPO,
-from the same SFT policy and PRM, over several seeds, plus a run that shows the length hack
-(paper 4.1) and a perfect step scorer as the PRM's ceiling.
+"""experiments/ablation.py - the demo's ablation as a study: the whole chain per seed, a fair sparse baseline,
+the critic controls, learning curves, and two claims with paired intervals (paper v1 Table 1, Figures 3, 4).
 
-    bash run_demo.sh                          # first: runs/sft, runs/prm_data, runs/prm
-    python experiments/ablation.py            # -> runs/ablation/results.md and *.png
-    python experiments/ablation.py --device cuda --parallel 6      # on a GPU: runs side by side
+    python experiments/ablation.py --seeds 10 11 12 13 14 --out runs/ablation       # the study: test split
+    python experiments/ablation.py --seeds 100 101 --split valid --out runs/design   # choosing a design: valid split
 
-Settings (train_psgpo.py flags; the PRM is runs/prm unless said):
-  sparse          --dense_reward false --value_init policy    the RL baseline, unit-test reward only
-  value_init      --dense_reward false --value_init prm       the PRM starts the critic
-  dense           --dense_reward true  --value_init policy    the PRM's line rewards (Eq. 3)
-  both            --dense_reward true  --value_init prm       PSGPO
-  oracle          --dense_reward true  --prm oracle           sandbox's exact step scorer as the dense reward
-  no_length_norm  both, --length_norm false                   the hack that 1/T guards against
-The hack runs only when asked (`--hacks no_length_norm`). (The comment hack needs no run: Eq. 3 pays
-comment lines nothing, train_psgpo.dense_reward.) run_demo.sh's baseline and PSGPO
-runs are this script's sparse and both runs of seed 0 when their flags match: they are not run again.
-Every command is printed before it runs, and a re-run skips the runs and evaluations already done.
-Each run is evaluated on the demo test split (evaluate.py); results.md holds the Table 1 analogue
-(mean +- std over seeds), each PRM setting's gain over sparse against 2 sample std, and the PRM's
-quality against exact line labels on valid-split samples (benchmarks/prm_quality.py); results.json
-every number per seed, {setting: {metric as evaluate.py names it: [one value per seed]}}; the plots:
-bestofk.png (Figure 3), gain_by_steps.png (Figure 4), training.png (training pass rate and each planted
-mistake's rate over iterations) and, with hacks, hacks.png (lines per response, share of comment lines).
+Per seed s, every stage from the shipped SFT policy with --seed s, so the seeds' spread holds every stage's
+variance (each command is printed; a re-run skips what is done and resumes a PPO run cut off):
+  1. sparse     PPO with the unit-test reward only (a checkpoint every 2 iterations)
+  2. labels     label_prm_data.py on 4 evenly spaced checkpoints of that run (the paper's PRM data)
+  3. PRM, ORM   train_prm.py on those labels; the ORM (--labels outcome) on the same rows, every code line
+                labeled by the response's verdict: outcome supervision from the same labeled responses
+  4. settings   each of --settings from that seed's PRM and ORM
+  5. evaluation every final policy on --split (greedy and --n samples at T = 1); the --curves settings'
+                checkpoints every 2 iterations on the first --curve_problems valid tasks; the PRM against
+                exact line labels on the valid samples of the SFT policy and the last sparse and both
+                checkpoints (benchmarks/prm_quality.py)
+Settings (train_psgpo.py flags; {prm} and {orm}: the seed's own):
+  sparse               --dense_reward false --value_init policy       the paper's RL baseline
+  sparse_warm_critic   sparse, --critic_warmup W: the critic trains alone for W iterations before the policy
+                       moves (W more iterations of rollouts); the fair baseline of claim (a)
+  value_init_orm       --dense_reward false --value_init prm --prm {orm}: a critic started from a trained
+                       outcome model; tells process supervision from "any trained critic" (claim (b))
+  value_init           --dense_reward false --value_init prm --prm {prm}
+  dense                --dense_reward true --value_init policy
+  both                 --dense_reward true --value_init prm: PSGPO
+  both_returns_scale   both, --value_scale returns: the copied PRM mapped from [-1, 1] to the returns' [0, 1]
+  oracle               --dense_reward true --value_init policy --prm oracle: the exact step scorer (a ceiling)
+The claims, stated before the study ran: the primary metric is sampled pass@1 on --split at the end of the
+budget, paired per seed; (a) both - sparse_warm_critic, (b) both - value_init_orm, each with a 95% t interval
+over seeds and, beside it, a bootstrap over seeds and tasks. Everything else is secondary, reported with its
+paired interval against sparse. Writes results.md, results.json (every number per seed), curves.png,
+bestofk.png, gain_by_steps.png under --out.
 """
 import json
 import os
@@ -30,257 +38,264 @@ import shlex
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import numpy as np
 from transformers import HfArgumentParser
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, HERE)
-import sandbox  # noqa: E402
-ITERS, PPO = 8, "--kl_coef 0 --kl_loss_coef 0.25 --batch_size 64 --warmup 20"  # run_demo.sh's PPO budget and flags
 SETTINGS = {
     "sparse": "--dense_reward false --value_init policy",
+    "sparse_warm_critic": "--dense_reward false --value_init policy --critic_warmup {warm}",
+    "value_init_orm": "--dense_reward false --value_init prm --prm {orm}",
     "value_init": "--dense_reward false --value_init prm --prm {prm}",
     "dense": "--dense_reward true --value_init policy --prm {prm}",
     "both": "--dense_reward true --value_init prm --prm {prm}",
+    "both_returns_scale": "--dense_reward true --value_init prm --prm {prm} --value_scale returns",
     "oracle": "--dense_reward true --value_init policy --prm oracle",
-    "no_length_norm": "--dense_reward true --value_init prm --prm {prm} --length_norm false",
 }
+CLAIMS = [("both", "sparse_warm_critic"), ("both", "value_init_orm")]
+T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131]  # t quantiles, df 1..15
 
 
 @dataclass
 class Args:
-    runs: str = field(default="runs", metadata={"help": "run_demo.sh's folder: sft/, prm_data/, prm/ are read from it"})
-    out: str = field(default="runs/ablation", metadata={"help": "output folder: one folder per run, eval/, results.md, plots"})
-    settings: list[str] = field(default_factory=lambda: ["sparse", "value_init", "dense", "both", "oracle"], metadata={"help": "settings run for every seed"})
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "seeds of every setting"})
-    hacks: list[str] = field(default_factory=lambda: ["none"], metadata={"help": "settings run once (first seed), beside `both`: no_length_norm; `none` for none"})
-    iterations: int = field(default=ITERS, metadata={"help": "PPO iterations per run (run_demo.sh's)"})
-    ppo: str = field(default=PPO, metadata={"help": "train_psgpo.py flags shared by every run (run_demo.sh's)"})
-    evaluate: str = field(default="--n 4", metadata={"help": "evaluate.py flags for every policy (demo test split)"})
-    quality_problems: int = field(default=500, metadata={"help": "valid-split prompts the PRM is measured on (benchmarks/prm_quality.py)"})
+    seeds: list[int] = field(default_factory=lambda: [10, 11, 12, 13, 14], metadata={"help": "one whole chain per seed"})
+    out: str = field(default="runs/ablation", metadata={"help": "output folder: s<seed>/ per chain, eval/, results and plots"})
+    split: str = field(default="test", metadata={"help": "where the final policies are evaluated: test (reporting) | valid (choosing a design)"})
+    settings: list[str] = field(default_factory=lambda: list(SETTINGS), metadata={"help": "settings run for every seed (sparse and the claims' always)"})
+    curves: list[str] = field(default_factory=lambda: ["sparse", "sparse_warm_critic", "value_init_orm", "both"], metadata={"help": "settings whose checkpoints are evaluated every 2 iterations on valid"})
+    iterations: int = field(default=16, metadata={"help": "PPO iterations the policy moves (a multiple of 8: labels from 4 checkpoints, curves every 2)"})
+    warm: int = field(default=2, metadata={"help": "sparse_warm_critic: iterations the critic trains alone first"})
+    policy: str = field(default="checkpoints/demo-sft", metadata={"help": "the SFT policy every chain starts from"})
+    n: int = field(default=4, metadata={"help": "sampled completions per task in the final evaluation (plus one greedy)"})
+    curve_problems: int = field(default=200, metadata={"help": "valid tasks each curve checkpoint is evaluated on (greedy + 2 samples)"})
+    bootstrap: int = field(default=2000, metadata={"help": "bootstrap resamples of seeds and tasks"})
+    ppo: str = field(default="", metadata={"help": "extra train_psgpo.py flags for every run (the tests' tiny sizes)"})
+    label: str = field(default="", metadata={"help": "extra label_prm_data.py flags"})
+    prm_flags: str = field(default="", metadata={"help": "extra train_prm.py flags"})
+    evaluate: str = field(default="", metadata={"help": "extra evaluate.py flags"})
     device: str = field(default="cpu", metadata={"help": "cpu | cuda"})
-    parallel: int = field(default=1, metadata={"help": "runs at once (CPU: the cores are shared among them)"})
+    parallel: int = field(default=2, metadata={"help": "commands at once (CPU: the cores are shared among them)"})
 
 
 def run(cmd, log, threads):
-    """Run one stage command (printed first), its output to `log`; one clear line if it fails."""
-    print("$ " + " ".join("python" if c == sys.executable else shlex.quote(c) for c in cmd), flush=True)
+    """One stage command (printed first), its output to `log`; one clear line if it fails."""
+    print("$ " + " ".join("python" if c == sys.executable else shlex.quote(str(c)) for c in cmd), flush=True)
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     with open(log, "a") as f:
-        if subprocess.run(cmd, cwd=HERE, stdout=f, stderr=subprocess.STDOUT, env=env).returncode:
-            raise SystemExit(f"ablation.py: failed: {' '.join(cmd)} (see {log})")
+        if subprocess.run([str(c) for c in cmd], cwd=HERE, stdout=f, stderr=subprocess.STDOUT, env=env).returncode:
+            raise SystemExit(f"ablation.py: failed: {' '.join(map(str, cmd))} (see {log})")
 
 
-def mean_std(xs):
-    """Percent, mean +- sample standard deviation (n - 1) over seeds."""
-    return f"{100 * np.mean(xs):.1f} +- {100 * np.std(xs, ddof=1):.1f}" if len(xs) > 1 else f"{100 * xs[0]:.1f}"
+def schedule(jobs, parallel):
+    """jobs: {name: (names it needs done first, function)}; runs each once its needs are done, `parallel` at once."""
+    done, running = set(), {}
+    with ThreadPoolExecutor(parallel) as pool:
+        while len(done) < len(jobs):
+            for name, (needs, fn) in jobs.items():
+                if name not in done and name not in running and set(needs) <= done and len(running) < parallel:
+                    running[name] = pool.submit(fn)
+            finished, _ = wait(running.values(), return_when=FIRST_COMPLETED)
+            for name in [n for n, f in running.items() if f in finished]:
+                running.pop(name).result()  # a failed job stops the study with its one line
+                done.add(name)
 
 
-def curves(logs, key, w=5):
-    """Mean over seeds of a logged metric, then a running mean over w iterations: (iterations, values)."""
-    y = np.mean([[row[key] for row in log] for log in logs], axis=0)
-    w = min(w, len(y))
-    return np.arange(w, len(y) + 1), np.convolve(y, np.ones(w) / w, mode="valid")
+def per_task(eval_json, model=None):
+    """{task_id: (greedy passed, mean of the sampled verdicts)} of one model in an evaluate.py eval.json."""
+    with open(eval_json) as f:
+        models = json.load(f)["models"]
+    out = {}
+    for s in models[model or next(iter(models))]["samples"]:
+        g, samples = out.setdefault(s["task_id"], [None, []])
+        if s["kind"] == "greedy":
+            out[s["task_id"]][0] = s["passed"]
+        else:
+            samples.append(s["passed"])
+    return {t: (g, float(np.mean(s))) for t, (g, s) in out.items()}
+
+
+def paired(a, b, rng, reps):
+    """a, b: {seed: {task: value}} of two settings. Per seed, the difference of the task means; their mean with a
+    95% t interval over seeds; and a bootstrap interval over seeds and tasks (seeds resampled, then tasks within
+    each, the same tasks for both settings)."""
+    seeds = sorted(a)
+    tasks = sorted(a[seeds[0]])
+    d = np.array([[a[s][t] - b[s][t] for t in tasks] for s in seeds])  # [seeds, tasks]
+    diffs = d.mean(1)
+    half = T975[min(len(seeds) - 1, len(T975)) - 1] * diffs.std(ddof=1) / np.sqrt(len(seeds)) if len(seeds) > 1 else float("nan")
+    boot = [d[rng.integers(0, len(seeds), len(seeds))][:, rng.integers(0, len(tasks), len(tasks))].mean() for _ in range(reps)]
+    return {"diffs": diffs.tolist(), "mean": float(diffs.mean()), "ci95": [float(diffs.mean() - half), float(diffs.mean() + half)],
+            "bootstrap95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]}
 
 
 def flat(metrics, prefix=""):
     """evaluate.py's metrics as one level: {"by_steps/4/pass@1": ..., "planted/true_div": ...}."""
     out = {}
     for key, v in metrics.items():
-        if isinstance(v, dict):
-            out |= flat(v, f"{prefix}{key}/")
-        else:
-            out[f"{prefix}{key}"] = v
+        out |= flat(v, f"{prefix}{key}/") if isinstance(v, dict) else {f"{prefix}{key}": v}
     return out
 
 
-def same(value, flag):
-    """A value in a run's args.json against a command-line flag's text ("0" and 0.0 are the same)."""
-    try:
-        return float(value) == float(flag)
-    except (TypeError, ValueError):
-        return str(value).lower() == flag.lower()
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def read_jsonl(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f]
-
-
-def plots(out, evals, logs, sft_eval, main):
-    """bestofk.png, gain_by_steps.png and training.png for the settings in `main`; hacks.png."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5.5, 4))  # Figure 3: best-of-K, mean over seeds
-    for s in ["sft"] + main:
-        ms = [sft_eval] if s == "sft" else evals[s]
-        y = np.mean([m["best_of_k"] for m in ms], axis=0)
-        ax.plot(range(1, len(y) + 1), 100 * y, marker="o", label=s)
-    ax.set(xlabel="K (samples)", ylabel="% test tasks solved within K", title="best-of-K (Figure 3)")
-    ax.legend(), ax.grid(alpha=0.3), fig.tight_layout(), fig.savefig(os.path.join(out, "bestofk.png"), dpi=100)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(5.5, 4))  # Figure 4: pass@1 gain over the baseline, by task length
-    steps = list(evals["sparse"][0]["by_steps"])
-    base = np.mean([[m["by_steps"][k]["pass@1"] for k in steps] for m in evals["sparse"]], axis=0)
-    for s in [s for s in main if s != "sparse"]:
-        y = np.mean([[m["by_steps"][k]["pass@1"] for k in steps] for m in evals[s]], axis=0)
-        ax.plot(steps, 100 * (y - base), marker="o", label=f"{s} - sparse")
-    ax.axhline(0, color="k", lw=0.8)
-    ax.set(xlabel="lines in the reference (steps + return)", ylabel="pass@1 difference (points)", title="gain by length (Figure 4)")
-    ax.legend(), ax.grid(alpha=0.3), fig.tight_layout(), fig.savefig(os.path.join(out, "gain_by_steps.png"), dpi=100)
-    plt.close(fig)
-    keys = ["train/pass_rate"] + [k for k in logs["sparse"][0][0] if k.startswith("planted/")]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.8))
-    for ax, key in zip(axes, keys):  # training curves: exploration (pass rate) and credit assignment (planted)
-        for s in main:
-            ax.plot(*curves(logs[s], key), label=s)
-        ax.set(xlabel="iteration", title=key), ax.grid(alpha=0.3)
-    fig.suptitle("training (mean over seeds, 5-iteration running mean)")
-    axes[0].legend(), fig.tight_layout(), fig.savefig(os.path.join(out, "training.png"), dpi=100)
-    plt.close(fig)
-    hacks = [s for s in ("both", "no_length_norm") if s in logs]
-    if len(hacks) < 2:  # no hack run: no hacks.png
-        return
-    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.8))
-    for ax, key in zip(axes, ("response/steps", "response/comment_share", "train/pass_rate")):
-        for s in hacks:
-            ax.plot(*curves(logs[s][:1], key), label=s)  # the first seed: the hacks run once
-        ax.set(xlabel="iteration", title=key), ax.grid(alpha=0.3)
-    fig.suptitle("reward hacks (first seed, 5-iteration running mean)")
-    axes[0].legend(), fig.tight_layout(), fig.savefig(os.path.join(out, "hacks.png"), dpi=100)
-    plt.close(fig)
+def reach(iterations, curve, level):
+    """The first iteration at which a mean curve reaches `level` (None if it never does)."""
+    return next((i for i, y in zip(iterations, curve) if y >= level), None)
 
 
 def main():
     args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
-    py, R, O = sys.executable, args.runs, args.out
-    for need in ("sft/config.json", "prm/config.json", "prm_data/rows.jsonl", "prm_data/labels.jsonl"):
-        if not os.path.exists(os.path.join(R, need)):
-            raise SystemExit(f"ablation.py: {R}/{need} is missing: run `bash run_demo.sh` first (or pass --runs)")
-    args.hacks = [h for h in args.hacks if h != "none"]
-    unknown = [s for s in args.settings + args.hacks if s not in SETTINGS]
-    if unknown or "sparse" not in args.settings:
-        raise SystemExit(f"ablation.py: settings must include sparse and come from {', '.join(SETTINGS)}; not {unknown}")
-    os.makedirs(O, exist_ok=True)
+    settings = list(dict.fromkeys(["sparse"] + [s for c in CLAIMS for s in c] + args.settings))
+    if unknown := [s for s in settings + args.curves if s not in SETTINGS]:
+        raise SystemExit(f"ablation.py: unknown settings {unknown}: choose from {', '.join(SETTINGS)}")
+    if args.iterations % 8 or args.split not in ("test", "valid"):
+        raise SystemExit("ablation.py: --iterations must be a multiple of 8 and --split test or valid")
+    O, py, t0 = args.out, sys.executable, time.time()
     threads = max(1, (os.cpu_count() or 2) // args.parallel) if args.device == "cpu" else 4
-    t_start = time.time()
+    os.makedirs(os.path.join(O, "eval"), exist_ok=True)
+    common = ["--device", args.device]
 
-    # 1. PPO runs: every setting x seed, and each hack once
-    jobs = list(dict.fromkeys([(s, seed) for s in args.settings for seed in args.seeds] + [(h, args.seeds[0]) for h in args.hacks]))
+    def last(s, setting):  # the final checkpoint: warm-critic runs take W more iterations
+        return f"{O}/s{s}/{setting}/ckpt-{args.iterations + (args.warm if setting == 'sparse_warm_critic' else 0):04d}"
 
-    def folder(s, seed):
-        """The run's folder: run_demo.sh's baseline / psgpo run when it is this one (same flags and seed)."""
-        demo = os.path.join(R, {"sparse": "baseline", "both": "psgpo"}.get(s, "-"), "args.json")
-        if os.path.exists(demo) and os.path.exists(os.path.join(os.path.dirname(demo), f"ckpt-{args.iterations:04d}")):
-            flags = SETTINGS[s].format(prm=f"{R}/prm", out=O).split() + args.ppo.split()
-            want = {k[2:]: v for k, v in zip(flags[::2], flags[1::2])} | {"seed": str(seed), "iterations": str(args.iterations)}
-            have = read_json(demo)
-            if all(same(have.get(k), v) for k, v in want.items()):
-                return os.path.dirname(demo)
-        return os.path.join(O, f"{s}-s{seed}")
+    def step(name, cmd, done_when, s):  # one command, skipped when its output is there
+        def fn():
+            if not os.path.exists(done_when):
+                run(cmd, f"{O}/s{s}/{name}.log", threads)
+        return fn
 
-    def final(s, seed):
-        return os.path.join(folder(s, seed), f"ckpt-{args.iterations:04d}")
+    jobs = {}
+    for s in args.seeds:
+        d = f"{O}/s{s}"
+        os.makedirs(d, exist_ok=True)
+        for setting in settings:
+            flags = SETTINGS[setting].format(prm=f"{d}/prm", orm=f"{d}/orm", warm=args.warm).split()
+            its = args.iterations + (args.warm if setting == "sparse_warm_critic" else 0)
+            needs = [] if setting in ("sparse", "oracle") else [f"{s}/orm" if "{orm}" in SETTINGS[setting] else f"{s}/prm"]
+            jobs[f"{s}/{setting}"] = (needs, step(setting, [py, "train_psgpo.py", "--policy", args.policy, "--seed", s, "--out", f"{d}/{setting}",
+                                                             "--iterations", its, "--save_every", 2, "--resume", "true", *flags, *common,
+                                                             *args.ppo.split()], f"{last(s, setting)}/config.json", s))
+            jobs[f"{s}/eval/{setting}"] = ([f"{s}/{setting}"], step(f"eval-{setting}", [py, "evaluate.py", "--model", last(s, setting), "--split", args.split,
+                                           "--n", args.n, "--seed", s, "--threads", threads, "--out", f"{O}/eval/s{s}-{setting}", *common,
+                                           *args.evaluate.split()], f"{O}/eval/s{s}-{setting}/eval.json", s))
+        every = args.iterations // 4
+        jobs[f"{s}/labels"] = ([f"{s}/sparse"], step("labels", [py, "label_prm_data.py", "--policy", *[f"{d}/sparse/ckpt-{i * every:04d}" for i in range(1, 5)],
+                                                                  "--seed", s, "--out", f"{d}/prm_data", *common, *args.label.split()], f"{d}/prm_data/summary.json", s))
+        for model, extra in (("prm", []), ("orm", ["--labels", "outcome"])):
+            jobs[f"{s}/{model}"] = ([f"{s}/labels"], step(model, [py, "train_prm.py", "--data", f"{d}/prm_data", "--init", args.policy, "--seed", s,
+                                                                  "--out", f"{d}/{model}", *extra, *common, *args.prm_flags.split()], f"{d}/{model}/metrics.json", s))
+        for setting in args.curves:  # every 2 iterations on the first valid tasks (the warm-up's too)
+            its = args.iterations + (args.warm if setting == "sparse_warm_critic" else 0)
+            ckpts = [f"{d}/{setting}/ckpt-{i:04d}" for i in range(2, its + 1, 2)]
+            jobs[f"{s}/curve/{setting}"] = ([f"{s}/{setting}"], step(f"curve-{setting}", [py, "evaluate.py", "--model", *ckpts, "--split", "valid", "--n", 2,
+                                            "--max_problems", args.curve_problems, "--seed", s, "--threads", threads, "--out", f"{O}/curves/s{s}-{setting}",
+                                            *common, *args.evaluate.split()], f"{O}/curves/s{s}-{setting}/by_length.png", s))
+        jobs[f"{s}/quality"] = ([f"{s}/prm", "sft/curve"] + [f"{s}/curve/{c}" for c in ("sparse", "both") if c in args.curves],
+                                step("quality", [py, "benchmarks/prm_quality.py", "--prm", f"{d}/prm", "--out", f"{d}/prm_quality.json", "--eval",
+                                                 f"{O}/curves/sft/eval.json", *[f"{O}/curves/s{s}-{c}/eval.json" for c in ("sparse", "both") if c in args.curves],
+                                                 "--last_only", "true"], f"{d}/prm_quality.json", s))
+    jobs["sft/curve"] = ([], step("sft", [py, "evaluate.py", "--model", args.policy, "--split", "valid", "--n", 2, "--max_problems", args.curve_problems,
+                                          "--threads", threads, "--out", f"{O}/curves/sft", *common, *args.evaluate.split()], f"{O}/curves/sft/by_length.png", args.seeds[0]))
+    jobs["sft/eval"] = ([], step("sft-eval", [py, "evaluate.py", "--model", args.policy, "--split", args.split, "--n", args.n, "--threads", threads,
+                                              "--out", f"{O}/eval/sft", *common, *args.evaluate.split()], f"{O}/eval/sft/eval.json", args.seeds[0]))
+    schedule(jobs, args.parallel)
+    report(args, settings, time.time() - t0)
 
-    def ppo(job):
-        s, seed = job
-        if not os.path.exists(os.path.join(final(s, seed), "config.json")):
-            flags = SETTINGS[s].format(prm=f"{R}/prm", out=O).split() + args.ppo.split()
-            run([py, "train_psgpo.py", "--policy", f"{R}/sft", "--out", f"{O}/{s}-s{seed}", "--seed", str(seed), "--iterations",
-                 str(args.iterations), "--save_every", str(args.iterations), "--resume", "true", "--device", args.device, *flags],
-                os.path.join(O, f"{s}-s{seed}.log"), threads)
 
-    # 2. Every final policy (and the SFT policy) on the demo test split, each in its own folder
-    def evaluate(name_model):
-        name, model = name_model
-        if not os.path.exists(os.path.join(O, "eval", name, "eval.json")):
-            run([py, "evaluate.py", "--model", model, "--out", f"{O}/eval/{name}", "--device", args.device, "--threads", str(threads),
-                 *args.evaluate.split()], os.path.join(O, f"eval-{name}.log"), threads)
-    with ThreadPoolExecutor(args.parallel) as pool:
-        list(pool.map(ppo, jobs))
-        list(pool.map(evaluate, [("sft", f"{R}/sft")] + [(f"{s}-s{seed}", final(s, seed)) for s, seed in jobs]))
+def report(args, settings, seconds):
+    """results.json, results.md and the plots from every chain's outputs."""
+    O, seeds = args.out, args.seeds
 
-    # 3. Does the PRM see the mistakes? Its scores against exact line labels on valid-split samples of the
-    #    policies RL starts from and reaches (benchmarks/prm_quality.py)
-    quality_path = os.path.join(O, "prm_quality.json")
-    if not os.path.exists(quality_path):
-        policies = [f"{R}/sft"] + [final(s, args.seeds[0]) for s in ("sparse", "both") if s in args.settings]
-        run([py, "evaluate.py", "--model", *policies, "--out", f"{O}/prm_eval", "--device", args.device, "--threads", str(threads),
-             *args.evaluate.split(), "--split", "valid", "--n", "2", "--max_problems", str(args.quality_problems)],
-            os.path.join(O, "prm_eval.log"), threads)
-        run([py, "benchmarks/prm_quality.py", "--prm", f"{R}/prm", "--eval", f"{O}/prm_eval/eval.json", "--out", quality_path],
-            os.path.join(O, "prm_eval.log"), threads)
-    quality = read_json(quality_path)
+    def metrics(folder, model=None):
+        with open(os.path.join(folder, "eval.json")) as f:
+            models = json.load(f)["models"]
+        return models[model or next(iter(models))]["metrics"]
 
-    # 4. The Table 1 analogue, mean +- std over seeds; every number to results.json; the plots
-    def metrics(name):
-        return next(iter(read_json(os.path.join(O, "eval", name, "eval.json"))["models"].values()))["metrics"]
-    evals, logs = {}, {}
-    for s, seed in jobs:
-        evals.setdefault(s, []).append(metrics(f"{s}-s{seed}"))
-        logs.setdefault(s, []).append(read_jsonl(os.path.join(folder(s, seed), "log.jsonl")))
-    sft = metrics("sft")
-    k = f"pass@{sft['n']}"  # pass@n, from the best-of-K curve (its K = n point is the same estimator)
-    cols = ["greedy_pass@1", "pass@1", k]
-
-    def get(m, c):
-        return m["best_of_k"][m["n"] - 1] if c == k else m[c]
-    kinds = list(sandbox.PLANTED_RATES)
-    lines = [f"| setting | seeds | greedy pass@1 | pass@1 | {k} | train pass rate, last 10 iters | planted mistakes ({' / '.join(kinds)}) |",
-             "|---|---|---|---|---|---|---|",
-             f"| SFT | - | {' | '.join(mean_std([get(sft, c)]) for c in cols)} | - | "
-             + " / ".join(f"{100 * sft['planted'][p]:.1f}" for p in kinds) + " |"]
-    for s in evals:
-        ms = evals[s]
-        train = [np.mean([row["train/pass_rate"] for row in log[-10:]]) for log in logs[s]]
-        lines.append(f"| {s} | {len(ms)} | {' | '.join(mean_std([get(m, c) for m in ms]) for c in cols)} | {mean_std(train)} | "
-                     + " / ".join(f"{100 * np.mean([m['planted'][p] for m in ms]):.1f}" for p in kinds) + " |")
-    hack_lines = ["| run | lines per response, first -> last 5 iters | comment share | train pass rate |", "|---|---|---|---|"]
-    for s in [s for s in ("both", "no_length_norm") if s in logs]:
-        log = logs[s][0]
-        first_last = [f"{np.mean([r[key] for r in log[:5]]):.2f} -> {np.mean([r[key] for r in log[-5:]]):.2f}"
-                      for key in ("response/steps", "response/comment_share", "train/pass_rate")]
-        hack_lines.append(f"| {s} (seed {args.seeds[0]}) | {' | '.join(first_last)} |")
-    # the paper's claim, tested: each PRM setting against the baseline, gain vs 2 sample std (the larger of the two)
-    gains = ["| setting - sparse | " + " | ".join(f"{c}: gain (2 std)" for c in cols[:2]) + " | beats sparse by >= 2 std on both |",
-             "|---|---|---|---|"]
-    for s in [s for s in evals if s != "sparse" and len(evals[s]) > 1]:
-        cells, ok = [], True
-        for c in cols[:2]:
-            a, b = [m[c] for m in evals[s]], [m[c] for m in evals["sparse"]]
-            gain, two_std = np.mean(a) - np.mean(b), 2 * max(np.std(a, ddof=1), np.std(b, ddof=1))
-            cells.append(f"{100 * gain:+.1f} ({100 * two_std:.1f})")
-            ok = ok and gain >= two_std
-        gains.append(f"| {s} | {' | '.join(cells)} | {'yes' if ok else 'no'} |")
-    plots(O, evals, logs, sft, args.settings)
-    report = (f"Demo test split, {k} from --evaluate's samples; percent, mean +- sample std over seeds.\n\n" + "\n".join(lines)
-              + "\n\n" + "\n".join(gains) + "\n")
-    report += ("\nThe PRM against exact line labels (benchmarks/prm_quality.py), on "
-               f"{quality['responses']} valid-split samples of {', '.join(quality['policies'])}:\n\n| metric | value |\n|---|---|\n"
-               + "".join(f"| {k} | {100 * v:.1f}% |\n" if k.startswith(("caught", "correct")) else f"| {k} | {v:.3f} |\n" if isinstance(v, float)
-                         else f"| {k} | {v} |\n" for k, v in quality.items() if k not in ("prm", "eval", "split", "policies")))
-    if len(hack_lines) > 3:
-        report += "\nReward hacks (paper 4.1):\n\n" + "\n".join(hack_lines) + "\n"
-    with open(os.path.join(O, "results.md"), "w") as f:
-        f.write(report)
-    # every number, per seed: {setting: {metric as evaluate.py names it: [one value per seed]}}
-    table = {s: {key: [flat(m)[key] for m in ms] for key in flat(ms[0])} | {"seeds": [seed for s2, seed in jobs if s2 == s],
-             "train_pass_rate_last10": [float(np.mean([row["train/pass_rate"] for row in log[-10:]])) for log in logs[s]]}
-             for s, ms in evals.items()}
+    evals = {st: [metrics(f"{O}/eval/s{s}-{st}") for s in seeds] for st in settings}
+    tasks = {st: {s: per_task(f"{O}/eval/s{s}-{st}/eval.json") for s in seeds} for st in settings}
+    sampled = {st: {s: {t: v[1] for t, v in tasks[st][s].items()} for s in seeds} for st in settings}
+    greedy = {st: {s: {t: float(v[0]) for t, v in tasks[st][s].items()} for s in seeds} for st in settings}
+    rng = np.random.default_rng(0)
+    claims = [{"setting": a, "baseline": b, "metric": "pass@1"} | paired(sampled[a], sampled[b], rng, args.bootstrap) for a, b in CLAIMS]
+    secondary = [{"setting": st, "baseline": "sparse", "metric": m} | paired(v[st], v["sparse"], rng, args.bootstrap)
+                 for st in settings if st != "sparse" for m, v in (("pass@1", sampled), ("greedy_pass@1", greedy))]
+    curves = {}
+    for st in args.curves:
+        its = list(range(2, args.iterations + (args.warm if st == "sparse_warm_critic" else 0) + 1, 2))
+        runs = [json.load(open(f"{O}/curves/s{s}-{st}/eval.json"))["models"] for s in seeds]
+        curves[st] = {"iterations": its} | {m: [[r[f"{O}/s{s}/{st}/ckpt-{i:04d}"]["metrics"][m] for s, r in zip(seeds, runs)] for i in its]
+                                            for m in ("pass@1", "greedy_pass@1")}
+    quality = [json.load(open(f"{O}/s{s}/prm_quality.json")) for s in seeds]
+    sft = metrics(f"{O}/eval/sft")
+    results = {"seeds": seeds, "split": args.split, "iterations": args.iterations, "warm": args.warm,
+               "settings": {"sft": {k: [v] for k, v in flat(sft).items()}} | {st: {k: [flat(m)[k] for m in ms] for k in flat(ms[0])} for st, ms in evals.items()},
+               "paired": claims, "secondary": secondary, "prm_quality": quality, "curves": curves,
+               "labeling": [json.load(open(f"{O}/s{s}/prm_data/summary.json")) for s in seeds], "minutes_this_call": seconds / 60}
     with open(os.path.join(O, "results.json"), "w") as f:
-        json.dump({"settings": {"sft": {key: [v] for key, v in flat(sft).items()}} | table, "prm_quality": quality, "args": vars(args),
-                   "minutes_this_call": (time.time() - t_start) / 60}, f, indent=1)
-    print("\n" + report + f"\nwrote {O}/results.md, results.json and the plots (bestofk.png, gain_by_steps.png, training.png"
-          + (", hacks.png)" if args.hacks else ")"))
+        json.dump(results, f, indent=1)
+    pct = lambda xs: f"{100 * np.mean(xs):.1f} +- {100 * np.std(xs, ddof=1):.1f}" if len(xs) > 1 else f"{100 * xs[0]:.1f}"  # noqa: E731
+    iv = lambda p, k="ci95": f"{100 * p['mean']:+.1f} [{100 * p[k][0]:+.1f}, {100 * p[k][1]:+.1f}]"  # noqa: E731
+    lines = [f"Demo {args.split} split, {len(seeds)} whole-chain seeds ({', '.join(map(str, seeds))}), {args.iterations} PPO iterations of 64 "
+             f"prompts; percent, mean +- sample std over seeds.", "",
+             "| setting | greedy pass@1 | pass@1 (T=1) | pass@{0} |".format(args.n), "|---|---|---|---|",
+             f"| SFT | {100 * sft['greedy_pass@1']:.1f} | {100 * sft['pass@1']:.1f} | {100 * sft['best_of_k'][-1]:.1f} |"]
+    lines += [f"| {st} | {pct([m['greedy_pass@1'] for m in ms])} | {pct([m['pass@1'] for m in ms])} | {pct([m['best_of_k'][-1] for m in ms])} |"
+              for st, ms in evals.items()]
+    lines += ["", "The claims (sampled pass@1, paired per seed; points, mean [95% t interval over seeds]; bootstrap over seeds and tasks):", "",
+              "| claim | per seed | mean [t 95%] | bootstrap 95% |", "|---|---|---|---|"]
+    lines += [f"| {c['setting']} - {c['baseline']} | {', '.join(f'{100 * x:+.1f}' for x in c['diffs'])} | {iv(c)} | {iv(c, 'bootstrap95')} |" for c in claims]
+    lines += ["", "Secondary (each setting - sparse, paired per seed):", "", "| setting | metric | mean [t 95%] | bootstrap 95% |", "|---|---|---|---|"]
+    lines += [f"| {c['setting']} | {c['metric']} | {iv(c)} | {iv(c, 'bootstrap95')} |" for c in secondary]
+    level = np.mean(curves["sparse"]["pass@1"][-1]) if "sparse" in curves else None
+    if level is not None:
+        lines += ["", f"Learning curves (valid, first {args.curve_problems} tasks, 2 samples): iterations to reach the sparse baseline's final "
+                      f"mean sampled pass@1 ({100 * level:.1f}%):", "", "| setting | iterations | final mean pass@1 |", "|---|---|---|"]
+        lines += [f"| {st} | {reach(c['iterations'], np.mean(c['pass@1'], 1), level)} | {100 * np.mean(c['pass@1'][-1]):.1f} |" for st, c in curves.items()]
+    keys = [k for k in quality[0] if k.startswith(("step_auc", "correct_below_0", "caught/"))]
+    lines += ["", "The PRM of each seed against exact line labels (valid samples):", "", "| seed | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    lines += [f"| {s} | " + " | ".join(f"{q[k]:.3f}" for k in keys) + " |" for s, q in zip(seeds, quality)]
+    with open(os.path.join(O, "results.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    plots(O, evals, sft, curves)
+    print("\n".join(lines) + f"\n\nwrote {O}/results.md, results.json, curves.png, bestofk.png, gain_by_steps.png")
+
+
+def plots(O, evals, sft, curves):
+    """curves.png (valid pass@1 over iterations, mean and min-max band over seeds), bestofk.png (Figure 3) and
+    gain_by_steps.png (Figure 4: each setting's pass@1 gain over sparse by task length, mean and band)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, m in zip(axes, ("pass@1", "greedy_pass@1")):
+        for st, c in curves.items():
+            y = 100 * np.array(c[m])  # [iterations, seeds]
+            ax.plot(c["iterations"], y.mean(1), marker="o", label=st)
+            ax.fill_between(c["iterations"], y.min(1), y.max(1), alpha=0.15)
+        ax.set(xlabel="PPO iteration", ylabel=f"valid {m} (%)", title=f"learning curves: {m} (mean, min-max over seeds)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8), fig.tight_layout(), fig.savefig(os.path.join(O, "curves.png"), dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for st, ms in [("sft", [sft])] + list(evals.items()):
+        y = 100 * np.array([m["best_of_k"] for m in ms])
+        ax.plot(range(1, y.shape[1] + 1), y.mean(0), marker="o", label=st)
+        ax.fill_between(range(1, y.shape[1] + 1), y.min(0), y.max(0), alpha=0.1)
+    ax.set(xlabel="K (samples)", ylabel="% tasks solved within K", title="best-of-K (Figure 3)"), ax.grid(alpha=0.3), ax.legend(fontsize=7)
+    fig.tight_layout(), fig.savefig(os.path.join(O, "bestofk.png"), dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    steps = list(evals["sparse"][0]["by_steps"])
+    base = np.array([[m["by_steps"][k]["pass@1"] for k in steps] for m in evals["sparse"]])
+    for st in [s for s in evals if s != "sparse"]:
+        y = 100 * (np.array([[m["by_steps"][k]["pass@1"] for k in steps] for m in evals[st]]) - base)  # paired per seed
+        ax.plot(steps, y.mean(0), marker="o", label=f"{st} - sparse")
+        ax.fill_between(steps, y.min(0), y.max(0), alpha=0.1)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set(xlabel="lines in the reference (steps + return)", ylabel="pass@1 difference (points)", title="gain by length (Figure 4)")
+    ax.grid(alpha=0.3), ax.legend(fontsize=7), fig.tight_layout(), fig.savefig(os.path.join(O, "gain_by_steps.png"), dpi=100)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

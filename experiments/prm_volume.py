@@ -3,8 +3,9 @@ Figure 5 varies it the same way): PRMs trained on the labels of the first N prom
 labeling (in its order), each measured by benchmarks/prm_quality.py on valid-split samples it never
 trained on, against exact line labels.
 
-    bash run_demo.sh && python experiments/ablation.py              # runs/prm_data, runs/ablation/prm_eval
-    python experiments/prm_volume.py --prompts 12 25 50 100         # -> runs/prm_volume/{results.md, prm_volume.png}
+    bash run_demo.sh                                                 # runs/prm_data
+    python evaluate.py --model checkpoints/demo-sft runs/baseline/ckpt-0016 --split valid --n 2 --max_problems 500 --out runs/prm_eval
+    python experiments/prm_volume.py --prompts 12 25 50 100          # -> runs/prm_volume/{results.md, prm_volume.png}
 """
 import json
 import os
@@ -19,15 +20,16 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @dataclass
 class Args:
-    runs: str = field(default="runs", metadata={"help": "run_demo.sh's folder: sft/ and prm_data/ are read from it"})
-    eval: str = field(default="runs/ablation/prm_eval/eval.json", metadata={"help": "evaluate.py's valid-split samples (ablation.py writes them)"})
+    data: str = field(default="runs/prm_data", metadata={"help": "label_prm_data.py's folder (its labels.jsonl, in labeling order)"})
+    init: str = field(default="checkpoints/demo-sft", metadata={"help": "the policy every PRM starts from"})
+    eval: str = field(default="runs/prm_eval/eval.json", metadata={"help": "evaluate.py's samples on the valid split"})
     out: str = field(default="runs/prm_volume", metadata={"help": "one PRM per size, results.md, prm_volume.png"})
     prompts: list[int] = field(default_factory=lambda: [12, 25, 50, 100], metadata={"help": "numbers of labeled prompts to train on"})
 
 
 def main():
     a = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
-    with open(os.path.join(a.runs, "prm_data", "labels.jsonl")) as f:
+    with open(os.path.join(a.data, "labels.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     order = list(dict.fromkeys(r["prompt"] for r in rows))  # prompts in labeling order
     results = []
@@ -38,7 +40,7 @@ def main():
             data = os.path.join(folder, "labels.jsonl")
             with open(data, "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows if r["prompt"] in keep)
-            for cmd in ([sys.executable, "train_prm.py", "--data", data, "--init", os.path.join(a.runs, "sft"), "--out", folder, "--holdout", "0"],
+            for cmd in ([sys.executable, "train_prm.py", "--data", data, "--init", a.init, "--out", folder, "--holdout", "0"],
                         [sys.executable, "benchmarks/prm_quality.py", "--prm", folder, "--eval", a.eval]):
                 print("$ " + " ".join(cmd[1:]), flush=True)
                 subprocess.run(cmd, cwd=HERE, check=True, stdout=subprocess.DEVNULL)

@@ -1,81 +1,57 @@
-"""experiments/ablation.py end to end at tiny sizes: settings x seeds, a hack run, the relabeled PRM,
-evaluation, the table and plots; a re-run skips what is done."""
+"""experiments/ablation.py: two whole chains at tiny sizes (every stage once per seed), the claims' paired
+intervals on hand numbers, results.json's fields, the plots; a re-run does nothing."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 
-import torch
-
-import label_prm_data as lp
-import sandbox
+import numpy as np
+import pytest
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(HERE, "experiments"))
+import ablation  # noqa: E402
 
 
-def labeled_row(p, policy):
-    """The reference with one comment line and a wrong second code line: correct_steps = 1."""
-    lines = ["    # start"] + p.solution.rstrip("\n").split("\n")
-    code = [j for j, l in enumerate(lines) if l.strip() and not l.lstrip().startswith("#")]
-    lines[code[1]] = lines[code[1]].replace("=", "= 1 +", 1)
-    response = "\n".join(lines) + "\n"
-    steps = sandbox.split_steps(response)
-    labels = lp.step_labels(steps, False, 1)
-    return {"task_id": p.task_id, "policy": policy, "prompt": p.prompt, "response": response, "steps": [list(s) for s in steps],
-            "labels": labels, "passed": False, "correct_steps": 1, "first_error": labels.index(-1)}
+def test_paired_intervals_on_hand_numbers():
+    a = {0: {"t1": 0.5, "t2": 1.0}, 1: {"t1": 0.75, "t2": 0.75}, 2: {"t1": 1.0, "t2": 1.0}}
+    b = {0: {"t1": 0.5, "t2": 0.5}, 1: {"t1": 0.25, "t2": 0.75}, 2: {"t1": 0.5, "t2": 0.5}}
+    p = ablation.paired(a, b, np.random.default_rng(0), 500)
+    assert p["diffs"] == [0.25, 0.25, 0.5] and p["mean"] == pytest.approx(1 / 3)
+    half = 4.303 * np.std([0.25, 0.25, 0.5], ddof=1) / np.sqrt(3)  # t(0.975, df 2)
+    assert p["ci95"] == pytest.approx([1 / 3 - half, 1 / 3 + half])
+    assert 0 <= p["bootstrap95"][0] <= 1 / 3 <= p["bootstrap95"][1] <= 0.5  # every resample's mean lies in [0, 0.5]
+    assert ablation.reach([2, 4, 6], [0.1, 0.3, 0.5], 0.3) == 4 and ablation.reach([2, 4], [0.1, 0.2], 0.3) is None
 
 
-def test_ablation_end_to_end(tmp_path, tiny_policy):
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
-    runs, out = tmp_path / "runs", tmp_path / "ablation"
-    shutil.copytree(tiny_policy("gpt2"), runs / "sft")
-    torch.manual_seed(0)
-    AutoModelForTokenClassification.from_pretrained(runs / "sft", num_labels=1).save_pretrained(runs / "prm")
-    AutoTokenizer.from_pretrained(runs / "sft").save_pretrained(runs / "prm")
-    (runs / "prm_data").mkdir()
-    rows = [labeled_row(p, str(runs / "sft")) for p in sandbox.load_problems("demo", "test") if p.meta["n_steps"] >= 3][:24]
-    for name in ("rows.jsonl", "labels.jsonl"):
-        (runs / "prm_data" / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cmd = [sys.executable, "experiments/ablation.py", "--runs", str(runs), "--out", str(out), "--settings", "sparse", "both",
-           "--seeds", "0", "1", "--hacks", "no_length_norm", "--iterations", "1", "--parallel", "2",
-           "--ppo", "--kl_coef 0 --batch_size 4 --minibatch_size 2 --max_new_tokens 12 --warmup 1",
-           "--evaluate", "--n 2 --max_problems 6 --max_new_tokens 12", "--quality_problems", "6"]
+def test_the_study_end_to_end_at_tiny_sizes(tmp_path, tiny_policy):
+    out = tmp_path / "study"
+    cmd = [sys.executable, "experiments/ablation.py", "--seeds", "0", "1", "--out", str(out), "--policy", tiny_policy("gpt2"),
+           "--iterations", "8", "--warm", "1", "--settings", "sparse", "sparse_warm_critic", "value_init_orm", "both",
+           "--curves", "sparse", "both", "--n", "2", "--curve_problems", "4", "--bootstrap", "50",
+           "--ppo", "--batch_size 2 --minibatch_size 2 --max_new_tokens 8 --warmup 1 --workers 1",
+           "--label", "--max_prompts 3 --samples 1 --k 2 --max_new_tokens 8 --select full --workers 1",
+           "--prm_flags", "--epochs 1 --holdout 0", "--evaluate", "--max_problems 5 --max_new_tokens 8 --workers 1"]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    assert r.stdout.count("$ ") == 5 + 6 + 2  # 5 PPO runs, 6 evaluations, the PRM's quality, each printed
-    table = (out / "results.md").read_text()
-    for setting in ("| SFT |", "| sparse | 2 |", "| both | 2 |", "| no_length_norm | 1 |", "| no_length_norm (seed 0) |", "| both | ", "| step_auc |"):
-        assert setting in table
+    # per seed: 4 PPO runs, labels, PRM, ORM, 4 final evaluations, 2 curves, the PRM's quality; the SFT policy twice
+    assert r.stdout.count("$ ") == 2 * (4 + 3 + 4 + 2 + 1) + 2
     results = json.loads((out / "results.json").read_text())
-    assert len(results["settings"]["sparse"]["greedy_pass@1"]) == 2 and results["settings"]["sparse"]["seeds"] == [0, 1]
-    assert len(results["settings"]["both"]["best_of_k"]) == 2 and results["settings"]["both"]["best_of_k"][0][0] >= 0
-    assert results["prm_quality"]["responses"] == 3 * 6 * 2  # SFT, sparse and both on 6 valid prompts, 2 samples each
-    for png in ("bestofk.png", "gain_by_steps.png", "training.png", "hacks.png"):
+    assert results["seeds"] == [0, 1] and len(results["settings"]["both"]["pass@1"]) == 2
+    assert [(c["setting"], c["baseline"]) for c in results["paired"]] == [("both", "sparse_warm_critic"), ("both", "value_init_orm")]
+    assert all(len(c["diffs"]) == 2 and c["ci95"][0] <= c["mean"] <= c["ci95"][1] for c in results["paired"])
+    assert results["curves"]["sparse"]["iterations"] == [2, 4, 6, 8] and np.array(results["curves"]["both"]["pass@1"]).shape == (4, 2)
+    assert len(results["prm_quality"]) == 2 and "step_auc" in results["prm_quality"][0]
+    assert "| both - sparse_warm_critic |" in (out / "results.md").read_text()
+    assert os.path.exists(out / "s1" / "sparse_warm_critic" / "ckpt-0009") and not os.path.exists(out / "s1" / "sparse" / "ckpt-0009")
+    assert json.load(open(out / "s0" / "orm" / "metrics.json"))["labels"] == "outcome"
+    for png in ("curves.png", "bestofk.png", "gain_by_steps.png"):
         assert (out / png).stat().st_size > 0
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
     assert again.returncode == 0 and "$ " not in again.stdout  # everything done: nothing re-run
-    # the PRM's quality against labeled volume, on the ablation's valid-split samples
-    cmd = [sys.executable, "experiments/prm_volume.py", "--runs", str(runs), "--eval", str(out / "prm_eval" / "eval.json"),
-           "--out", str(tmp_path / "volume"), "--prompts", "4", "24"]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    assert r.stdout.count("$ ") == 4 and "| 4 | 4 | " in r.stdout and "| 24 | 24 | " in r.stdout
-    assert (tmp_path / "volume" / "prm_volume.png").stat().st_size > 0
-    again = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
-    assert again.returncode == 0 and "$ " not in again.stdout and "| 24 | 24 | " in again.stdout
 
 
-def test_curves_mean_over_seeds_then_running_mean():
-    sys.path.insert(0, os.path.join(HERE, "experiments"))
-    import ablation
-    logs = [[{"k": v} for v in (0, 1, 2, 3, 4, 5)], [{"k": v} for v in (2, 3, 4, 5, 6, 7)]]  # mean over seeds: 1..6
-    x, y = ablation.curves(logs, "k", w=5)
-    assert list(x) == [5, 6] and list(y) == [3.0, 4.0]
-    x, y = ablation.curves([logs[0][:1]], "k")  # fewer iterations than the window: no smoothing
-    assert list(x) == [1] and list(y) == [0.0]
-
-
-def test_missing_inputs_are_one_line(tmp_path):
-    r = subprocess.run([sys.executable, "experiments/ablation.py", "--runs", str(tmp_path)], capture_output=True, text=True, cwd=HERE)
-    assert r.returncode != 0 and "run `bash run_demo.sh` first" in r.stderr and "Traceback" not in r.stderr
+def test_unknown_settings_are_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "experiments/ablation.py", "--settings", "nope", "--out", str(tmp_path)],
+                       capture_output=True, text=True, cwd=HERE)
+    assert r.returncode != 0 and "unknown settings ['nope']" in r.stderr and "Traceback" not in r.stderr

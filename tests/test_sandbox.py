@@ -358,3 +358,50 @@ def test_load_tokenizer_takes_every_eos_id_and_pads(tmp_path, tiny_policy):
     no_pad.save_pretrained(folder)
     tok, eos = sandbox.load_tokenizer(str(folder))
     assert tok.pad_token_id == eos[0]
+
+
+def test_fsdp_load_reads_the_weights_on_rank_0_alone(tmp_path, tiny_policy):
+    """sandbox.load_model(fsdp=True) on 2 gloo ranks, rank 1 unable to read any weights: every rank's shards,
+    buffers (RoPE's inv_freq, not in the state dict) and a fresh head are rank 0's; the gathered weights equal
+    the saved ones, and a forward pass on either rank equals the plainly loaded model's."""
+    import subprocess
+    import sys
+    script = tmp_path / "load.py"
+    script.write_text(f"""import sys, torch, torch.distributed as dist
+sys.path.insert(0, {os.path.dirname(sandbox.__file__)!r})
+import sandbox
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification
+path = {tiny_policy("llama")!r}
+rank, world, device = sandbox.start_ranks("cpu")
+torch.manual_seed(rank)  # every rank draws differently: what comes out equal came from rank 0
+plain = [cls.from_pretrained(path, **kw) if rank == 0 else None
+         for cls, kw in ((AutoModelForCausalLM, dict()), (AutoModelForTokenClassification, dict(num_labels=1)))]
+if rank == 1:
+    def refuse(*args, **kwargs):
+        raise AssertionError("rank 1 read the weights")
+    AutoModelForCausalLM.from_pretrained = AutoModelForTokenClassification.from_pretrained = refuse
+x = torch.tensor([[3, 5, 7, 9, 11]])
+for i, (cls, kw) in enumerate(((AutoModelForCausalLM, dict()), (AutoModelForTokenClassification, dict(num_labels=1)))):
+    torch.manual_seed(0)  # rank 0's fresh head is drawn after this seed, on rank 0 alone
+    model = sandbox.load_model(cls, path, device, fsdp=True, **kw)
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    out = model(x).logits
+    outs = [torch.zeros_like(out) for _ in range(world)]
+    dist.all_gather(outs, out)
+    built = cls.from_config(AutoConfig.from_pretrained(path, **kw))  # buffers from the config alone, no weights read
+    assert all(torch.equal(b, dict(built.named_buffers())[n]) for n, b in model.named_buffers()), "buffers"
+    if rank == 0:
+        if i == 1:
+            torch.manual_seed(0)
+            plain[1] = cls.from_pretrained(path, **kw)  # the same draw of the fresh head
+        ref = plain[i].state_dict()
+        assert full.keys() == ref.keys() and all(torch.equal(full[k], ref[k]) for k in ref), "weights"
+        want = plain[i](x).logits
+        assert all(torch.allclose(o, want, atol=1e-6) for o in outs), "logits"
+print("ok", rank, flush=True)
+dist.destroy_process_group()
+""")
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.count("ok") == 2, r.stdout[-1000:] + r.stderr[-3000:]

@@ -1,5 +1,6 @@
 """sandbox_demo.py: the demo task family - deterministic, disjoint splits, planted mistakes at their rates, every
 one-line mutation caught by the tests, the exact step scorer."""
+import os
 import re
 
 import pytest
@@ -24,7 +25,7 @@ def demo_train():
     return load_problems("demo", "train")
 
 
-def test_demo_deterministic_distinct_and_disjoint(demo_train, demo_test, demo_valid):
+def test_demo_deterministic_distinct_and_disjoint(demo_train, demo_test, demo_valid, monkeypatch, tmp_path):
     assert len(demo_test) >= 1000 and len(demo_train) >= 5000
     assert len({p.prompt for p in demo_test}) == len(demo_test)
     assert not {p.prompt for p in demo_train} & {p.prompt for p in demo_test}
@@ -35,7 +36,9 @@ def test_demo_deterministic_distinct_and_disjoint(demo_train, demo_test, demo_va
     for n in range(3, demo.MAX_STEPS + 2):
         share = lambda ps: sum(p.meta["n_steps"] == n for p in ps) / len(ps)  # noqa: E731
         assert abs(share(demo_train) - share(demo_test)) < 0.04, n  # the test share's standard error is ~0.011
-    again = demo.load("test")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # built anew, not read from the cache, then read from it
+    again, cached = demo.load("test"), demo.load("test")
+    assert os.listdir(tmp_path / "psgpo") and cached == again
     assert [(p.prompt, p.solution, p.test) for p in again] == [(p.prompt, p.solution, p.test) for p in demo_test]
     steps = [p.meta["n_steps"] - 1 for p in demo_test]
     assert min(steps) == 1 and max(steps) == demo.MAX_STEPS

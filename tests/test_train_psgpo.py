@@ -60,6 +60,27 @@ def test_dense_reward_on_hand_numbers():
     assert tp.dense_reward(toks, scores, neutral, 44, False, 0.25, 0.025, False)[0] == (9, 0.25)  # without 1/T
 
 
+def test_dense_reward_clips_the_prms_scores_to_its_labels_range():
+    """The PRM's head is unbounded: a score of -3 would let a failing response's lines sum below -lam_fail,
+    under the floor an empty response gets. Scores are clipped to [-1, 1]."""
+    assert tp.dense_reward([3, 7], [-3.0, 1.7], [False, False], 7, False, 0.25, 0.025, True) == [(3, -0.125), (7, 0.125)]
+    worst = sum(r for _, r in tp.dense_reward([1, 2, 3], [-5.0] * 3, [False] * 3, 3, False, 0.25, 0.025, True))
+    assert worst == pytest.approx(-0.25) == sum(r for _, r in tp.dense_reward([], [], [], 3, False, 0.25, 0.025, True))
+
+
+def test_draw_prompts_one_shuffle_per_epoch_split_by_rank():
+    n, B, world = 10, 5, 2
+    batches = [[tp.draw_prompts(n, it, B, 7, r, world) for r in range(world)] for it in range(6)]
+    for parts in batches:
+        assert sum(map(len, parts)) == B and not set(parts[0]) & set(parts[1])  # the ranks' shares are disjoint
+    draws = [i for parts in batches for k in range(B) for i in [parts[k % world][k // world]]]  # the global order
+    for epoch in range(3):  # every epoch is one shuffle of all n prompts: no prompt twice in a batch or an epoch
+        assert sorted(draws[epoch * n:(epoch + 1) * n]) == list(range(n))
+    assert draws[:n] != draws[n:2 * n] and draws[:n] != sorted(draws[:n])
+    assert tp.draw_prompts(n, 3, B, 7, 1, world) == batches[3][1]  # a function of the iteration: resumes exactly
+    assert [tp.draw_prompts(n, 0, B, s, 0, 1) for s in (7, 8)][0] != tp.draw_prompts(n, 0, B, 8, 0, 1)
+
+
 def test_the_prms_label_tokens_are_psgpos_reward_tokens(tiny_tokenizer):
     """The same response, as train_prm.py trains on it and as train_psgpo.py rewards it: each line's label and
     each line's dense reward sit on the same token (sandbox.line_end_tokens for both)."""
@@ -214,10 +235,12 @@ def test_rollouts_are_exactly_on_policy(monkeypatch, tmp_path):
     model.save_pretrained(penalized), tok.save_pretrained(penalized)
     prompt = tok(sandbox.load_problems("demo", "valid")[0].prompt)["input_ids"]
     off = AutoModelForCausalLM.from_pretrained(penalized)
-    class Penalized(sandbox.GenerationConfig):  # a processor slips into the sampler's own config
+    import sandbox_models
+
+    class Penalized(sandbox_models.GenerationConfig):  # a processor slips into the sampler's own config
         def __init__(self, **kw):
             super().__init__(**{"repetition_penalty": 1.3} | kw)
-    monkeypatch.setattr(sandbox, "GenerationConfig", Penalized)
+    monkeypatch.setattr(sandbox_models, "GenerationConfig", Penalized)
     torch.manual_seed(0)
     processed, gap = tp.sampler_check(off, tok, [prompt] * 4, [tok.eos_token_id], 1.0, False)
     assert processed > 0.05 and gap > 0.05
@@ -357,6 +380,10 @@ def test_memory_guide_matches_published_sizes_and_measured_peaks():
         for phase, y in zip(("generate", "score", "update"), secs):
             assert abs(t[phase] - y) / y < 0.10, (shape, phase, t[phase], y)
         assert t["communication (not overlapped)"] == 0 < mg.seconds(shape, 8, "fsdp", a, x)["communication (not overlapped)"]
+    # 7B is an extrapolation: refits within 5% of the measurements spread it over a range holding the point fit
+    point = sum(v for k, v in mg.seconds("7B", 8, "fsdp", a, x).items() if not k.startswith("communication"))
+    lo, hi = mg.fit_range("7B", 8, "fsdp", a)
+    assert lo < point < hi and hi - lo > 0.2 * point
 
 
 def test_bench_psgpo_under_torchrun_with_fsdp(tmp_path):
