@@ -64,7 +64,7 @@ class Args:
     seeds: list[int] = field(default_factory=lambda: [10, 11, 12, 13, 14], metadata={"help": "one whole chain per seed"})
     out: str = field(default="runs/ablation", metadata={"help": "output folder: s<seed>/ per chain, eval/, results and plots"})
     split: str = field(default="test", metadata={"help": "where the final policies are evaluated: test (reporting) | valid (choosing a design)"})
-    settings: list[str] = field(default_factory=lambda: list(SETTINGS), metadata={"help": "settings run for every seed (sparse and the claims' always)"})
+    settings: list[str] = field(default_factory=lambda: list(SETTINGS), metadata={"help": "settings run for every seed (and sparse, whose checkpoints the labels come from)"})
     curves: list[str] = field(default_factory=lambda: ["sparse", "sparse_warm_critic", "value_init_orm", "both"], metadata={"help": "settings whose checkpoints are evaluated every 2 iterations on valid"})
     iterations: int = field(default=16, metadata={"help": "PPO iterations the policy moves (a multiple of 8: labels from 4 checkpoints, curves every 2)"})
     warm: int = field(default=2, metadata={"help": "sparse_warm_critic: iterations the critic trains alone first"})
@@ -146,7 +146,8 @@ def reach(iterations, curve, level):
 
 def main():
     args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
-    settings = list(dict.fromkeys(["sparse"] + [s for c in CLAIMS for s in c] + args.settings))
+    settings = list(dict.fromkeys(["sparse"] + args.settings))
+    models = {m for st in settings for m in ("prm", "orm") if "{" + m + "}" in SETTINGS[st]}  # what the settings start from
     if unknown := [s for s in settings + args.curves if s not in SETTINGS]:
         raise SystemExit(f"ablation.py: unknown settings {unknown}: choose from {', '.join(SETTINGS)}")
     if args.iterations % 8 or args.split not in ("test", "valid"):
@@ -172,25 +173,27 @@ def main():
         for setting in settings:
             flags = SETTINGS[setting].format(prm=f"{d}/prm", orm=f"{d}/orm", warm=args.warm).split()
             its = args.iterations + (args.warm if setting == "sparse_warm_critic" else 0)
-            needs = [] if setting in ("sparse", "oracle") else [f"{s}/orm" if "{orm}" in SETTINGS[setting] else f"{s}/prm"]
-            jobs[f"{s}/{setting}"] = (needs, step(setting, [py, "train_psgpo.py", "--policy", args.policy, "--seed", s, "--out", f"{d}/{setting}",
+            after = [] if setting in ("sparse", "oracle") else [f"{s}/orm" if "{orm}" in SETTINGS[setting] else f"{s}/prm"]
+            jobs[f"{s}/{setting}"] = (after, step(setting, [py, "train_psgpo.py", "--policy", args.policy, "--seed", s, "--out", f"{d}/{setting}",
                                                              "--iterations", its, "--save_every", 2, "--resume", "true", *flags, *common,
                                                              *args.ppo.split()], f"{last(s, setting)}/config.json", s))
             jobs[f"{s}/eval/{setting}"] = ([f"{s}/{setting}"], step(f"eval-{setting}", [py, "evaluate.py", "--model", last(s, setting), "--split", args.split,
                                            "--n", args.n, "--seed", s, "--threads", threads, "--out", f"{O}/eval/s{s}-{setting}", *common,
                                            *args.evaluate.split()], f"{O}/eval/s{s}-{setting}/eval.json", s))
-        every = args.iterations // 4
-        jobs[f"{s}/labels"] = ([f"{s}/sparse"], step("labels", [py, "label_prm_data.py", "--policy", *[f"{d}/sparse/ckpt-{i * every:04d}" for i in range(1, 5)],
-                                                                  "--seed", s, "--out", f"{d}/prm_data", *common, *args.label.split()], f"{d}/prm_data/summary.json", s))
-        for model, extra in (("prm", []), ("orm", ["--labels", "outcome"])):
-            jobs[f"{s}/{model}"] = ([f"{s}/labels"], step(model, [py, "train_prm.py", "--data", f"{d}/prm_data", "--init", args.policy, "--seed", s,
-                                                                  "--out", f"{d}/{model}", *extra, *common, *args.prm_flags.split()], f"{d}/{model}/metrics.json", s))
         for setting in args.curves:  # every 2 iterations on the first valid tasks (the warm-up's too)
             its = args.iterations + (args.warm if setting == "sparse_warm_critic" else 0)
             ckpts = [f"{d}/{setting}/ckpt-{i:04d}" for i in range(2, its + 1, 2)]
             jobs[f"{s}/curve/{setting}"] = ([f"{s}/{setting}"], step(f"curve-{setting}", [py, "evaluate.py", "--model", *ckpts, "--split", "valid", "--n", 2,
                                             "--max_problems", args.curve_problems, "--seed", s, "--threads", threads, "--out", f"{O}/curves/s{s}-{setting}",
                                             *common, *args.evaluate.split()], f"{O}/curves/s{s}-{setting}/by_length.png", s))
+        every = args.iterations // 4
+        if not models:  # sparse alone (choosing a budget): no labels
+            continue
+        jobs[f"{s}/labels"] = ([f"{s}/sparse"], step("labels", [py, "label_prm_data.py", "--policy", *[f"{d}/sparse/ckpt-{i * every:04d}" for i in range(1, 5)],
+                                                                  "--seed", s, "--out", f"{d}/prm_data", *common, *args.label.split()], f"{d}/prm_data/summary.json", s))
+        for model, extra in [m for m in (("prm", []), ("orm", ["--labels", "outcome"])) if m[0] in models | {"prm"}]:
+            jobs[f"{s}/{model}"] = ([f"{s}/labels"], step(model, [py, "train_prm.py", "--data", f"{d}/prm_data", "--init", args.policy, "--seed", s,
+                                                                  "--out", f"{d}/{model}", *extra, *common, *args.prm_flags.split()], f"{d}/{model}/metrics.json", s))
         jobs[f"{s}/quality"] = ([f"{s}/prm", "sft/curve"] + [f"{s}/curve/{c}" for c in ("sparse", "both") if c in args.curves],
                                 step("quality", [py, "benchmarks/prm_quality.py", "--prm", f"{d}/prm", "--out", f"{d}/prm_quality.json", "--eval",
                                                  f"{O}/curves/sft/eval.json", *[f"{O}/curves/s{s}-{c}/eval.json" for c in ("sparse", "both") if c in args.curves],
@@ -217,7 +220,8 @@ def report(args, settings, seconds):
     sampled = {st: {s: {t: v[1] for t, v in tasks[st][s].items()} for s in seeds} for st in settings}
     greedy = {st: {s: {t: float(v[0]) for t, v in tasks[st][s].items()} for s in seeds} for st in settings}
     rng = np.random.default_rng(0)
-    claims = [{"setting": a, "baseline": b, "metric": "pass@1"} | paired(sampled[a], sampled[b], rng, args.bootstrap) for a, b in CLAIMS]
+    claims = [{"setting": a, "baseline": b, "metric": "pass@1"} | paired(sampled[a], sampled[b], rng, args.bootstrap) for a, b in CLAIMS
+              if a in settings and b in settings]
     secondary = [{"setting": st, "baseline": "sparse", "metric": m} | paired(v[st], v["sparse"], rng, args.bootstrap)
                  for st in settings if st != "sparse" for m, v in (("pass@1", sampled), ("greedy_pass@1", greedy))]
     curves = {}
@@ -226,12 +230,12 @@ def report(args, settings, seconds):
         runs = [json.load(open(f"{O}/curves/s{s}-{st}/eval.json"))["models"] for s in seeds]
         curves[st] = {"iterations": its} | {m: [[r[f"{O}/s{s}/{st}/ckpt-{i:04d}"]["metrics"][m] for s, r in zip(seeds, runs)] for i in its]
                                             for m in ("pass@1", "greedy_pass@1")}
-    quality = [json.load(open(f"{O}/s{s}/prm_quality.json")) for s in seeds]
+    quality = [json.load(open(f"{O}/s{s}/prm_quality.json")) for s in seeds if os.path.exists(f"{O}/s{s}/prm_quality.json")]
     sft = metrics(f"{O}/eval/sft")
     results = {"seeds": seeds, "split": args.split, "iterations": args.iterations, "warm": args.warm,
                "settings": {"sft": {k: [v] for k, v in flat(sft).items()}} | {st: {k: [flat(m)[k] for m in ms] for k in flat(ms[0])} for st, ms in evals.items()},
                "paired": claims, "secondary": secondary, "prm_quality": quality, "curves": curves,
-               "labeling": [json.load(open(f"{O}/s{s}/prm_data/summary.json")) for s in seeds], "minutes_this_call": seconds / 60}
+               "labeling": [json.load(open(f"{O}/s{s}/prm_data/summary.json")) for s in seeds if quality], "minutes_this_call": seconds / 60}
     with open(os.path.join(O, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     pct = lambda xs: f"{100 * np.mean(xs):.1f} +- {100 * np.std(xs, ddof=1):.1f}" if len(xs) > 1 else f"{100 * xs[0]:.1f}"  # noqa: E731
@@ -252,8 +256,8 @@ def report(args, settings, seconds):
         lines += ["", f"Learning curves (valid, first {args.curve_problems} tasks, 2 samples): iterations to reach the sparse baseline's final "
                       f"mean sampled pass@1 ({100 * level:.1f}%):", "", "| setting | iterations | final mean pass@1 |", "|---|---|---|"]
         lines += [f"| {st} | {reach(c['iterations'], np.mean(c['pass@1'], 1), level)} | {100 * np.mean(c['pass@1'][-1]):.1f} |" for st, c in curves.items()]
-    keys = [k for k in quality[0] if k.startswith(("step_auc", "correct_below_0", "caught/"))]
-    lines += ["", "The PRM of each seed against exact line labels (valid samples):", "", "| seed | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    keys = [k for k in (quality or [{}])[0] if k.startswith(("step_auc", "correct_below_0", "caught/"))]
+    lines += [] if not quality else ["", "The PRM of each seed against exact line labels (valid samples):", "", "| seed | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     lines += [f"| {s} | " + " | ".join(f"{q[k]:.3f}" for k in keys) + " |" for s, q in zip(seeds, quality)]
     with open(os.path.join(O, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
