@@ -4,7 +4,8 @@ For every training prompt, each policy checkpoint samples `--n` responses. A pas
 no search: each of its lines is +1. For a failing one, the first unrecoverable line is found by
 binary search over prefixes: a prefix of m lines is *correct* when at least one of K completions,
 sampled by the same checkpoint continuing it, passes all tests (best-of-K, K = 20 in the paper).
-Labels: +1 up to the last correct prefix, -1 after, 0 for comment lines (neutral labeling).
+Labels: +1 up to the last correct prefix, -1 after, 0 for neutral lines (comments, docstrings, `pass`: the
+paper's neutral labeling, sandbox.split_steps).
 
     python label_prm_data.py --policy runs/baseline/ckpt-1 runs/baseline/ckpt-2 ... --out runs/prm_data
     torchrun --nproc_per_node 8 label_prm_data.py --device cuda --bf16 true ...   # prompts split across GPUs
@@ -13,8 +14,8 @@ Writes, under --out: rows.jsonl (every labeled response, written as it goes; a r
 labels.jsonl (the rows --select keeps: what train_prm.py reads) and summary.json. Under torchrun each
 rank labels every WORLD_SIZE-th prompt with its own full copy of the policy and writes rows.rankR.jsonl;
 rank 0 merges them into rows.jsonl at the end (a re-run, with any number of ranks, resumes from all).
-Choices the paper leaves open (see README): comment lines are not searched (they carry label 0 and a
-prefix ending in a comment equals the one before it); the full failing response is known to fail, so
+Choices the paper leaves open (see README): neutral lines are not searched (they carry label 0 and a
+prefix ending in one equals the one before it); the full failing response is known to fail, so
 a response of L code lines is searched over its first L - 1; hard / medium prompts are defined by the
 policy's pass rate on the prompt over all its responses (hard: 0, easy: 1, medium: in between).
 """
@@ -51,7 +52,7 @@ class Args:
     chunk: int = field(default=50, metadata={"help": "prompts per unit of work; rows are written after each"})
     select: str = field(default="revised_only", metadata={"help": "data selection (paper Table 2): full | remove_hard | medium_only | revised_only"})
     max_passing: int = field(default=-1, metadata={"help": "with revised_only: passing responses kept per kept prompt (-1: all)"})
-    neutral_comments: bool = field(default=True, metadata={"help": "label comment lines 0 (the paper's neutral labeling); false: a comment takes its prefix's label (shows the comment hack)"})
+    neutral_comments: bool = field(default=True, metadata={"help": "label neutral lines (comments, docstrings) 0 (the paper's neutral labeling); false: they take their prefix's label (shows the comment hack)"})
     workers: int = field(default=2, metadata={"help": "judge worker processes"})
     timeout: float = field(default=3.0, metadata={"help": "seconds per program"})
     device: str = field(default="cpu", metadata={"help": "cpu | cuda"})
@@ -94,14 +95,14 @@ def ask(known):
 
 def step_labels(steps, passed, correct, neutral_comments=True):
     """Paper section 3: +1 for code lines within the first `correct` code lines (all, if passed),
-    -1 for code lines after, 0 for comment lines (neutral labeling). Without neutral labeling a comment
-    gets the label of the prefix it ends: a comment adds no code, so that is the preceding code's."""
+    -1 for code lines after, 0 for neutral lines (neutral labeling). Without neutral labeling a neutral line
+    gets the label of the prefix it ends: it adds no code, so that is the preceding code's."""
     labels, seen = [], 0
-    for _, _, is_comment in steps:
-        if is_comment and neutral_comments:
+    for _, _, neutral in steps:
+        if neutral and neutral_comments:
             labels.append(0)
             continue
-        seen += not is_comment
+        seen += not neutral
         labels.append(1 if passed or seen <= correct else -1)
     return labels
 

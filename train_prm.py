@@ -12,7 +12,7 @@ labeled with the response's verdict, the control that tells process supervision 
 
 --data is label_prm_data.py's folder (trains on labels.jsonl; held-out prompts are evaluated on all
 their responses in rows.jsonl) or one .jsonl file. A share of the prompts (--holdout) is held out;
-the held-out report: step-level AUC and accuracy (comments excluded), first-error localisation (the
+the held-out report: step-level AUC and accuracy (neutral lines excluded), first-error localisation (the
 first line scored below 0 vs the labeled first error) and how well the last line's score predicts
 the test verdict (AUC). `--show N` prints N held-out responses with every line's score. For models one GPU cannot train
 (7B: ~120 GB of fp32 weights, gradients and AdamW moments), `torchrun --nproc_per_node 8 train_prm.py
@@ -104,10 +104,10 @@ def auc(scores, positive):
 
 def prm_metrics(rows, step_scores):
     """Held-out quality from each row's labels and the PRM's score on each of its steps."""
-    s_step, y_step, s_last, y_last, hits, located, s_comment = [], [], [], [], 0, 0, []
+    s_step, y_step, s_last, y_last, hits, located, s_neutral = [], [], [], [], 0, 0, []
     for row, scores in zip(rows, step_scores):
         code = [(s, l) for s, l, st in zip(scores, row["labels"], row["steps"]) if not st[2]]
-        s_comment += [s for s, st in zip(scores, row["steps"]) if st[2]]
+        s_neutral += [s for s, st in zip(scores, row["steps"]) if st[2]]
         s_step += [s for s, l in code]
         y_step += [l > 0 for s, l in code]
         if code:
@@ -122,7 +122,7 @@ def prm_metrics(rows, step_scores):
             "first_error_accuracy": hits / max(1, located), "failing_with_first_error": located,
             "last_step_verdict_auc": auc(s_last, y_last),
             # what a comment line earns as a dense reward: near 0 with neutral labels (the comment hack's lever)
-            "comment_mean_score": sum(s_comment) / len(s_comment) if s_comment else float("nan")}
+            "neutral_mean_score": sum(s_neutral) / len(s_neutral) if s_neutral else float("nan")}
 
 
 def read_rows(path):

@@ -405,3 +405,38 @@ dist.destroy_process_group()
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and r.stdout.count("ok") == 2, r.stdout[-1000:] + r.stderr[-3000:]
+
+
+def test_every_stage_feeds_prompts_through_the_chat_template(tmp_path, monkeypatch, tiny_policy):
+    """--chat_template true, applied the same way by every stage that feeds a model a prompt: labeling,
+    training the PRM, PPO rollouts and evaluation all build the prompt with sandbox.prompt_ids(chat=True)."""
+    import shutil
+    import sys
+    import evaluate
+    import label_prm_data
+    import train_prm
+    import train_psgpo
+    from transformers import AutoTokenizer
+    policy = tmp_path / "instruct"
+    shutil.copytree(tiny_policy("qwen2"), policy)
+    tok = AutoTokenizer.from_pretrained(policy)
+    tok.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+                         "{% if not loop.last %}<|im_end|>\n{% endif %}{% endfor %}")
+    tok.save_pretrained(policy)
+    calls, real = [], sandbox.prompt_ids
+
+    def spy(tok, prompt, chat=False):
+        calls.append(chat)
+        return real(tok, prompt, chat)
+    monkeypatch.setattr(sandbox, "prompt_ids", spy)
+    stages = [(label_prm_data, ["--policy", policy, "--out", tmp_path / "labels", "--max_prompts", 2, "--samples", 2, "--k", 2,
+                                "--max_new_tokens", 12, "--select", "full", "--workers", 1]),
+              (train_prm, ["--data", tmp_path / "labels", "--init", policy, "--out", tmp_path / "prm", "--epochs", 1, "--holdout", 0.5]),
+              (train_psgpo, ["--policy", policy, "--prm", tmp_path / "prm", "--out", tmp_path / "ppo", "--batch_size", 2,
+                             "--minibatch_size", 2, "--max_new_tokens", 12, "--iterations", 1, "--warmup", 1, "--workers", 1]),
+              (evaluate, ["--model", policy, "--max_problems", 2, "--n", 1, "--max_new_tokens", 12, "--out", tmp_path / "eval", "--workers", 1])]
+    for module, argv in stages:
+        calls.clear()
+        monkeypatch.setattr(sys, "argv", [module.__name__, *map(str, argv), "--chat_template", "true"])
+        module.main()
+        assert calls and all(calls), module.__name__  # every prompt went through the template
