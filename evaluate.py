@@ -38,7 +38,7 @@ import sandbox
 
 @dataclass
 class Args:
-    model: list[str] = field(default_factory=lambda: ["runs/sft"], metadata={"help": "one or more checkpoint folders or Hugging Face names, evaluated side by side"})
+    model: list[str] = field(default_factory=lambda: ["checkpoints/demo-sft"], metadata={"help": "one or more checkpoint folders or Hugging Face names, evaluated side by side"})
     dataset: str = field(default="demo", metadata={"help": "demo | humaneval | mbpp | livecodebench | FILE.jsonl"})
     split: str = field(default="test", metadata={"help": "split of the problem set"})
     max_problems: int = field(default=0, metadata={"help": "evaluate only the first N problems (0: all)"})

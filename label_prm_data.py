@@ -37,7 +37,7 @@ import sandbox
 
 @dataclass
 class Args:
-    policy: list[str] = field(default_factory=lambda: ["runs/sft"], metadata={"help": "policy checkpoint(s); the paper uses 4 evenly spaced through the sparse RL baseline run"})
+    policy: list[str] = field(default_factory=lambda: [f"runs/baseline/ckpt-{i:04d}" for i in (4, 8, 12, 16)], metadata={"help": "policy checkpoint(s); the paper uses 4 evenly spaced through the sparse RL baseline run"})
     out: str = field(default="runs/prm_data", metadata={"help": "output folder (rows.jsonl, labels.jsonl, summary.json)"})
     dataset: str = field(default="demo", metadata={"help": "problem set: demo | humaneval | mbpp | livecodebench | a .jsonl path"})
     split: str = field(default="train", metadata={"help": "split of the problem set to label"})

@@ -17,7 +17,7 @@ if [ ! -f .venv/.installed ]; then  # a fresh machine: make the venv first
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 R=${RUNS:-runs}
-ITERS=${ITERS:-8}                                     # PPO iterations per run
+ITERS=${ITERS:-16}                                    # PPO iterations per run
 PPO="--iterations $ITERS --save_every $((ITERS / 4))" # 4 evenly spaced baseline checkpoints for labeling
 last() { printf '%s/ckpt-%04d' "$1" "$ITERS"; }
 stage() { printf '\n=== %s (%s)\n' "$*" "$(date +%T)"; }

@@ -62,13 +62,13 @@ class Args:
     kl_coef: float = field(default=0.0, metadata={"help": "beta: per-token KL penalty in the reward, as in Eq. 3"})
     kl_loss_coef: float = field(default=0.25, metadata={"help": "coefficient of the exact KL to the reference (whole vocabulary) added to the loss"})
     # PPO
-    iterations: int = field(default=8, metadata={"help": "PPO iterations (rollout + update)"})
+    iterations: int = field(default=16, metadata={"help": "PPO iterations (rollout + update)"})
     batch_size: int = field(default=64, metadata={"help": "prompts per iteration (over all ranks), one response each"})
     minibatch_size: int = field(default=32, metadata={"help": "sequences per gradient step (over all ranks)"})
     ppo_epochs: int = field(default=2, metadata={"help": "passes over each batch"})
     lr: float = field(default=1e-4, metadata={"help": "policy learning rate"})
     value_lr: float = field(default=3e-4, metadata={"help": "value model learning rate"})
-    warmup: int = field(default=20, metadata={"help": "linear learning-rate warm-up, in optimizer steps"})
+    warmup: int = field(default=4, metadata={"help": "linear learning-rate warm-up, in optimizer steps"})
     critic_warmup: int = field(default=0, metadata={"help": "iterations at the start that train the value model alone (the policy does not move)"})
     clip: float = field(default=0.2, metadata={"help": "PPO ratio clip epsilon"})
     vf_clip: float = field(default=0.2, metadata={"help": "value clip around the rollout's values"})
@@ -77,7 +77,7 @@ class Args:
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
     max_new_tokens: int = field(default=192, metadata={"help": "longest response in tokens"})
     # around the loop
-    save_every: int = field(default=2, metadata={"help": "checkpoint every N iterations (and at the end)"})
+    save_every: int = field(default=4, metadata={"help": "checkpoint every N iterations (and at the end): the demo labels from 4 of them"})
     resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in --out"})
     workers: int = field(default=2, metadata={"help": "judge worker processes per rank"})
     timeout: float = field(default=3.0, metadata={"help": "seconds per program"})
@@ -354,6 +354,7 @@ def main():
             if rank == 0:
                 print(f"\ninterrupted: saved {args.out}/ckpt-{it + 1:04d}; --resume true continues from there")
             break
+    del train_policy, train_value  # DDP's reducer holds the process group: freed before it, or gloo can deadlock at exit
     run.finish(log_rows, rank, world)
 
 

@@ -147,9 +147,9 @@ def reach(iterations, curve, level):
 def main():
     args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
     settings = list(dict.fromkeys(["sparse"] + args.settings))
-    models = {m for st in settings for m in ("prm", "orm") if "{" + m + "}" in SETTINGS[st]}  # what the settings start from
     if unknown := [s for s in settings + args.curves if s not in SETTINGS]:
         raise SystemExit(f"ablation.py: unknown settings {unknown}: choose from {', '.join(SETTINGS)}")
+    models = {m for st in settings for m in ("prm", "orm") if "{" + m + "}" in SETTINGS[st]}  # what the settings start from
     if args.iterations % 8 or args.split not in ("test", "valid"):
         raise SystemExit("ablation.py: --iterations must be a multiple of 8 and --split test or valid")
     O, py, t0 = args.out, sys.executable, time.time()
