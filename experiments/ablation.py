@@ -65,7 +65,7 @@ class Args:
     out: str = field(default="runs/ablation", metadata={"help": "output folder: s<seed>/ per chain, eval/, results and plots"})
     split: str = field(default="test", metadata={"help": "where the final policies are evaluated: test (reporting) | valid (choosing a design)"})
     settings: list[str] = field(default_factory=lambda: list(SETTINGS), metadata={"help": "settings run for every seed (and sparse, whose checkpoints the labels come from)"})
-    curves: list[str] = field(default_factory=lambda: ["sparse", "sparse_warm_critic", "value_init_orm", "both"], metadata={"help": "settings whose checkpoints are evaluated every 2 iterations on valid"})
+    curves: list[str] = field(default_factory=lambda: ["sparse", "sparse_warm_critic", "value_init_orm", "both"], metadata={"help": "settings whose checkpoints are evaluated every 2 iterations on valid (none: no curves)"})
     iterations: int = field(default=16, metadata={"help": "PPO iterations the policy moves (a multiple of 8: labels from 4 checkpoints, curves every 2)"})
     warm: int = field(default=2, metadata={"help": "sparse_warm_critic: iterations the critic trains alone first"})
     policy: str = field(default="checkpoints/demo-sft", metadata={"help": "the SFT policy every chain starts from"})
@@ -146,6 +146,7 @@ def reach(iterations, curve, level):
 
 def main():
     args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
+    args.curves = [c for c in args.curves if c != "none"]
     settings = list(dict.fromkeys(["sparse"] + args.settings))
     if unknown := [s for s in settings + args.curves if s not in SETTINGS]:
         raise SystemExit(f"ablation.py: unknown settings {unknown}: choose from {', '.join(SETTINGS)}")
