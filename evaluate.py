@@ -1,15 +1,16 @@
 """evaluate.py - the paper's evaluation: pass@1 / pass@k (Table 1), the best-of-K curve (Figure 3) and
 pass@1 by response length (Figure 4), for one or more checkpoints side by side on the same problems.
 
-    python evaluate.py --model runs/sft runs/psgpo --dataset demo --n 10      # -> runs/eval/
-    python evaluate.py --oracle --dataset humaneval                          # the harness itself: 100%
-    torchrun --nproc_per_node 8 evaluate.py --model runs/psgpo --device cuda --bf16 true   # problems split across GPUs
+    python evaluate.py --model checkpoints/demo-sft runs/psgpo/ckpt-0016 --n 4    # -> runs/eval/
+    python evaluate.py --oracle --dataset humaneval                               # the harness itself: 100%
+    torchrun --nproc_per_node 8 evaluate.py --model runs/psgpo/ckpt-0100 --dataset humaneval --device cuda --bf16 true
 
 For every problem: one greedy completion and `--n` sampled ones at `--temperature`, all from batched
-`generate` with the KV cache. Padding convention: prompts are LEFT-padded to [B, P], so every row's
-response starts at index P (asserted: the last prompt column is never padding). A response ends at eos,
-or at max_new_tokens; the decoded text is then cut at the first of the problem's stop strings, and that
-completion is what gets judged (program = prompt + completion + tests, see sandbox.py).
+`generate` with the KV cache (sandbox.generate: prompts left-padded to [B, P], every response starting at
+column P; exact sampling, nothing from the checkpoint's generation config). A response ends where every
+stage ends it (sandbox.end_response): at its first EOS (any of the checkpoint's EOS ids), at the first of
+the problem's stop strings, or at max_new_tokens; that completion is what gets judged (program = prompt
++ completion + tests, see sandbox.py).
 Metrics (all in `compute_metrics`, a pure function of the verdicts):
   pass@k      unbiased estimator of Chen et al. (2021): 1 - C(n-c, k) / C(n, k), averaged over problems
   best_of_k   pass@K for K = 1..n: the expected share of problems solved within K samples (Figure 3)

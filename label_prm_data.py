@@ -1,4 +1,4 @@
-"""Stage 1: PRM training data by binary search over line prefixes (paper section 3, Algorithm 1, Fig. 2).
+"""label_prm_data.py - stage 1: PRM training data by binary search over line prefixes (paper 3, Algorithm 1, Fig. 2).
 
 For every training prompt, each policy checkpoint samples `--n` responses. A passing response needs
 no search: each of its lines is +1. For a failing one, the first unrecoverable line is found by
@@ -7,7 +7,7 @@ sampled by the same checkpoint continuing it, passes all tests (best-of-K, K = 2
 Labels: +1 up to the last correct prefix, -1 after, 0 for neutral lines (comments, docstrings, `pass`: the
 paper's neutral labeling, sandbox.split_steps).
 
-    python label_prm_data.py --policy runs/baseline/ckpt-1 runs/baseline/ckpt-2 ... --out runs/prm_data
+    python label_prm_data.py --policy runs/baseline/ckpt-{0004,0008,0012,0016} --out runs/prm_data   # the demo's
     torchrun --nproc_per_node 8 label_prm_data.py --device cuda --bf16 true ...   # prompts split across GPUs
 
 Writes, under --out: rows.jsonl (every labeled response, written as it goes; a re-run resumes),

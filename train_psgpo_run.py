@@ -52,14 +52,7 @@ def start(args):
             raise SystemExit(f"train_psgpo.py: {args.prm}: --prm must be a token-classification model with one output (train_prm.py writes one)")
         if sandbox.load_tokenizer(args.prm, args.revision)[0].get_vocab() != sandbox.load_tokenizer(args.policy, args.revision)[0].get_vocab():
             raise SystemExit(f"train_psgpo.py: {args.prm} and {args.policy} have different tokenizers; train the PRM from this policy")
-    ddp = "RANK" in os.environ
-    if ddp:
-        dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
-    rank, world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
-    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if args.device == "cuda" else args.device
-    if device.startswith("cuda"):
-        torch.cuda.set_device(device)
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads()) // world))
+    rank, world, device = sandbox.start_ranks(args.device)
     random.seed(args.seed + rank), np.random.seed(args.seed + rank), torch.manual_seed(args.seed + rank)
     return rank, world, device, problems
 
