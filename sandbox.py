@@ -249,7 +249,7 @@ def end_response(tok, ids, eos, stops):
     the stop strings, whichever comes first. Returns (the completion judged: the text before the stop
     string; n: the response tokens kept, through the EOS or through the token where the stop string starts)."""
     n = next((t + 1 for t, i in enumerate(ids) if i in eos), len(ids))
-    text = tok.decode(ids[:n], skip_special_tokens=True)
+    text = tok.decode(ids[:n - (n > 0 and ids[n - 1] in eos)], skip_special_tokens=True)  # an EOS is no text, special or not
     cut = len(cut_at_stop(text, stops))
     if cut < len(text):
         n = next(k for k in range(1, n + 1) if len(tok.decode(ids[:k], skip_special_tokens=True)) > cut)

@@ -97,6 +97,8 @@ def schedule(jobs, parallel):
             for name, (needs, fn) in jobs.items():
                 if name not in done and name not in running and set(needs) <= done and len(running) < parallel:
                     running[name] = pool.submit(fn)
+            if not running:
+                raise SystemExit(f"ablation.py: jobs whose needs are never met: {sorted(set(jobs) - done)}")
             finished, _ = wait(running.values(), return_when=FIRST_COMPLETED)
             for name in [n for n, f in running.items() if f in finished]:
                 running.pop(name).result()  # a failed job stops the study with its one line
@@ -174,7 +176,7 @@ def main():
         for setting in settings:
             flags = SETTINGS[setting].format(prm=f"{d}/prm", orm=f"{d}/orm", warm=args.warm).split()
             its = args.iterations + (args.warm if setting == "sparse_warm_critic" else 0)
-            after = [] if setting in ("sparse", "oracle") else [f"{s}/orm" if "{orm}" in SETTINGS[setting] else f"{s}/prm"]
+            after = [f"{s}/{m}" for m in ("prm", "orm") if "{" + m + "}" in SETTINGS[setting]]  # the models it starts from
             jobs[f"{s}/{setting}"] = (after, step(setting, [py, "train_psgpo.py", "--policy", args.policy, "--seed", s, "--out", f"{d}/{setting}",
                                                              "--iterations", its, "--save_every", 2, "--resume", "true", *flags, *common,
                                                              *args.ppo.split()], f"{last(s, setting)}/config.json", s))

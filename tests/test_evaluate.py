@@ -154,3 +154,18 @@ def test_torchrun_splits_the_problems_and_merges_them_in_order(tmp_path, monkeyp
     assert [s["completion"] for s in s2 if s["kind"] == "greedy"] == [s["completion"] for s in s1 if s["kind"] == "greedy"]
     m = two["models"][path]["metrics"]
     assert m["problems"] == 5 and m["greedy_pass@1"] == one["models"][path]["metrics"]["greedy_pass@1"]
+
+
+def test_every_eos_id_of_the_checkpoint_ends_a_completion(tmp_path, monkeypatch, tok):
+    """An instruct checkpoint lists two EOS ids in generation_config.json; a completion ends at either. Here the
+    second is the token the model writes first (an ordinary token), so every greedy completion is empty."""
+    from transformers import GenerationConfig
+    path = tiny("qwen2", tok, tmp_path / "m")
+    problems = sandbox.load_problems("demo", "test")[:3]
+    model = AutoModelForCausalLM.from_pretrained(path)
+    first = {model(torch.tensor([tok(p.prompt)["input_ids"]])).logits[0, -1].argmax().item() for p in problems}
+    assert len(first) == 1 and first != {tok.eos_token_id}
+    GenerationConfig(eos_token_id=[tok.eos_token_id, *first]).save_pretrained(path)
+    run(monkeypatch, "--model", path, "--max_problems", 3, "--n", 0, "--max_new_tokens", 16, "--out", tmp_path / "e")
+    samples = json.load(open(tmp_path / "e" / "eval.json"))["models"][path]["samples"]
+    assert [(s["completion"], s["n_tokens"]) for s in samples] == [("", 1)] * 3
