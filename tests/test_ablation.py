@@ -24,6 +24,16 @@ def test_paired_intervals_on_hand_numbers():
     assert ablation.reach([2, 4, 6], [0.1, 0.3, 0.5], 0.3) == 4 and ablation.reach([2, 4], [0.1, 0.2], 0.3) is None
 
 
+def test_schedule_runs_each_job_after_its_needs_and_stops_on_needs_never_met():
+    order = []
+    jobs = {"labels": (["sparse"], lambda: order.append("labels")), "sparse": ([], lambda: order.append("sparse")),
+            "prm": (["labels"], lambda: order.append("prm")), "warm": ([], lambda: order.append("warm"))}
+    ablation.schedule(jobs, 2)
+    assert sorted(order) == sorted(jobs) and order.index("sparse") < order.index("labels") < order.index("prm")
+    with pytest.raises(SystemExit, match=r"needs are never met: \['warm'\]"):
+        ablation.schedule({"warm": (["prm"], lambda: None)}, 2)
+
+
 def test_the_study_end_to_end_at_tiny_sizes(tmp_path, tiny_policy):
     out = tmp_path / "study"
     cmd = [sys.executable, "experiments/ablation.py", "--seeds", "0", "1", "--out", str(out), "--policy", tiny_policy("gpt2"),
