@@ -67,7 +67,7 @@ class Args:
     settings: list[str] = field(default_factory=lambda: list(SETTINGS), metadata={"help": "settings run for every seed (and sparse, whose checkpoints the labels come from)"})
     curves: list[str] = field(default_factory=lambda: ["sparse", "sparse_warm_critic", "value_init_orm", "both"], metadata={"help": "settings whose checkpoints are evaluated every 2 iterations on valid (none: no curves)"})
     iterations: int = field(default=16, metadata={"help": "PPO iterations the policy moves (a multiple of 8: labels from 4 checkpoints, curves every 2)"})
-    warm: int = field(default=2, metadata={"help": "sparse_warm_critic: iterations the critic trains alone first"})
+    warm: int = field(default=4, metadata={"help": "sparse_warm_critic: iterations the critic trains alone first (4: chosen on valid, docs/demo.md)"})
     policy: str = field(default="checkpoints/demo-sft", metadata={"help": "the SFT policy every chain starts from"})
     n: int = field(default=4, metadata={"help": "sampled completions per task in the final evaluation (plus one greedy)"})
     curve_problems: int = field(default=200, metadata={"help": "valid tasks each curve checkpoint is evaluated on (greedy + 2 samples)"})
