@@ -261,13 +261,15 @@ def line_end_tokens(tok, ids, steps):
     when it has one): where the step's PRM label sits in training, its score is read and its dense reward
     lands. Found by decoding prefixes, not from the tokenizer's offsets, so it holds for any token
     sequence a model wrote, not only the tokenizer's own split of the text: the first t whose decoded
-    prefix ids[:t + 1] reaches the step's end (the last token, for a tokenizer whose decoding does not give the
-    text back character for character)."""
-    out, t = [], 0
+    prefix ids[:t + 1] reaches the step's end, by bisection (the decoded length grows with t); the last
+    token, for a tokenizer whose decoding does not give the text back character for character."""
+    out, lo = [], 0
     for _, end, _ in steps:
-        while t < len(ids) - 1 and len(tok.decode(ids[:t + 1], skip_special_tokens=True)) < end:
-            t += 1
-        out.append(t)
+        hi = len(ids) - 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if len(tok.decode(ids[:mid + 1], skip_special_tokens=True)) >= end else (mid + 1, hi)
+        out.append(lo)
     return out
 
 
