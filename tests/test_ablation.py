@@ -38,19 +38,19 @@ def test_the_study_end_to_end_at_tiny_sizes(tmp_path, tiny_policy):
     out = tmp_path / "study"
     cmd = [sys.executable, "experiments/ablation.py", "--seeds", "0", "1", "--out", str(out), "--policy", tiny_policy("gpt2"),
            "--iterations", "8", "--warm", "1", "--settings", "sparse", "sparse_warm_critic", "value_init_orm", "both",
-           "--curves", "sparse", "both", "--n", "2", "--curve_problems", "4", "--bootstrap", "50",
+           "--curves", "both", "--n", "2", "--curve_problems", "3", "--bootstrap", "50",
            "--ppo", "--batch_size 2 --minibatch_size 2 --max_new_tokens 8 --warmup 1 --workers 1",
            "--label", "--max_prompts 3 --samples 1 --k 2 --max_new_tokens 8 --select full --workers 1",
            "--prm_flags", "--epochs 1 --holdout 0", "--evaluate", "--max_problems 5 --max_new_tokens 8 --workers 1"]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    # per seed: 4 PPO runs, labels, PRM, ORM, 4 final evaluations, 2 curves, the PRM's quality; the SFT policy twice
-    assert r.stdout.count("$ ") == 2 * (4 + 3 + 4 + 2 + 1) + 2
+    # per seed: 4 PPO runs, labels, PRM, ORM, 4 final evaluations, a curve, the PRM's quality; the SFT policy twice
+    assert r.stdout.count("$ ") == 2 * (4 + 3 + 4 + 1 + 1) + 2
     results = json.loads((out / "results.json").read_text())
     assert results["seeds"] == [0, 1] and len(results["settings"]["both"]["pass@1"]) == 2
     assert [(c["setting"], c["baseline"]) for c in results["paired"]] == [("both", "sparse_warm_critic"), ("both", "value_init_orm")]
     assert all(len(c["diffs"]) == 2 and c["ci95"][0] <= c["mean"] <= c["ci95"][1] for c in results["paired"])
-    assert results["curves"]["sparse"]["iterations"] == [2, 4, 6, 8] and np.array(results["curves"]["both"]["pass@1"]).shape == (4, 2)
+    assert results["curves"]["both"]["iterations"] == [2, 4, 6, 8] and np.array(results["curves"]["both"]["pass@1"]).shape == (4, 2)
     assert len(results["prm_quality"]) == 2 and "step_auc" in results["prm_quality"][0]
     assert "| both - sparse_warm_critic |" in (out / "results.md").read_text()
     assert os.path.exists(out / "s1" / "sparse_warm_critic" / "ckpt-0009") and not os.path.exists(out / "s1" / "sparse" / "ckpt-0009")
