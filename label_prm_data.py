@@ -359,5 +359,6 @@ def main():
     for key, value in summary.items():
         print(f"| {key} | {value:.3f} |" if isinstance(value, float) else f"| {key} | {value} |")
 
+
 if __name__ == "__main__":
     main()

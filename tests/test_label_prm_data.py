@@ -6,8 +6,6 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
-import pytest
-
 import label_prm_data as lp
 import sandbox
 
