@@ -29,7 +29,7 @@ Settings (train_psgpo.py flags; {prm} and {orm}: the seed's own):
 The claims, stated before the study ran: the primary metric is sampled pass@1 on --split at the end of the
 budget, paired per seed; (a) both - sparse_warm_critic, (b) both - value_init_orm, each with a 95% t interval
 over seeds and, beside it, a bootstrap over seeds and tasks. Everything else is secondary, reported with its
-paired interval against sparse. Writes results.md, results.json (every number per seed), curves.png,
+paired interval against sparse and, for what each part adds, against its control (CONTRASTS). Writes results.md, results.json (every number per seed), curves.png,
 bestofk.png, gain_by_steps.png under --out.
 """
 import json
@@ -56,6 +56,8 @@ SETTINGS = {
     "oracle": "--dense_reward true --value_init policy --prm oracle",
 }
 CLAIMS = [("both", "sparse_warm_critic"), ("both", "value_init_orm")]
+CONTRASTS = [("value_init", "value_init_orm"), ("both", "value_init"), ("both", "dense"), ("dense", "sparse_warm_critic"),
+             ("both_returns_scale", "both"), ("oracle", "dense")]  # what each part adds against its control (secondary)
 T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131]  # t quantiles, df 1..15
 
 
@@ -227,6 +229,8 @@ def report(args, settings, seconds):
               if a in settings and b in settings]
     secondary = [{"setting": st, "baseline": "sparse", "metric": m} | paired(v[st], v["sparse"], rng, args.bootstrap)
                  for st in settings if st != "sparse" for m, v in (("pass@1", sampled), ("greedy_pass@1", greedy))]
+    secondary += [{"setting": a, "baseline": b, "metric": "pass@1"} | paired(sampled[a], sampled[b], rng, args.bootstrap)
+                  for a, b in CONTRASTS if a in settings and b in settings]
     curves = {}
     for st in args.curves:
         its = list(range(2, args.iterations + (args.warm if st == "sparse_warm_critic" else 0) + 1, 2))
@@ -252,8 +256,10 @@ def report(args, settings, seconds):
     lines += ["", "The claims (sampled pass@1, paired per seed; points, mean [95% t interval over seeds]; bootstrap over seeds and tasks):", "",
               "| claim | per seed | mean [t 95%] | bootstrap 95% |", "|---|---|---|---|"]
     lines += [f"| {c['setting']} - {c['baseline']} | {', '.join(f'{100 * x:+.1f}' for x in c['diffs'])} | {iv(c)} | {iv(c, 'bootstrap95')} |" for c in claims]
-    lines += ["", "Secondary (each setting - sparse, paired per seed):", "", "| setting | metric | mean [t 95%] | bootstrap 95% |", "|---|---|---|---|"]
-    lines += [f"| {c['setting']} | {c['metric']} | {iv(c)} | {iv(c, 'bootstrap95')} |" for c in secondary]
+    lines += ["", "Secondary (each setting - sparse, then what each part adds against its control; paired per seed):", "",
+              "| comparison | metric | per seed | mean [t 95%] | bootstrap 95% |", "|---|---|---|---|---|"]
+    lines += [f"| {c['setting']} - {c['baseline']} | {c['metric']} | {', '.join(f'{100 * x:+.1f}' for x in c['diffs'])} | {iv(c)} | {iv(c, 'bootstrap95')} |"
+              for c in secondary]
     level = np.mean(curves["sparse"]["pass@1"][-1]) if "sparse" in curves else None
     if level is not None:
         lines += ["", f"Learning curves (valid, first {args.curve_problems} tasks, 2 samples): iterations to reach the sparse baseline's final "
