@@ -53,6 +53,7 @@ def test_the_study_end_to_end_at_tiny_sizes(tmp_path, tiny_policy):
     assert results["curves"]["both"]["iterations"] == [2, 4, 6, 8] and np.array(results["curves"]["both"]["pass@1"]).shape == (4, 2)
     assert len(results["prm_quality"]) == 2 and "step_auc" in results["prm_quality"][0]
     assert "| both - sparse_warm_critic |" in (out / "results.md").read_text()
+    assert len(results["secondary"]) == 3 * 2  # each setting - sparse, two metrics; no contrast whose settings did not run
     assert os.path.exists(out / "s1" / "sparse_warm_critic" / "ckpt-0009") and not os.path.exists(out / "s1" / "sparse" / "ckpt-0009")
     assert json.load(open(out / "s0" / "orm" / "metrics.json"))["labels"] == "outcome"
     for png in ("curves.png", "bestofk.png", "gain_by_steps.png"):
