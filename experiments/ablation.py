@@ -29,8 +29,8 @@ Settings (train_psgpo.py flags; {prm} and {orm}: the seed's own):
 The claims, stated before the study ran: the primary metric is sampled pass@1 on --split at the end of the
 budget, paired per seed; (a) both - sparse_warm_critic, (b) both - value_init_orm, each with a 95% t interval
 over seeds and, beside it, a bootstrap over seeds and tasks. Everything else is secondary, reported with its
-paired interval against sparse and, for what each part adds, against its control (CONTRASTS). Writes results.md, results.json (every number per seed), curves.png,
-bestofk.png, gain_by_steps.png under --out.
+paired interval against sparse and, for what each part adds, against its control (CONTRASTS). Writes
+results.md, results.json (every number per seed), curves.png, bestofk.png, gain_by_steps.png under --out.
 """
 import json
 import os
@@ -58,6 +58,18 @@ SETTINGS = {
 CLAIMS = [("both", "sparse_warm_critic"), ("both", "value_init_orm")]
 CONTRASTS = [("value_init", "value_init_orm"), ("both", "value_init"), ("both", "dense"), ("dense", "sparse_warm_critic"),
              ("both_returns_scale", "both"), ("oracle", "dense")]  # what each part adds against its control (secondary)
+
+
+def starts_from(setting):
+    """The models a setting starts from, of the seed's PRM and ORM ({prm} and {orm} in its flags)."""
+    return [m for m in ("prm", "orm") if "{" + m + "}" in SETTINGS[setting]]
+
+
+def run_length(setting, args):
+    """PPO iterations of a setting's run: the warm critic's W iterations come before the budget's."""
+    return args.iterations + (args.warm if setting == "sparse_warm_critic" else 0)
+
+
 T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131]  # t quantiles, df 1..15
 
 
@@ -154,7 +166,7 @@ def main():
     settings = list(dict.fromkeys(["sparse"] + args.settings))
     if unknown := [s for s in settings + args.curves if s not in SETTINGS]:
         raise SystemExit(f"ablation.py: unknown settings {unknown}: choose from {', '.join(SETTINGS)}")
-    models = {m for st in settings for m in ("prm", "orm") if "{" + m + "}" in SETTINGS[st]}  # what the settings start from
+    models = {m for st in settings for m in starts_from(st)}
     if args.iterations % 8 or args.split not in ("test", "valid"):
         raise SystemExit("ablation.py: --iterations must be a multiple of 8 and --split test or valid")
     O, py, t0 = args.out, sys.executable, time.time()
@@ -163,7 +175,7 @@ def main():
     common = ["--device", args.device]
 
     def last(s, setting):  # the final checkpoint: warm-critic runs take W more iterations
-        return f"{O}/s{s}/{setting}/ckpt-{args.iterations + (args.warm if setting == 'sparse_warm_critic' else 0):04d}"
+        return f"{O}/s{s}/{setting}/ckpt-{run_length(setting, args):04d}"
 
     def step(name, cmd, done_when, s):  # one command, skipped when its output is there
         def fn():
@@ -177,17 +189,15 @@ def main():
         os.makedirs(d, exist_ok=True)
         for setting in settings:
             flags = SETTINGS[setting].format(prm=f"{d}/prm", orm=f"{d}/orm", warm=args.warm).split()
-            its = args.iterations + (args.warm if setting == "sparse_warm_critic" else 0)
-            after = [f"{s}/{m}" for m in ("prm", "orm") if "{" + m + "}" in SETTINGS[setting]]  # the models it starts from
+            after = [f"{s}/{m}" for m in starts_from(setting)]
             jobs[f"{s}/{setting}"] = (after, step(setting, [py, "train_psgpo.py", "--policy", args.policy, "--seed", s, "--out", f"{d}/{setting}",
-                                                             "--iterations", its, "--save_every", 2, "--resume", "true", *flags, *common,
+                                                             "--iterations", run_length(setting, args), "--save_every", 2, "--resume", "true", *flags, *common,
                                                              *args.ppo.split()], f"{last(s, setting)}/config.json", s))
             jobs[f"{s}/eval/{setting}"] = ([f"{s}/{setting}"], step(f"eval-{setting}", [py, "evaluate.py", "--model", last(s, setting), "--split", args.split,
                                            "--n", args.n, "--seed", s, "--threads", threads, "--out", f"{O}/eval/s{s}-{setting}", *common,
                                            *args.evaluate.split()], f"{O}/eval/s{s}-{setting}/eval.json", s))
         for setting in args.curves:  # every 2 iterations on the first valid tasks (the warm-up's too)
-            its = args.iterations + (args.warm if setting == "sparse_warm_critic" else 0)
-            ckpts = [f"{d}/{setting}/ckpt-{i:04d}" for i in range(2, its + 1, 2)]
+            ckpts = [f"{d}/{setting}/ckpt-{i:04d}" for i in range(2, run_length(setting, args) + 1, 2)]
             jobs[f"{s}/curve/{setting}"] = ([f"{s}/{setting}"], step(f"curve-{setting}", [py, "evaluate.py", "--model", *ckpts, "--split", "valid", "--n", 2,
                                             "--max_problems", args.curve_problems, "--seed", s, "--threads", threads, "--out", f"{O}/curves/s{s}-{setting}",
                                             *common, *args.evaluate.split()], f"{O}/curves/s{s}-{setting}/by_length.png", s))
@@ -233,7 +243,7 @@ def report(args, settings, seconds):
                   for a, b in CONTRASTS if a in settings and b in settings]
     curves = {}
     for st in args.curves:
-        its = list(range(2, args.iterations + (args.warm if st == "sparse_warm_critic" else 0) + 1, 2))
+        its = list(range(2, run_length(st, args) + 1, 2))
         runs = [json.load(open(f"{O}/curves/s{s}-{st}/eval.json"))["models"] for s in seeds]
         curves[st] = {"iterations": its} | {m: [[r[f"{O}/s{s}/{st}/ckpt-{i:04d}"]["metrics"][m] for s, r in zip(seeds, runs)] for i in its]
                                             for m in ("pass@1", "greedy_pass@1")}
@@ -247,6 +257,7 @@ def report(args, settings, seconds):
         json.dump(results, f, indent=1)
     pct = lambda xs: f"{100 * np.mean(xs):.1f} +- {100 * np.std(xs, ddof=1):.1f}" if len(xs) > 1 else f"{100 * xs[0]:.1f}"  # noqa: E731
     iv = lambda p, k="ci95": f"{100 * p['mean']:+.1f} [{100 * p[k][0]:+.1f}, {100 * p[k][1]:+.1f}]"  # noqa: E731
+    per_seed = lambda p: ", ".join(f"{100 * x:+.1f}" for x in p["diffs"])  # noqa: E731
     lines = [f"Demo {args.split} split, {len(seeds)} whole-chain seeds ({', '.join(map(str, seeds))}), {args.iterations} PPO iterations of 64 "
              f"prompts; percent, mean +- sample std over seeds.", "",
              "| setting | greedy pass@1 | pass@1 (T=1) | pass@{0} |".format(args.n), "|---|---|---|---|",
@@ -255,11 +266,10 @@ def report(args, settings, seconds):
               for st, ms in evals.items()]
     lines += ["", "The claims (sampled pass@1, paired per seed; points, mean [95% t interval over seeds]; bootstrap over seeds and tasks):", "",
               "| claim | per seed | mean [t 95%] | bootstrap 95% |", "|---|---|---|---|"]
-    lines += [f"| {c['setting']} - {c['baseline']} | {', '.join(f'{100 * x:+.1f}' for x in c['diffs'])} | {iv(c)} | {iv(c, 'bootstrap95')} |" for c in claims]
+    lines += [f"| {c['setting']} - {c['baseline']} | {per_seed(c)} | {iv(c)} | {iv(c, 'bootstrap95')} |" for c in claims]
     lines += ["", "Secondary (each setting - sparse, then what each part adds against its control; paired per seed):", "",
               "| comparison | metric | per seed | mean [t 95%] | bootstrap 95% |", "|---|---|---|---|---|"]
-    lines += [f"| {c['setting']} - {c['baseline']} | {c['metric']} | {', '.join(f'{100 * x:+.1f}' for x in c['diffs'])} | {iv(c)} | {iv(c, 'bootstrap95')} |"
-              for c in secondary]
+    lines += [f"| {c['setting']} - {c['baseline']} | {c['metric']} | {per_seed(c)} | {iv(c)} | {iv(c, 'bootstrap95')} |" for c in secondary]
     level = np.mean(curves["sparse"]["pass@1"][-1]) if "sparse" in curves else None
     if level is not None:
         lines += ["", f"Learning curves (valid, first {args.curve_problems} tasks, 2 samples): iterations to reach the sparse baseline's final "
