@@ -136,7 +136,8 @@ def read_rows(path):
                 raise sandbox.DataError(f"{path}:{i}: missing field(s) {', '.join(missing)}")
             if len(row["steps"]) != len(row["labels"]):
                 raise sandbox.DataError(f"{path}:{i}: {len(row['steps'])} steps but {len(row['labels'])} labels")
-            rows += [row] if row["steps"] else []
+            if row["steps"]:
+                rows.append(row)
     except sandbox.DataError as e:
         raise SystemExit(f"train_prm.py: {e}")
     if not rows:

@@ -157,6 +157,16 @@ def test_bad_data_is_one_line(tmp_path, monkeypatch, tiny_policy, content, messa
     assert message in str(e.value) and "\n" not in str(e.value) and str(e.value).startswith("train_prm.py: ")
 
 
+def test_rows_without_a_step_are_left_out_and_mismatched_labels_stop(tmp_path):
+    row = {"task_id": "t", "prompt": "p", "response": "", "steps": [], "labels": [], "passed": False, "first_error": None}
+    data = tmp_path / "labels.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in [row, row | {"response": "x", "steps": [[0, 1, False]], "labels": [1]}]))
+    assert [r["response"] for r in tp.read_rows(str(data))] == ["x"]
+    data.write_text(json.dumps(row | {"steps": [[0, 1, False]]}))
+    with pytest.raises(SystemExit, match=r"labels.jsonl:1: 1 steps but 0 labels$"):
+        tp.read_rows(str(data))
+
+
 def test_prm_quality_against_exact_labels():
     """benchmarks/prm_quality.quality: hand scores on a demo reference and on it with one planted mistake."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
