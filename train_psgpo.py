@@ -5,7 +5,9 @@ Hand-written PPO + GAE. The PRM R_phi (train_prm.py) enters twice:
   value init    the value model starts as a copy of the PRM (body and head)      (--value_init prm)
 The paper's four settings are these two flags; `--dense_reward false --value_init policy` is the RL
 baseline (unit-test reward only), which needs no PRM and saves the checkpoints label_prm_data.py
-samples from. The defaults are the demo's settings:
+samples from. `--advantage group` replaces the critic's GAE with group-relative advantages (RLOO over several
+responses per prompt, group_advantages), the estimator most code RL since the paper uses; the dense reward
+works with either (experiments/studies.py --study critic). The defaults are the demo's settings:
 
     python train_psgpo.py --policy checkpoints/demo-sft --dense_reward false --value_init policy --out runs/baseline
     python train_psgpo.py --policy checkpoints/demo-sft --prm runs/prm --out runs/psgpo
@@ -70,6 +72,8 @@ class Args:
     value_lr: float = field(default=3e-4, metadata={"help": "value model learning rate"})
     warmup: int = field(default=4, metadata={"help": "linear learning-rate warm-up, in optimizer steps"})
     critic_warmup: int = field(default=0, metadata={"help": "iterations at the start that train the value model alone (the policy does not move)"})
+    advantage: str = field(default="gae", metadata={"help": "gae: the critic's GAE (the paper) | group: group-relative, no critic (RLOO over --group_size responses per prompt)"})
+    group_size: int = field(default=4, metadata={"help": "with --advantage group: responses per prompt (--batch_size counts responses)"})
     clip: float = field(default=0.2, metadata={"help": "PPO ratio clip epsilon"})
     vf_clip: float = field(default=0.2, metadata={"help": "value clip around the rollout's values"})
     gamma: float = field(default=1.0, metadata={"help": "discount"})
@@ -110,6 +114,18 @@ def compute_gae(rewards, values, mask, gamma, lam):
         advantages[:, t] = last
     advantages = advantages * mask
     return advantages, (advantages + values) * mask
+
+
+def group_advantages(rewards, mask, g):
+    """Advantages without a critic (--advantage group; RLOO, as GRPO-style code RL uses, with the dense line
+    rewards summed to go as PRIME does): rows come in groups of g responses to one prompt.
+        G_t = sum_{t' >= t} r_t'                    the return to go (gamma = 1): outcome + dense rewards
+        A_t = G_t - mean_{j != i} G_0^j             baseline: the other g - 1 responses' total returns
+    With the outcome reward alone, A = R_i - mean_{j != i} R_j on every token of response i."""
+    returns = rewards.flip(1).cumsum(1).flip(1) * mask  # [B, T]; column 0 holds each response's total
+    total = returns[:, 0].view(-1, g)
+    baseline = (total.sum(1, keepdim=True) - total) / (g - 1)  # leave-one-out mean, [B / g, g]
+    return (returns - baseline.reshape(-1, 1)) * mask
 
 
 def policy_loss(logp, old_logp, advantages, mask, clip):
@@ -256,7 +272,8 @@ def main():
         # 1. Rollout: one response per prompt, sampled with the KV cache from left-padded prompts
         t0 = time.time()
         policy.eval(), value.eval()  # eval mode for the rollout: generate keeps its KV cache
-        batch = [problems[i] for i in draw_prompts(len(problems), it, args.batch_size, args.seed, rank, world)]
+        g = args.group_size if args.advantage == "group" else 1  # --advantage group: g responses to each prompt, side by side
+        batch = [problems[i] for i in draw_prompts(len(problems), it, args.batch_size // g, args.seed, rank, world) for _ in range(g)]
         prompts = [sandbox.prompt_ids(tok, p.prompt, args.chat_template) for p in batch]
         stops = [sandbox.stop_strings(p, args.chat_template) for p in batch]
         if it == start_it:  # once per process: rollouts are drawn from exactly the distribution token_logp computes
@@ -305,6 +322,8 @@ def main():
         kl = (old_logp - ref_logp) * rmask
         rewards = (rewards - args.kl_coef * kl) * rmask
         advantages, returns = compute_gae(rewards, old_values, rmask, args.gamma, args.gae_lambda)
+        if args.advantage == "group":  # no critic in the advantage (the value model still trains, so its fit is logged as before)
+            advantages = group_advantages(rewards, rmask, g)
         advantages = masked_whiten(advantages, rmask)
 
         # 6. PPO epochs over minibatches: the clipped policy loss (+ the exact KL to the reference) and the clipped value loss

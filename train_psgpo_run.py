@@ -31,6 +31,9 @@ def start(args):
         raise SystemExit(f"train_psgpo.py: --value_init must be prm or policy and --value_scale prm or returns, not {args.value_init!r} / {args.value_scale!r}")
     if args.prm == "oracle" and args.value_init == "prm":
         raise SystemExit("train_psgpo.py: --prm oracle has no weights to start the value model from: use --value_init policy")
+    if args.advantage not in ("gae", "group") or (args.advantage == "group" and (args.group_size < 2 or args.batch_size % (args.group_size * int(os.environ.get("WORLD_SIZE", 1))))):
+        raise SystemExit(f"train_psgpo.py: --advantage must be gae or group; group needs --group_size >= 2 dividing --batch_size per rank "
+                         f"(got {args.advantage!r}, {args.group_size}, {args.batch_size})")
     used = glob.glob(os.path.join(args.out, "ckpt-[0-9][0-9][0-9][0-9]")) or os.path.exists(os.path.join(args.out, "log.jsonl"))
     if used and not args.resume:
         raise SystemExit(f"train_psgpo.py: {args.out} already holds a run (log.jsonl, ckpt-NNNN/): --resume true continues it; or choose another --out")

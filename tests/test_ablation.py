@@ -11,6 +11,7 @@ import pytest
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(HERE, "experiments"))
 import ablation  # noqa: E402
+import studies  # noqa: E402
 
 
 def test_paired_intervals_on_hand_numbers():
@@ -34,18 +35,26 @@ def test_schedule_runs_each_job_after_its_needs_and_stops_on_needs_never_met():
         ablation.schedule({"warm": (["prm"], lambda: None)}, 2)
 
 
-def test_the_study_end_to_end_at_tiny_sizes(tmp_path, tiny_policy):
-    out = tmp_path / "study"
+TINY = ["--iterations", "8", "--warm", "1", "--n", "2", "--curve_problems", "3", "--bootstrap", "50",
+        "--ppo", "--batch_size 2 --minibatch_size 2 --max_new_tokens 8 --warmup 1 --workers 1 --group_size 2",
+        "--label", "--max_prompts 3 --samples 1 --k 2 --max_new_tokens 8 --select full --workers 1",
+        "--prm_flags", "--epochs 1 --holdout 0", "--evaluate", "--max_problems 5 --max_new_tokens 8 --workers 1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory, tiny_policy):
+    """The ablation's whole chain for seeds 0 and 1 at tiny sizes (the studies build on it): (out, cmd, first run)."""
+    out = tmp_path_factory.mktemp("ablation") / "study"
     cmd = [sys.executable, "experiments/ablation.py", "--seeds", "0", "1", "--out", str(out), "--policy", tiny_policy("gpt2"),
-           "--iterations", "8", "--warm", "1", "--settings", "sparse", "sparse_warm_critic", "value_init_orm", "both",
-           "--curves", "both", "--n", "2", "--curve_problems", "3", "--bootstrap", "50",
-           "--ppo", "--batch_size 2 --minibatch_size 2 --max_new_tokens 8 --warmup 1 --workers 1",
-           "--label", "--max_prompts 3 --samples 1 --k 2 --max_new_tokens 8 --select full --workers 1",
-           "--prm_flags", "--epochs 1 --holdout 0", "--evaluate", "--max_problems 5 --max_new_tokens 8 --workers 1"]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
+           "--settings", "sparse", "sparse_warm_critic", "value_init_orm", "both", *TINY]
+    return out, cmd, subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
+
+
+def test_the_study_end_to_end_at_tiny_sizes(tiny_study):
+    out, cmd, r = tiny_study
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    # per seed: 4 PPO runs, labels, PRM, ORM, 4 final evaluations, a curve, the PRM's quality; the SFT policy twice
-    assert r.stdout.count("$ ") == 2 * (4 + 3 + 4 + 1 + 1) + 2
+    # per seed: 4 PPO runs, labels, PRM, ORM, 4 final evaluations, 4 curves, the PRM's quality; the SFT policy twice
+    assert r.stdout.count("$ ") == 2 * (4 + 3 + 4 + 4 + 1) + 2
     results = json.loads((out / "results.json").read_text())
     assert results["seeds"] == [0, 1] and len(results["settings"]["both"]["pass@1"]) == 2
     assert [(c["setting"], c["baseline"]) for c in results["paired"]] == [("both", "sparse_warm_critic"), ("both", "value_init_orm")]
@@ -60,6 +69,40 @@ def test_the_study_end_to_end_at_tiny_sizes(tmp_path, tiny_policy):
         assert (out / png).stat().st_size > 0
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
     assert again.returncode == 0 and "$ " not in again.stdout  # everything done: nothing re-run
+
+
+def test_every_reviewers_study_at_tiny_sizes(tiny_study, tiny_policy, tmp_path):
+    """experiments/studies.py: all six studies on the tiny chain: each variant's labels, PRM, PPO run and evaluation,
+    the reports; a re-run does nothing."""
+    base, _, first = tiny_study
+    assert first.returncode == 0
+    cmd = [sys.executable, "experiments/studies.py", "--study", *studies.STUDIES, "--seeds", "0", "--base", str(base),
+           "--out", str(tmp_path), "--policy", tiny_policy("gpt2"), *TINY]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "ablation.py" not in r.stdout  # the chain was there: not run again
+    # one seed (the CI's time): 10 variants' PPO runs and evaluations, 5 with labels, PRM and quality, one curve
+    assert r.stdout.count("$ ") == 2 * 10 + 3 * 5 + 1
+    for study in studies.STUDIES:
+        result = json.loads((tmp_path / f"{study}.json").read_text())
+        assert result["seeds"] == [0] and (tmp_path / f"{study}.png").stat().st_size > 0
+        first_pair = result["paired"][0]
+        assert (first_pair["setting"], first_pair["baseline"]) == studies.STUDIES[study][1][0] and len(first_pair["diffs"]) == 1
+    assert [r["k"] for r in json.loads((tmp_path / "k.json").read_text())["labeling"]] == [1, 4, 2, 4]  # the tiny chain's K is 2
+    assert json.load(open(tmp_path / "s0" / "group_dense" / "args.json"))["advantage"] == "group"
+    hacks = json.loads((tmp_path / "hacks.json").read_text())["hacks"]
+    assert hacks["no_length_norm"]["iterations"] == [2, 4, 6, 8] and np.array(hacks["sparse"]["dead"]).shape == (4, 1)
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
+    assert again.returncode == 0 and "$ " not in again.stdout
+
+
+def test_hack_forms_on_hand_examples():
+    assert studies.hack_forms("    x1 = a + 1\n    return x1\n") == {"try": False, "dead": False, "code_lines": 2, "neutral_lines": 0}
+    assert studies.hack_forms("    x1 = a + 1\n    x2 = x1 * 2\n    return x1\n")["dead"]  # x2 is never read: a padding line
+    guarded = studies.hack_forms("    try:\n        return a // b\n    except Exception:\n        return 0\n")
+    assert guarded["try"] and not guarded["dead"]
+    assert studies.hack_forms("    # a plus 1\n    return a + 1\n")["neutral_lines"] == 1
+    assert studies.hack_forms("    x = (\n") == {"try": False, "dead": False, "code_lines": 1, "neutral_lines": 0}  # does not parse
 
 
 def test_unknown_settings_are_one_line(tmp_path):

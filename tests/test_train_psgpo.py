@@ -38,6 +38,16 @@ def test_gae_matches_naive_loop():
         assert torch.allclose(ret, (adv + values) * mask)
 
 
+def test_group_advantages_on_hand_numbers():
+    """--advantage group: A_t = G_t - mean of the other responses' total returns, within each prompt's group."""
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    outcome = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # groups (0, 1), (2, 3)
+    assert tp.group_advantages(outcome, mask, 2).tolist() == [[1.0, 1.0, 0.0], [-1.0, -1.0, -1.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+    dense = torch.tensor([[0.1, 0.0, 0.0], [-0.2, 0.1, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    a = tp.group_advantages(outcome + dense, mask, 2)  # returns to go: row 0 (1.1, 1.0), row 1 (-0.1, 0.1, 0); totals 1.1, -0.1
+    assert a[0].tolist() == pytest.approx([1.2, 1.1, 0.0]) and a[1].tolist() == pytest.approx([-1.2, -1.0, -1.1])
+
+
 def test_clipped_losses_on_hand_numbers():
     mask = torch.tensor([[1.0, 1.0, 0.0]])
     old = torch.zeros(1, 3)
@@ -171,6 +181,18 @@ def test_one_iteration_each_setting(monkeypatch, tmp_path, tiny_policy, tiny_prm
     value = AutoModelForTokenClassification.from_pretrained(tmp_path / "ckpt-0001" / "value").state_dict()
     first = AutoModelForTokenClassification.from_pretrained(tiny_prm(arch)).state_dict()
     assert value_init == "policy" or any(not torch.equal(value[k], first[k]) for k in first)  # the critic trained
+
+
+def test_group_advantages_sample_each_prompt_group_size_times(monkeypatch, tmp_path, tiny_policy, tiny_prm):
+    """--advantage group with the dense reward: 4 responses per iteration are 2 prompts x 2, side by side."""
+    seen, judge = [], sandbox.check_many
+    monkeypatch.setattr(sandbox, "check_many", lambda pairs, *a: seen.append([p.task_id for p, _ in pairs]) or judge(pairs, *a))
+    run(monkeypatch, "--policy", tiny_policy("llama"), "--prm", tiny_prm("llama"), "--value_init", "policy", "--advantage", "group",
+        "--group_size", "2", "--out", tmp_path, *SMALL)
+    (ids,) = seen
+    assert len(ids) == 4 and ids[0] == ids[1] and ids[2] == ids[3] and ids[0] != ids[2]
+    (row,) = [json.loads(l) for l in open(tmp_path / "log.jsonl")]
+    assert row["rewards/dense"] != 0 or row["response/steps"] == 0
 
 
 def test_value_init_copies_the_prm_or_maps_it_to_the_returns_scale(tiny_policy, tiny_prm):
@@ -352,7 +374,8 @@ def test_bad_inputs_are_one_line(monkeypatch, tmp_path, tiny_policy, tiny_prm, t
              (["--prm", tmp_path / "missing"], "need a PRM"),
              (["--prm", other], "different tokenizers"),
              (["--fsdp", "true"], "run it under torchrun"),
-             (["--value_init", "critic"], "--value_init must be prm or policy")]
+             (["--value_init", "critic"], "--value_init must be prm or policy"),
+             (["--advantage", "group", "--group_size", "3"], "group needs --group_size >= 2 dividing")]
     for extra, message in cases:
         with pytest.raises(SystemExit, match=message) as e:
             run(monkeypatch, "--policy", tiny_policy("gpt2"), "--out", tmp_path / "o", *SMALL, *extra)
