@@ -109,3 +109,8 @@ def test_unknown_settings_are_one_line(tmp_path):
     r = subprocess.run([sys.executable, "experiments/ablation.py", "--settings", "nope", "--out", str(tmp_path)],
                        capture_output=True, text=True, cwd=HERE)
     assert r.returncode != 0 and "unknown settings ['nope']" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_unknown_studies_are_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "experiments/studies.py", "--study", "nope", "--out", str(tmp_path)], capture_output=True, text=True, cwd=HERE)
+    assert r.returncode != 0 and "unknown studies ['nope']" in r.stderr and "Traceback" not in r.stderr
