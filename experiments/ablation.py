@@ -133,6 +133,23 @@ def per_task(eval_json, model=None):
     return {t: (g, float(np.mean(s))) for t, (g, s) in out.items()}
 
 
+def task_values(evals):
+    """evals: {name: {seed: eval.json}} -> (sampled, greedy), each {name: {seed: {task: value}}} (per_task's two halves)."""
+    tasks = {n: {s: per_task(path) for s, path in by_seed.items()} for n, by_seed in evals.items()}
+    return ({n: {s: {t: v[1] for t, v in ts.items()} for s, ts in by_seed.items()} for n, by_seed in tasks.items()},
+            {n: {s: {t: float(v[0]) for t, v in ts.items()} for s, ts in by_seed.items()} for n, by_seed in tasks.items()})
+
+
+def pct(xs):
+    """Fractions as percent, mean +- sample std (one value: itself)."""
+    return f"{100 * np.mean(xs):.1f} +- {100 * np.std(xs, ddof=1):.1f}" if len(xs) > 1 else f"{100 * xs[0]:.1f}"
+
+
+def interval(p, k="ci95"):
+    """A paired() result as points: mean [lo, hi] of its t (ci95) or bootstrap (bootstrap95) interval."""
+    return f"{100 * p['mean']:+.1f} [{100 * p[k][0]:+.1f}, {100 * p[k][1]:+.1f}]"
+
+
 def paired(a, b, rng, reps):
     """a, b: {seed: {task: value}} of two settings. Per seed, the difference of the task means; their mean with a
     95% t interval over seeds; and a bootstrap interval over seeds and tasks (seeds resampled, then tasks within
@@ -231,9 +248,7 @@ def report(args, settings, seconds):
         return models[model or next(iter(models))]["metrics"]
 
     evals = {st: [metrics(f"{O}/eval/s{s}-{st}") for s in seeds] for st in settings}
-    tasks = {st: {s: per_task(f"{O}/eval/s{s}-{st}/eval.json") for s in seeds} for st in settings}
-    sampled = {st: {s: {t: v[1] for t, v in tasks[st][s].items()} for s in seeds} for st in settings}
-    greedy = {st: {s: {t: float(v[0]) for t, v in tasks[st][s].items()} for s in seeds} for st in settings}
+    sampled, greedy = task_values({st: {s: f"{O}/eval/s{s}-{st}/eval.json" for s in seeds} for st in settings})
     rng = np.random.default_rng(0)
     claims = [{"setting": a, "baseline": b, "metric": "pass@1"} | paired(sampled[a], sampled[b], rng, args.bootstrap) for a, b in CLAIMS
               if a in settings and b in settings]
@@ -255,8 +270,7 @@ def report(args, settings, seconds):
                "labeling": [json.load(open(f"{O}/s{s}/prm_data/summary.json")) for s in seeds if quality], "minutes_this_call": seconds / 60}
     with open(os.path.join(O, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    pct = lambda xs: f"{100 * np.mean(xs):.1f} +- {100 * np.std(xs, ddof=1):.1f}" if len(xs) > 1 else f"{100 * xs[0]:.1f}"  # noqa: E731
-    iv = lambda p, k="ci95": f"{100 * p['mean']:+.1f} [{100 * p[k][0]:+.1f}, {100 * p[k][1]:+.1f}]"  # noqa: E731
+    iv = interval
     per_seed = lambda p: ", ".join(f"{100 * x:+.1f}" for x in p["diffs"])  # noqa: E731
     lines = [f"Demo {args.split} split, {len(seeds)} whole-chain seeds ({', '.join(map(str, seeds))}), {args.iterations} PPO iterations of 64 "
              f"prompts; percent, mean +- sample std over seeds.", "",

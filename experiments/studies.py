@@ -172,16 +172,13 @@ def report(study, args, seconds):
     variants, pairs, _ = STUDIES[study]
     names = list(dict.fromkeys([n for p in pairs for n in p] + variants))
     seeds, rng = args.seeds, np.random.default_rng(0)
-    tasks = {n: {s: ablation.per_task(where(n, args, s)[1]) for s in seeds} for n in names}
-    sampled = {n: {s: {t: v[1] for t, v in tasks[n][s].items()} for s in seeds} for n in names}
-    greedy = {n: {s: {t: float(v[0]) for t, v in tasks[n][s].items()} for s in seeds} for n in names}
+    sampled, greedy = ablation.task_values({n: {s: where(n, args, s)[1] for s in seeds} for n in names})
     result = {"study": study, "seeds": seeds, "iterations": args.iterations,
               "settings": {n: {"pass@1": [float(np.mean(list(sampled[n][s].values()))) for s in seeds],
                                "greedy_pass@1": [float(np.mean(list(greedy[n][s].values()))) for s in seeds]} for n in names},
               "paired": [{"setting": a, "baseline": b, "metric": m} | ablation.paired(v[a], v[b], rng, args.bootstrap)
                          for a, b in pairs for m, v in (("pass@1", sampled), ("greedy_pass@1", greedy))]}
-    pct = lambda xs: f"{100 * np.mean(xs):.1f} +- {100 * np.std(xs, ddof=1):.1f}" if len(xs) > 1 else f"{100 * xs[0]:.1f}"  # noqa: E731
-    iv = lambda p, k="ci95": f"{100 * p['mean']:+.1f} [{100 * p[k][0]:+.1f}, {100 * p[k][1]:+.1f}]"  # noqa: E731
+    pct, iv = ablation.pct, ablation.interval
     lines = [f"Study `{study}`: demo test split, {len(seeds)} whole-chain seeds ({', '.join(map(str, seeds))}), {args.iterations} PPO iterations "
              f"of 64 responses; percent, mean +- std over seeds.", "", "| setting | greedy pass@1 | pass@1 (T=1) |", "|---|---|---|"]
     lines += [f"| {n} | {pct(r['greedy_pass@1'])} | {pct(r['pass@1'])} |" for n, r in result["settings"].items()]
