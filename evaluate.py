@@ -253,8 +253,6 @@ def main():
             json.dump({"args": asdict(args), "ranks": world, "problems": len(problems), "models": report}, f, indent=1)
         print(f"{name}: greedy pass@1 {100 * metrics['greedy_pass@1']:.1f}%  "
               + (f"pass@1 {100 * metrics['pass@1']:.1f}%  " if args.n else "") + f"({timing})")
-    if world > 1:
-        dist.destroy_process_group()
     if args.rank > 0:
         return
     plot(report, args.out)
@@ -265,3 +263,4 @@ def main():
 
 if __name__ == "__main__":
     main()
+    sandbox.stop_ranks()  # torchrun: all ranks leave together, once main()'s models are gone

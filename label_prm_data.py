@@ -333,7 +333,6 @@ def main():
     if world > 1:  # wait for every rank, then rank 0 alone merges, selects and summarizes
         times = [None] * world
         dist.all_gather_object(times, timing)
-        dist.destroy_process_group()
         if args.rank > 0:
             return
     rows = merge_rows(args.out, order)
@@ -362,3 +361,4 @@ def main():
 
 if __name__ == "__main__":
     main()
+    sandbox.stop_ranks()  # torchrun: all ranks leave together, once main()'s models are gone

@@ -11,7 +11,7 @@ The one module the psgpo stages share. Four jobs:
    (`prompt_ids`, plain or through a chat template), where a response stops (`end_response`) and which
    token ends a line (`line_end_tokens`). With them, from sandbox_models.py: the pad and EOS tokens
    (`load_tokenizer`), exact sampling (`generate`), and how a model is found, loaded, sharded and saved
-   (`find_model`, `load_model`, `save_model`) and torchrun's ranks started (`start_ranks`).
+   (`find_model`, `load_model`, `save_model`) and torchrun's ranks started and stopped (`start_ranks`, `stop_ranks`).
 4. Judging. `check(problem, completion)` / `check_many(items)` run model output against the tests in warm
    worker processes (sandbox_worker.py says what protects the host and the verdict).
 
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from sandbox_models import find_model, generate, load_model, load_tokenizer, save_model, shard, start_ranks  # noqa: F401
+from sandbox_models import find_model, generate, load_model, load_tokenizer, save_model, shard, start_ranks, stop_ranks  # noqa: F401
 
 HUMANEVAL_STOP = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]  # Codex paper's stop sequences
 

@@ -2,9 +2,10 @@
 
 Part of sandbox (the stages call these as `sandbox.load_model`, ...): the pad and EOS rules
 (`load_tokenizer`), exact sampling (`generate`), a model checked before any stage spends time on it
-(`find_model`), torchrun's ranks (`start_ranks`), and FSDP2 without any rank holding a whole model on its
+(`find_model`), torchrun's ranks (`start_ranks`, `stop_ranks`), and FSDP2 without any rank holding a whole model on its
 device (`load_model`, `shard`, `save_model`).
 """
+import gc
 import os
 import sys
 from datetime import timedelta
@@ -89,6 +90,19 @@ def start_ranks(device, meet_only=False, threads=None):
         torch.cuda.set_device(device)
     torch.set_num_threads(threads or max(1, min(2, torch.get_num_threads()) // world))
     return rank, world, device
+
+
+def stop_ranks():
+    """Leave torchrun's process group, all ranks together (no-op in one process). Each stage calls it after
+    main() returns, when its sharded or DDP models are unreachable but not yet freed: FSDP2's hooks and DDP's
+    reducer keep a model in reference cycles (the last loss's graph holds them too), so it lives on until the
+    cycle collector runs - at exit that is during interpreter shutdown, where freeing its gloo state aborts
+    the process ("terminate called without an active exception", seen in CI) or deadlocks. So: collect those
+    cycles now, wait for every rank, then leave."""
+    if dist.is_initialized():
+        gc.collect()
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def shard(model, bf16):

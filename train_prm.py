@@ -28,7 +28,6 @@ import zlib
 from dataclasses import asdict, dataclass, field
 
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
 from transformers import AutoModelForTokenClassification, HfArgumentParser, set_seed
 
@@ -230,8 +229,6 @@ def main():
                 "final_loss": loss.item(), "init": args.init, "labels": args.labels}
     shown = score_steps(model, tok, test[:args.show], args) if args.show and test else None
     sandbox.save_model(model, args.out, tok, args.fsdp)  # FSDP: every rank helps gather the full weights; every rank scored above
-    if args.fsdp:
-        dist.destroy_process_group()
     if rank != 0:
         return
     for name, content in (("args.json", asdict(args)), ("metrics.json", metrics)):
@@ -246,3 +243,4 @@ def main():
 
 if __name__ == "__main__":
     main()
+    sandbox.stop_ranks()  # torchrun: all ranks leave together, once main()'s models are gone

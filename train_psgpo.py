@@ -373,8 +373,7 @@ def main():
             if rank == 0:
                 print(f"\ninterrupted: saved {args.out}/ckpt-{it + 1:04d}; --resume true continues from there")
             break
-    del train_policy, train_value  # DDP's reducer holds the process group: freed before it, or gloo can deadlock at exit
-    run.finish(log_rows, rank, world)
+    run.summary(log_rows, rank)
 
 
 # ------------------------------------------------------------------ what an iteration logs (docs/metrics.md)
@@ -405,3 +404,4 @@ def log_row(it, passed, dense, kl, stats, returns, old_values, rmask, steps, ste
 
 if __name__ == "__main__":
     main()
+    sandbox.stop_ranks()  # torchrun: all ranks leave together, once main()'s models are gone

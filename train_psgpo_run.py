@@ -191,12 +191,10 @@ def log(row, log_rows, writer, args, world, device):
             writer.add_scalar(k, v, row["iteration"])
 
 
-def finish(log_rows, rank, world):
-    """A short summary table (rank 0), then leave the process group."""
+def summary(log_rows, rank):
+    """A short summary table (rank 0): the first and the last iteration."""
     if rank == 0 and log_rows:
         first, last = log_rows[0], log_rows[-1]
         print("\n| metric | first iteration | last iteration |\n|---|---|---|")
         for k in ("train/pass_rate", "rewards/dense", "charts/kl_per_seq", "charts/entropy", "charts/explained_variance", "response/steps", "response/neutral_share"):
             print(f"| {k} | {first[k]:.3f} | {last[k]:.3f} |")
-    if world > 1:
-        dist.destroy_process_group()

@@ -238,8 +238,6 @@ def main():
                "steps_per_s": round(args.steps / train_s, 2), "total_s": round(time.time() - t0, 1),
                "params_M": round(n_params / 1e6, 3), "vocab": len(tok), "tokens_per_example": round(sum(lengths) / len(lengths), 1)}
     save(model, tok, args, args.out, summary)
-    if args.fsdp:
-        dist.destroy_process_group()
     if rank != 0:
         return
     print("\n| " + " | ".join(summary) + " |\n|" + "---|" * len(summary) + "\n| "
@@ -249,3 +247,4 @@ def main():
 
 if __name__ == "__main__":
     main()
+    sandbox.stop_ranks()  # torchrun: all ranks leave together, once main()'s models are gone

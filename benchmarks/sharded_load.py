@@ -57,7 +57,6 @@ def measure(mode, path, device):
     peak = torch.cuda.max_memory_allocated(device) if device.startswith("cuda") else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"mode": mode, "rank": rank, "peak_gib": peak / 2**30,
                       "shards_gib": shards, "seconds": time.time() - t}), flush=True)
-    torch.distributed.destroy_process_group()
 
 
 def main():
@@ -88,3 +87,4 @@ def main():
 
 if __name__ == "__main__":
     main()
+    sandbox.stop_ranks()  # --mode, under torchrun: all ranks leave together, once the models are gone

@@ -363,11 +363,12 @@ def test_load_tokenizer_takes_every_eos_id_and_pads(tmp_path, tiny_policy):
 def test_fsdp_load_reads_the_weights_on_rank_0_alone(tmp_path, tiny_policy):
     """sandbox.load_model(fsdp=True) on 2 gloo ranks, rank 1 unable to read any weights: every rank's shards,
     buffers (RoPE's inv_freq, not in the state dict) and a fresh head are rank 0's; the gathered weights equal
-    the saved ones, and a forward pass on either rank equals the plainly loaded model's."""
+    the saved ones, and a forward pass on either rank equals the plainly loaded model's. Then
+    sandbox.stop_ranks frees the sharded model its caller dropped before the ranks leave the group."""
     import subprocess
     import sys
     script = tmp_path / "load.py"
-    script.write_text(f"""import sys, torch, torch.distributed as dist
+    script.write_text(f"""import sys, weakref, torch, torch.distributed as dist
 sys.path.insert(0, {os.path.dirname(sandbox.__file__)!r})
 import sandbox
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
@@ -399,8 +400,11 @@ for i, (cls, kw) in enumerate(((AutoModelForCausalLM, dict()), (AutoModelForToke
         assert full.keys() == ref.keys() and all(torch.equal(full[k], ref[k]) for k in ref), "weights"
         want = plain[i](x).logits
         assert all(torch.allclose(o, want, atol=1e-6) for o in outs), "logits"
+alive = weakref.ref(model)
+del model, out, outs  # FSDP2 keeps it in reference cycles: stop_ranks must free it before leaving the group
+sandbox.stop_ranks()
+assert alive() is None and not dist.is_initialized(), "stop_ranks"
 print("ok", rank, flush=True)
-dist.destroy_process_group()
 """)
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
                        capture_output=True, text=True, timeout=600)
