@@ -35,6 +35,27 @@ def test_schedule_runs_each_job_after_its_needs_and_stops_on_needs_never_met():
         ablation.schedule({"warm": (["prm"], lambda: None)}, 2)
 
 
+def test_a_command_runs_in_the_warm_process_as_in_a_fresh_interpreter(tmp_path, tiny_policy):
+    """ablation.run's forked runner: the same argv, cwd, sys.path[0], thread count and exit handlers as `python SCRIPT`,
+    the same evaluation byte for byte (timings aside), and a failing script is one line naming its log."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("import atexit, os, sys, torch\natexit.register(lambda: print('exit handler', flush=True))\n"
+                     "print(__name__, sys.argv[1:], os.getcwd(), sys.path[0], torch.get_num_threads(), os.environ['OMP_NUM_THREADS'])\n"
+                     "sys.exit(int(sys.argv[1]))\n")
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    fresh = subprocess.run([sys.executable, str(probe), "0", "a b"], capture_output=True, text=True, cwd=HERE, env=env).stdout
+    ablation.run([sys.executable, str(probe), 0, "a b"], tmp_path / "probe.log", 1)
+    assert (tmp_path / "probe.log").read_text() == fresh and fresh.endswith("exit handler\n")
+    with pytest.raises(SystemExit, match=r"^ablation.py: failed: .*probe.py 3 \(see .*probe3.log\)$"):
+        ablation.run([sys.executable, str(probe), 3], tmp_path / "probe3.log", 1)
+    cmd = ["evaluate.py", "--model", tiny_policy("gpt2"), "--split", "valid", "--n", "2", "--max_problems", "4", "--max_new_tokens", "8",
+           "--workers", "1", "--threads", "1", "--out"]
+    subprocess.run([sys.executable, *cmd, str(tmp_path / "fresh")], capture_output=True, cwd=HERE, env=env, check=True)
+    ablation.run([sys.executable, *cmd, tmp_path / "warm"], tmp_path / "eval.log", 1)
+    a, b = (json.loads((tmp_path / d / "eval.json").read_text())["models"][tiny_policy("gpt2")] for d in ("fresh", "warm"))
+    assert a["metrics"] == b["metrics"] and a["samples"] == b["samples"]
+
+
 TINY = ["--iterations", "8", "--warm", "1", "--n", "2", "--curve_problems", "3", "--bootstrap", "50",
         "--ppo", "--batch_size 2 --minibatch_size 2 --max_new_tokens 8 --warmup 1 --workers 1 --group_size 2",
         "--label", "--max_prompts 3 --samples 1 --k 2 --max_new_tokens 8 --select full --workers 1",
