@@ -196,11 +196,15 @@ def paired(a, b, rng, reps):
     seeds = sorted(a)
     tasks = sorted(a[seeds[0]])
     d = np.array([[a[s][t] - b[s][t] for t in tasks] for s in seeds])  # [seeds, tasks]
-    diffs = d.mean(1)
-    half = T975[min(len(seeds) - 1, len(T975)) - 1] * diffs.std(ddof=1) / np.sqrt(len(seeds)) if len(seeds) > 1 else float("nan")
     boot = [d[rng.integers(0, len(seeds), len(seeds))][:, rng.integers(0, len(tasks), len(tasks))].mean() for _ in range(reps)]
-    return {"diffs": diffs.tolist(), "mean": float(diffs.mean()), "ci95": [float(diffs.mean() - half), float(diffs.mean() + half)],
-            "bootstrap95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]}
+    return t_interval(d.mean(1)) | {"bootstrap95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))]}
+
+
+def t_interval(diffs):
+    """Per-seed differences -> their mean with a 95% t interval over seeds."""
+    diffs = np.asarray(diffs, dtype=float)
+    half = T975[min(len(diffs) - 1, len(T975)) - 1] * diffs.std(ddof=1) / np.sqrt(len(diffs)) if len(diffs) > 1 else float("nan")
+    return {"diffs": diffs.tolist(), "mean": float(diffs.mean()), "ci95": [float(diffs.mean() - half), float(diffs.mean() + half)]}
 
 
 def flat(metrics, prefix=""):
@@ -303,29 +307,37 @@ def report(args, settings, seconds):
                                             for m in ("pass@1", "greedy_pass@1")}
     quality = [json.load(open(f"{O}/s{s}/prm_quality.json")) for s in seeds if os.path.exists(f"{O}/s{s}/prm_quality.json")]
     sft = metrics(f"{O}/eval/sft")
-    results = {"seeds": seeds, "split": args.split, "iterations": args.iterations, "warm": args.warm,
+    results = {"seeds": seeds, "split": args.split, "iterations": args.iterations, "warm": args.warm, "n": args.n, "curve_problems": args.curve_problems,
                "settings": {"sft": {k: [v] for k, v in flat(sft).items()}} | {st: {k: [flat(m)[k] for m in ms] for k in flat(ms[0])} for st, ms in evals.items()},
                "paired": claims, "secondary": secondary, "prm_quality": quality, "curves": curves,
                "labeling": [json.load(open(f"{O}/s{s}/prm_data/summary.json")) for s in seeds if quality], "minutes_this_call": seconds / 60}
+    write(O, results)
+
+
+def write(O, results):
+    """results.json, results.md and the plots under O, from the results alone (also experiments/pool_seeds.py's)."""
     with open(os.path.join(O, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    iv = interval
+    seeds, curves, quality, sft = results["seeds"], results["curves"], results["prm_quality"], results["settings"]["sft"]
+    evals = {st: v for st, v in results["settings"].items() if st != "sft"}  # {setting: {metric: [one value per seed]}}
+
+    def iv(c, k="ci95"):  # a run's bootstrap, or each pooled run's (pool_seeds.py)
+        return interval(c, k) if k in c else "; ".join(f"{interval(c | {k: b})} ({r})" for r, b in c.get(k + "_by_run", {}).items())
     per_seed = lambda p: ", ".join(f"{100 * x:+.1f}" for x in p["diffs"])  # noqa: E731
-    lines = [f"Demo {args.split} split, {len(seeds)} whole-chain seeds ({', '.join(map(str, seeds))}), {args.iterations} PPO iterations of 64 "
+    lines = [f"Demo {results['split']} split, {len(seeds)} whole-chain seeds ({', '.join(map(str, seeds))}), {results['iterations']} PPO iterations of 64 "
              f"prompts; percent, mean +- sample std over seeds.", "",
-             "| setting | greedy pass@1 | pass@1 (T=1) | pass@{0} |".format(args.n), "|---|---|---|---|",
-             f"| SFT | {100 * sft['greedy_pass@1']:.1f} | {100 * sft['pass@1']:.1f} | {100 * sft['best_of_k'][-1]:.1f} |"]
-    lines += [f"| {st} | {pct([m['greedy_pass@1'] for m in ms])} | {pct([m['pass@1'] for m in ms])} | {pct([m['best_of_k'][-1] for m in ms])} |"
-              for st, ms in evals.items()]
+             f"| setting | greedy pass@1 | pass@1 (T=1) | pass@{results['n']} |", "|---|---|---|---|",
+             f"| SFT | {100 * sft['greedy_pass@1'][0]:.1f} | {100 * sft['pass@1'][0]:.1f} | {100 * sft['best_of_k'][0][-1]:.1f} |"]
+    lines += [f"| {st} | {pct(m['greedy_pass@1'])} | {pct(m['pass@1'])} | {pct([b[-1] for b in m['best_of_k']])} |" for st, m in evals.items()]
     lines += ["", "The claims (sampled pass@1, paired per seed; points, mean [95% t interval over seeds]; bootstrap over seeds and tasks):", "",
               "| claim | per seed | mean [t 95%] | bootstrap 95% |", "|---|---|---|---|"]
-    lines += [f"| {c['setting']} - {c['baseline']} | {per_seed(c)} | {iv(c)} | {iv(c, 'bootstrap95')} |" for c in claims]
+    lines += [f"| {c['setting']} - {c['baseline']} | {per_seed(c)} | {iv(c)} | {iv(c, 'bootstrap95')} |" for c in results["paired"]]
     lines += ["", "Secondary (each setting - sparse, then what each part adds against its control; paired per seed):", "",
               "| comparison | metric | per seed | mean [t 95%] | bootstrap 95% |", "|---|---|---|---|---|"]
-    lines += [f"| {c['setting']} - {c['baseline']} | {c['metric']} | {per_seed(c)} | {iv(c)} | {iv(c, 'bootstrap95')} |" for c in secondary]
+    lines += [f"| {c['setting']} - {c['baseline']} | {c['metric']} | {per_seed(c)} | {iv(c)} | {iv(c, 'bootstrap95')} |" for c in results["secondary"]]
     level = np.mean(curves["sparse"]["pass@1"][-1]) if "sparse" in curves else None
     if level is not None:
-        lines += ["", f"Learning curves (valid, first {args.curve_problems} tasks, 2 samples): iterations to reach the sparse baseline's final "
+        lines += ["", f"Learning curves (valid, first {results['curve_problems']} tasks, 2 samples): iterations to reach the sparse baseline's final "
                       f"mean sampled pass@1 ({100 * level:.1f}%):", "", "| setting | iterations | final mean pass@1 |", "|---|---|---|"]
         lines += [f"| {st} | {reach(c['iterations'], np.mean(c['pass@1'], 1), level)} | {100 * np.mean(c['pass@1'][-1]):.1f} |" for st, c in curves.items()]
     keys = [k for k in (quality or [{}])[0] if k.startswith(("step_auc", "correct_below_0", "caught/"))]
@@ -333,13 +345,14 @@ def report(args, settings, seconds):
     lines += [f"| {s} | " + " | ".join(f"{q[k]:.3f}" for k in keys) + " |" for s, q in zip(seeds, quality)]
     with open(os.path.join(O, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    plots(O, evals, sft, curves)
+    plots(O, results["settings"], curves)
     print("\n".join(lines) + f"\n\nwrote {O}/results.md, results.json, curves.png, bestofk.png, gain_by_steps.png")
 
 
-def plots(O, evals, sft, curves):
+def plots(O, settings, curves):
     """curves.png (valid pass@1 over iterations, mean and min-max band over seeds), bestofk.png (Figure 3) and
-    gain_by_steps.png (Figure 4: each setting's pass@1 gain over sparse by task length, mean and band)."""
+    gain_by_steps.png (Figure 4: each setting's pass@1 gain over sparse by task length, mean and band).
+    settings: results.json's {setting: {metric: [one value per seed]}}."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -354,25 +367,24 @@ def plots(O, evals, sft, curves):
     axes[0].legend(fontsize=8), fig.tight_layout(), fig.savefig(os.path.join(O, "curves.png"), dpi=100)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for st, ms in [("sft", [sft])] + list(evals.items()):
-        y = 100 * np.array([m["best_of_k"] for m in ms])
+    for st, m in settings.items():
+        y = 100 * np.array(m["best_of_k"])  # [seeds, K]
         ax.plot(range(1, y.shape[1] + 1), y.mean(0), marker="o", label=st)
         ax.fill_between(range(1, y.shape[1] + 1), y.min(0), y.max(0), alpha=0.1)
     ax.set(xlabel="K (samples)", ylabel="% tasks solved within K", title="best-of-K (Figure 3)"), ax.grid(alpha=0.3), ax.legend(fontsize=7)
     fig.tight_layout(), fig.savefig(os.path.join(O, "bestofk.png"), dpi=100)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    steps = list(evals["sparse"][0]["by_steps"])
-    base = np.array([[m["by_steps"][k]["pass@1"] for k in steps] for m in evals["sparse"]])
-    for st in [s for s in evals if s != "sparse"]:
-        y = 100 * (np.array([[m["by_steps"][k]["pass@1"] for k in steps] for m in evals[st]]) - base)  # paired per seed
+    steps = [k.split("/")[1] for k in settings["sparse"] if k.startswith("by_steps/") and k.endswith("/pass@1")]
+    by_steps = lambda st: np.array([settings[st][f"by_steps/{k}/pass@1"] for k in steps]).T  # noqa: E731  [seeds, lengths]
+    for st in [s for s in settings if s not in ("sft", "sparse")]:
+        y = 100 * (by_steps(st) - by_steps("sparse"))  # paired per seed
         ax.plot(steps, y.mean(0), marker="o", label=f"{st} - sparse")
         ax.fill_between(steps, y.min(0), y.max(0), alpha=0.1)
     ax.axhline(0, color="k", lw=0.8)
     ax.set(xlabel="lines in the reference (steps + return)", ylabel="pass@1 difference (points)", title="gain by length (Figure 4)")
     ax.grid(alpha=0.3), ax.legend(fontsize=7), fig.tight_layout(), fig.savefig(os.path.join(O, "gain_by_steps.png"), dpi=100)
     plt.close(fig)
-
 
 if __name__ == "__main__":
     main()

@@ -92,6 +92,40 @@ def test_the_study_end_to_end_at_tiny_sizes(tiny_study):
     assert again.returncode == 0 and "$ " not in again.stdout  # everything done: nothing re-run
 
 
+def test_pooling_a_studys_seeds_from_two_runs_gives_the_one_runs_numbers(tiny_study, tmp_path):
+    """experiments/pool_seeds.py: the tiny study's results.json cut into its two seeds' runs and pooled again has the
+    same per-seed numbers, paired differences and t intervals; each run's bootstrap kept; other designs refused."""
+    out, _, first = tiny_study
+    assert first.returncode == 0
+    whole = json.loads((out / "results.json").read_text())
+
+    def one_seed(i):  # the run seed i alone would have written (its bootstrap aside)
+        r = json.loads(json.dumps(whole)) | {"seeds": [whole["seeds"][i]], "prm_quality": [whole["prm_quality"][i]],
+                                           "labeling": [whole["labeling"][i]]}
+        r["settings"] = {st: {k: v if st == "sft" else [v[i]] for k, v in m.items()} for st, m in whole["settings"].items()}
+        r["curves"] = {c: {m: v if m == "iterations" else [[x[i]] for x in v] for m, v in cv.items()} for c, cv in whole["curves"].items()}
+        return r
+    for i in (0, 1):
+        (tmp_path / f"run{i}").mkdir()
+        (tmp_path / f"run{i}" / "results.json").write_text(json.dumps(one_seed(i)))
+    cmd = [sys.executable, "experiments/pool_seeds.py", "--runs", str(tmp_path / "run0"), str(tmp_path / "run1"), "--out", str(tmp_path / "pooled")]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
+    assert r.returncode == 0, r.stderr[-2000:]
+    pooled = json.loads((tmp_path / "pooled" / "results.json").read_text())
+    assert pooled["seeds"] == whole["seeds"] and pooled["settings"] == whole["settings"] and pooled["curves"] == whole["curves"]
+    for p, w in zip(pooled["paired"] + pooled["secondary"], whole["paired"] + whole["secondary"]):
+        assert (p["setting"], p["baseline"], p["metric"]) == (w["setting"], w["baseline"], w["metric"])
+        assert p["diffs"] == pytest.approx(w["diffs"]) and p["ci95"] == pytest.approx(w["ci95"], nan_ok=True)
+        assert list(p["bootstrap95_by_run"]) == ["0", "1"]
+    assert "| both - sparse_warm_critic |" in (tmp_path / "pooled" / "results.md").read_text()
+    (tmp_path / "run1" / "results.json").write_text(json.dumps(one_seed(1) | {"iterations": 16}))
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
+    assert r.returncode != 0 and "differ in iterations" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "run1" / "results.json").write_text(json.dumps(one_seed(0)))
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
+    assert r.returncode != 0 and "appears in two runs" in r.stderr
+
+
 def test_every_reviewers_study_at_tiny_sizes(tiny_study, tiny_policy, tmp_path):
     """experiments/studies.py: all six studies on the tiny chain: each variant's labels, PRM, PPO run and evaluation,
     the reports; a re-run does nothing."""
