@@ -322,7 +322,7 @@ def write(O, results):
     evals = {st: v for st, v in results["settings"].items() if st != "sft"}  # {setting: {metric: [one value per seed]}}
 
     def iv(c, k="ci95"):  # a run's bootstrap, or each pooled run's (pool_seeds.py)
-        return interval(c, k) if k in c else "; ".join(f"{interval(c | {k: b})} ({r})" for r, b in c.get(k + "_by_run", {}).items())
+        return interval(c, k) if k in c else "; ".join(f"[{100 * b[0]:+.1f}, {100 * b[1]:+.1f}] (seeds {r})" for r, b in c.get(k + "_by_run", {}).items())
     per_seed = lambda p: ", ".join(f"{100 * x:+.1f}" for x in p["diffs"])  # noqa: E731
     lines = [f"Demo {results['split']} split, {len(seeds)} whole-chain seeds ({', '.join(map(str, seeds))}), {results['iterations']} PPO iterations of 64 "
              f"prompts; percent, mean +- sample std over seeds.", "",
