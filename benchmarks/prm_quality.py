@@ -12,6 +12,9 @@ on); the PRM's labels came from the binary search, the exact scorer is only the 
     python evaluate.py --model runs/sft runs/baseline/ckpt-0008 --split valid --n 2 --out runs/prm_eval
     python benchmarks/prm_quality.py --prm runs/prm --eval runs/prm_eval/eval.json   # -> runs/prm/quality.json
     (--eval takes several eval.json files; --last_only true keeps each file's last model, a run's final checkpoint)
+
+Does it fit what it trained on? --labels scores label_prm_data.py's failing rows (train split) instead:
+    python benchmarks/prm_quality.py --prm runs/prm --labels runs/prm_data/labels.jsonl --out runs/prm/fit.json
 """
 import argparse
 import json
@@ -48,33 +51,55 @@ def quality(rows, scores, problems):
     return out
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--prm", default="runs/prm")
-    ap.add_argument("--eval", nargs="+", default=["runs/prm_eval/eval.json"], help="evaluate.py's eval.json files on demo prompts")
-    ap.add_argument("--last_only", default="false", help="true: of each eval.json only its last model (a run's final checkpoint)")
-    ap.add_argument("--out", default="", help="JSON report (default: PRM/quality.json)")
-    args = ap.parse_args()
-    rows, policies, problems = [], [], {}
-    for path in args.eval:
+def failing_rows(path):
+    """label_prm_data.py's rows (train split) of the responses that fail their tests: the PRM's own training data."""
+    try:
+        with open(path) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    except (OSError, json.JSONDecodeError) as e:
+        raise SystemExit(f"prm_quality.py: {path}: cannot read label_prm_data.py's labels.jsonl ({e})")
+    if any(k not in r for r in rows for k in ("task_id", "response", "steps", "passed")):
+        raise SystemExit(f"prm_quality.py: {path}: rows need task_id, response, steps and passed (label_prm_data.py's labels.jsonl)")
+    return [r for r in rows if not r["passed"]], [], "train"
+
+
+def sampled_rows(paths, last_only):
+    """evaluate.py's sampled completions in eval.json files, as rows, with the policies and the split they came from."""
+    rows, policies = [], []
+    for path in paths:
         try:
             with open(path) as f:
                 report = json.load(f)
         except (OSError, json.JSONDecodeError) as e:
             raise SystemExit(f"prm_quality.py: {path}: cannot read evaluate.py's eval.json ({e})")
+        if report["args"]["dataset"] != "demo":
+            raise SystemExit(f"prm_quality.py: {path}: the exact line labels exist for the demo's tasks only, not {report['args']['dataset']!r}")
         split = report["args"]["split"]
-        problems = problems or {p.task_id: p for p in sandbox.load_problems(report["args"]["dataset"], split)}
-        models = list(report["models"].items())[-1:] if args.last_only == "true" else report["models"].items()
+        models = list(report["models"].items())[-1:] if last_only else report["models"].items()
         for name, m in models:
             policies.append(name)
             for s in m["samples"]:
                 if s["kind"] == "sample":
                     steps = sandbox.split_steps(s["completion"])  # labels: placeholders for prm_example; the oracle labels here
-                    rows.append({"task_id": s["task_id"], "prompt": problems[s["task_id"]].prompt, "response": s["completion"],
-                                 "steps": steps, "labels": [0] * len(steps)})
+                    rows.append({"task_id": s["task_id"], "response": s["completion"], "steps": steps, "labels": [0] * len(steps)})
+    return rows, policies, split
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prm", default="runs/prm")
+    ap.add_argument("--eval", nargs="+", default=["runs/prm_eval/eval.json"], help="evaluate.py's eval.json files on demo prompts")
+    ap.add_argument("--labels", default="", help="label_prm_data.py's labels.jsonl instead of --eval: its failing rows (the PRM's training data)")
+    ap.add_argument("--last_only", default="false", help="true: of each eval.json only its last model (a run's final checkpoint)")
+    ap.add_argument("--out", default="", help="JSON report (default: PRM/quality.json)")
+    args = ap.parse_args()
+    rows, policies, split = failing_rows(args.labels) if args.labels else sampled_rows(args.eval, args.last_only == "true")
+    problems = {p.task_id: p for p in sandbox.load_problems("demo", split)}
+    for r in rows:
+        r["prompt"] = problems[r["task_id"]].prompt
     tok, model = AutoTokenizer.from_pretrained(args.prm), AutoModelForTokenClassification.from_pretrained(args.prm).eval()
     out = quality(rows, score_steps(model, tok, rows, SimpleNamespace(device="cpu", bf16=False, chat_template=False)), problems)
-    out = {"prm": args.prm, "eval": args.eval, "split": split, "policies": policies} | out
+    out = {"prm": args.prm, "eval": [args.labels] if args.labels else args.eval, "split": split, "policies": policies} | out
     with open(args.out or os.path.join(args.prm, "quality.json"), "w") as f:
         json.dump(out, f, indent=1)
     print("| metric | value |\n|---|---|\n" + "\n".join(f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in out.items() if k not in ("policies", "eval")))

@@ -186,3 +186,17 @@ def test_prm_quality_against_exact_labels():
     bad[i] = 0.5  # misses the wrong line itself (and so ranks it with the correct ones)
     q = prm_quality.quality(rows, [[-0.5] + good[1:], bad], {p.task_id: p})
     assert q["caught/true_div"] == 0.0 and q["correct_below_0"] == 1 / (n + i)  # n + i correct lines, one below 0
+
+
+def test_prm_quality_reads_training_rows(tmp_path):
+    """benchmarks/prm_quality.failing_rows: labels.jsonl's failing rows only; a row without its fields is one clear error."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import prm_quality
+    row = {"task_id": "demo/train/0", "response": "    return a\n", "steps": [[0, 13, False]], "labels": [1]}
+    path = tmp_path / "labels.jsonl"
+    path.write_text(json.dumps(row | {"passed": True}) + "\n" + json.dumps(row | {"passed": False, "labels": [-1]}) + "\n")
+    rows, policies, split = prm_quality.failing_rows(str(path))
+    assert [r["labels"] for r in rows] == [[-1]] and split == "train"
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(SystemExit, match=r"labels.jsonl: rows need task_id, response, steps and passed"):
+        prm_quality.failing_rows(str(path))
