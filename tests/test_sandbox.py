@@ -360,6 +360,27 @@ def test_load_tokenizer_takes_every_eos_id_and_pads(tmp_path, tiny_policy):
     assert tok.pad_token_id == eos[0]
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_generate_samples_the_same_tokens_with_either_attention_and_gives_the_model_its_own_back(monkeypatch, tiny_policy, arch):
+    """sandbox.generate on the CPU samples with CPU_ATTENTION's kernel: the same tokens as with SDPA from the same
+    seed (left-padded rows of different lengths), and the model's own implementation, for training, after."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    import sandbox_models
+    tok, eos = sandbox.load_tokenizer(tiny_policy(arch))
+    model = AutoModelForCausalLM.from_pretrained(tiny_policy(arch), attn_implementation="sdpa").eval()
+    rows = [sandbox.prompt_ids(tok, p.prompt, False)[: 20 + 7 * i] for i, p in enumerate(load_problems("demo", "valid")[:4])]
+    seqs, used = [], set()
+    model.register_forward_pre_hook(lambda m, args: used.add(m.config._attn_implementation))
+    for impl in ("sdpa", "eager"):
+        monkeypatch.setattr(sandbox_models, "CPU_ATTENTION", impl)
+        torch.manual_seed(0)
+        seqs.append(sandbox.generate(model, tok, rows, eos, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=24)[0])
+        assert used == {impl} and model.config._attn_implementation == "sdpa"
+        used.clear()
+    assert torch.equal(*seqs)
+
+
 def test_fsdp_load_reads_the_weights_on_rank_0_alone(tmp_path, tiny_policy):
     """sandbox.load_model(fsdp=True) on 2 gloo ranks, rank 1 unable to read any weights: every rank's shards,
     buffers (RoPE's inv_freq, not in the state dict) and a fresh head are rank 0's; the gathered weights equal
