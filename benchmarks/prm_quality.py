@@ -95,6 +95,9 @@ def main():
     args = ap.parse_args()
     rows, policies, split = failing_rows(args.labels) if args.labels else sampled_rows(args.eval, args.last_only == "true")
     problems = {p.task_id: p for p in sandbox.load_problems("demo", split)}
+    unknown = next((r["task_id"] for r in rows if r["task_id"] not in problems), None)
+    if unknown:
+        raise SystemExit(f"prm_quality.py: {args.labels or ' '.join(args.eval)}: task {unknown!r} is not a demo {split} task")
     for r in rows:
         r["prompt"] = problems[r["task_id"]].prompt
     tok, model = AutoTokenizer.from_pretrained(args.prm), AutoModelForTokenClassification.from_pretrained(args.prm).eval()
