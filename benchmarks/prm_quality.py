@@ -26,7 +26,7 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import sandbox  # noqa: E402
-from train_prm import auc, score_steps  # noqa: E402
+from train_prm import auc, read_rows, score_steps  # noqa: E402
 
 
 def quality(rows, scores, problems):
@@ -52,15 +52,9 @@ def quality(rows, scores, problems):
 
 
 def failing_rows(path):
-    """label_prm_data.py's rows (train split) of the responses that fail their tests: the PRM's own training data."""
-    try:
-        with open(path) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-    except (OSError, json.JSONDecodeError) as e:
-        raise SystemExit(f"prm_quality.py: {path}: cannot read label_prm_data.py's labels.jsonl ({e})")
-    if any(k not in r for r in rows for k in ("task_id", "response", "steps", "passed")):
-        raise SystemExit(f"prm_quality.py: {path}: rows need task_id, response, steps and passed (label_prm_data.py's labels.jsonl)")
-    return [r for r in rows if not r["passed"]], [], "train"
+    """label_prm_data.py's rows (train split) of the responses that fail their tests: the PRM's own training data,
+    read and checked as train_prm.py reads it."""
+    return [r for r in read_rows(path) if not r["passed"]], [], "train"
 
 
 def sampled_rows(paths, last_only):

@@ -192,11 +192,12 @@ def test_prm_quality_reads_training_rows(tmp_path):
     """benchmarks/prm_quality.failing_rows: labels.jsonl's failing rows only; a row without its fields is one clear error."""
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
     import prm_quality
-    row = {"task_id": "demo/train/0", "response": "    return a\n", "steps": [[0, 13, False]], "labels": [1]}
+    row = {"task_id": "demo/train/0", "prompt": "def f(a):\n", "response": "    return a\n", "steps": [[0, 13, False]], "labels": [1],
+           "first_error": None}
     path = tmp_path / "labels.jsonl"
-    path.write_text(json.dumps(row | {"passed": True}) + "\n" + json.dumps(row | {"passed": False, "labels": [-1]}) + "\n")
+    path.write_text(json.dumps(row | {"passed": True}) + "\n" + json.dumps(row | {"passed": False, "labels": [-1], "first_error": 0}) + "\n")
     rows, policies, split = prm_quality.failing_rows(str(path))
     assert [r["labels"] for r in rows] == [[-1]] and split == "train"
     path.write_text(json.dumps(row) + "\n")
-    with pytest.raises(SystemExit, match=r"labels.jsonl: rows need task_id, response, steps and passed"):
+    with pytest.raises(SystemExit, match=r"labels.jsonl:1: missing field\(s\) passed$"):
         prm_quality.failing_rows(str(path))
