@@ -174,11 +174,9 @@ def draw_prompts(n, it, batch_size, seed, rank, world):
     batch_size entries of one shuffle of the n prompts per epoch (the same shuffle on every rank, seeded by
     seed and epoch), split among the ranks. A function of the iteration alone: no prompt twice in a batch
     (within an epoch), and a resumed run draws what an uninterrupted one would."""
-    shuffles = {}
-    for k in range(it * batch_size, (it + 1) * batch_size):
-        epoch = k // n
-        shuffles.setdefault(epoch, random.Random(f"{seed}/{epoch}").sample(range(n), n))
-    batch = [shuffles[k // n][k % n] for k in range(it * batch_size, (it + 1) * batch_size)]
+    ks = range(it * batch_size, (it + 1) * batch_size)
+    shuffles = {epoch: random.Random(f"{seed}/{epoch}").sample(range(n), n) for epoch in {k // n for k in ks}}
+    batch = [shuffles[k // n][k % n] for k in ks]
     return batch[rank::world]
 
 

@@ -381,6 +381,42 @@ def test_generate_samples_the_same_tokens_with_either_attention_and_gives_the_mo
     assert torch.equal(*seqs)
 
 
+def test_growing_cache_layer_holds_what_torch_cat_would():
+    """sandbox_models.GrowingLayer against transformers' DynamicLayer (a new tensor by torch.cat at every
+    update): the same keys and values after a prefill and each token, through two doublings of its buffers."""
+    import torch
+    from transformers.cache_utils import DynamicLayer
+    import sandbox_models
+    grow, cat = sandbox_models.GrowingLayer(), DynamicLayer()
+    lengths = []
+    for m in [5] + [1] * 20:
+        k, v = torch.randn(3, 2, m, 4), torch.randn(3, 2, m, 4)
+        for got, want in zip(grow.update(k, v), cat.update(k, v)):
+            assert torch.equal(got, want)
+        lengths.append(grow.buffers[0].shape[-2])
+    assert sorted(set(lengths)) == [10, 22, 46] and grow.get_seq_length() == 25
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2"])
+def test_generate_on_the_cpu_fills_growing_buffers_and_samples_the_same_tokens(monkeypatch, tiny_policy, arch):
+    """sandbox.generate on the CPU caches keys and values in GrowingLayer's buffers: the same tokens from the same
+    seed as transformers' own cache (left-padded rows of different lengths, long enough that the buffers grow)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    import sandbox_models
+    tok, eos = sandbox.load_tokenizer(tiny_policy(arch))
+    model = AutoModelForCausalLM.from_pretrained(tiny_policy(arch)).eval()
+    rows = [sandbox.prompt_ids(tok, p.prompt, False)[: 10 + 5 * i] for i, p in enumerate(load_problems("demo", "valid")[:4])]
+    caches, seqs = [], []
+    for make in (sandbox_models.kv_cache, lambda model: None):
+        monkeypatch.setattr(sandbox_models, "kv_cache", lambda model: caches.append(make(model)) or caches[-1])
+        torch.manual_seed(0)
+        seqs.append(sandbox.generate(model, tok, rows, eos, do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=40)[0])
+    assert all(type(layer) is sandbox_models.GrowingLayer for layer in caches[0].layers) and caches[1] is None
+    assert seqs[0].shape[1] > 2 * len(rows[-1])  # past the first buffers' length: they grew
+    assert torch.equal(*seqs)
+
+
 def test_fsdp_load_reads_the_weights_on_rank_0_alone(tmp_path, tiny_policy):
     """sandbox.load_model(fsdp=True) on 2 gloo ranks, rank 1 unable to read any weights: every rank's shards,
     buffers (RoPE's inv_freq, not in the state dict) and a fresh head are rank 0's; the gathered weights equal
