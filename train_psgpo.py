@@ -45,7 +45,7 @@ class Args:
     policy: str = field(default="checkpoints/demo-sft", metadata={"help": "starting policy (and KL reference): the SFT checkpoint or any HF causal LM (folder or Hub id)"})
     prm: str = field(default="runs/prm", metadata={"help": "PRM folder (train_prm.py), needed for --dense_reward or --value_init prm; 'oracle': demo only, the exact step scorer as dense reward"})
     out: str = field(default="runs/psgpo", metadata={"help": "run folder: args.json, log.jsonl, ckpt-NNNN/ checkpoints"})
-    dataset: str = field(default="demo", metadata={"help": "demo | humaneval | mbpp | livecodebench | a .jsonl path"})
+    dataset: str = field(default="demo", metadata={"help": "demo | demo-long | humaneval | mbpp | livecodebench | a .jsonl path"})
     split: str = field(default="train", metadata={"help": "split the prompts come from"})
     seed: int = field(default=1, metadata={"help": "random seed"})
     device: str = field(default="cpu", metadata={"help": "cpu | cuda (under torchrun: each rank its own GPU)"})

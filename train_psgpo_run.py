@@ -64,7 +64,7 @@ def prepare_for_training(policy, value, gradient_checkpointing):
     """No dropout (log-probs and values must agree between rollout and update); gradient checkpointing if asked."""
     for model in (policy, value):
         if gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+            sandbox.checkpoint_activations(model)
         for m in model.modules():
             if isinstance(m, torch.nn.Dropout):
                 m.p = 0.0

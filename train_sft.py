@@ -43,7 +43,7 @@ class Args:
     device: str = field(default="cpu", metadata={"help": "cpu | cuda"})
     threads: int = field(default=2, metadata={"help": "torch CPU threads"})
     # data
-    dataset: str = field(default="demo", metadata={"help": "demo | humaneval | mbpp | livecodebench | FILE.jsonl"})
+    dataset: str = field(default="demo", metadata={"help": "demo | demo-long | humaneval | mbpp | livecodebench | FILE.jsonl"})
     split: str = field(default="train", metadata={"help": "split of the problem set to train on"})
     planted: bool = field(default=True, metadata={"help": "demo: train on the flawed reference (planted mistakes); false: the correct one"})
     max_problems: int = field(default=0, metadata={"help": "use only the first N problems (0: all)"})
@@ -188,7 +188,7 @@ def main():
         raise SystemExit(f"train_sft.py: every example is longer than --max_len {args.max_len}")
     lengths = [len(ids) for ids, _ in examples]
     if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        sandbox.checkpoint_activations(model)
     model.config.use_cache = False
     n_params = sum(p.numel() for p in model.parameters())
     print(f"{len(examples)} examples ({len(pairs) - len(examples)} too long), {sum(lengths) / len(lengths):.0f} "

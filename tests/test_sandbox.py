@@ -501,3 +501,24 @@ def test_every_stage_feeds_prompts_through_the_chat_template(tmp_path, monkeypat
         monkeypatch.setattr(sys, "argv", [module.__name__, *map(str, argv), "--chat_template", "true"])
         module.main()
         assert calls and all(calls), module.__name__  # every prompt went through the template
+
+
+def test_checkpoint_activations_same_gradients_no_deprecation(tiny_policy):
+    """sandbox.checkpoint_activations turns on activation checkpointing under the name this transformers has
+    (no FutureWarning on 5.24), and the gradients are those without it."""
+    import warnings
+
+    import torch
+    from transformers import AutoModelForCausalLM
+    ids = torch.arange(1, 17).reshape(2, 8)
+    grads = []
+    for checkpointing in (False, True):
+        model = AutoModelForCausalLM.from_pretrained(tiny_policy("llama")).train()
+        if checkpointing:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", FutureWarning)
+                sandbox.checkpoint_activations(model)
+            assert getattr(model, "is_activation_checkpointing", None) or model.is_gradient_checkpointing  # 5.24's name, 5.0's
+        model(input_ids=ids, labels=ids).loss.backward()
+        grads.append([p.grad for p in model.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))

@@ -121,3 +121,11 @@ def test_oracle_step_scores(demo_train):
 
 def test_reached_as_sandbox_demo():
     assert sandbox.demo is demo and sandbox.demo.load is demo.load
+
+
+def test_demo_long_is_the_long_tasks_of_each_split(demo_test, demo_valid):
+    """demo-long: exactly the split's tasks of at least LONG_LINES lines, the same tasks with the same ids."""
+    for split, full in [("test", demo_test), ("valid", demo_valid)]:
+        long = load_problems("demo-long", split)
+        assert long == [p for p in full if p.meta["n_steps"] >= demo.LONG_LINES]
+        assert {p.meta["n_steps"] for p in long} == set(range(demo.LONG_LINES, demo.MAX_STEPS + 2)) and len(long) > 400
