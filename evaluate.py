@@ -19,7 +19,7 @@ Metrics (all in `compute_metrics`, a pure function of the verdicts):
   planted     demo only: per planted-mistake kind, the share of the lines where it can occur that the
               sampled responses write in its wrong form (sandbox.demo.planted_mistakes)
 Outputs under --out: eval.json (every number, every completion with its verdict; rewritten after each
-model), bestofk.png, by_length.png. Under torchrun each rank generates and judges every WORLD_SIZE-th
+model), by_length.png, bestofk.png (with --n > 0). Under torchrun each rank generates and judges every WORLD_SIZE-th
 problem with its own full copy of the model (sampling seed + rank) and rank 0 merges them in order.
 """
 import json
@@ -190,18 +190,21 @@ def markdown(report, args):
 
 
 def plot(report, out):
-    """bestofk.png (Figure 3) and by_length.png (Figure 4: pass@1 by steps and by response tokens)."""
+    """by_length.png (Figure 4: pass@1 by steps and by response tokens) and, where there are samples,
+    bestofk.png (Figure 3). Returns the paths written."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5, 4))
-    for name, r in report.items():
-        if "best_of_k" in r["metrics"]:
-            ks = range(1, len(r["metrics"]["best_of_k"]) + 1)
-            ax.plot(ks, [100 * v for v in r["metrics"]["best_of_k"]], marker="o", label=name)
-    ax.set(xlabel="K (samples)", ylabel="% problems solved within K", title="best-of-K (Figure 3)")
-    ax.legend(), ax.grid(alpha=0.3), fig.tight_layout(), fig.savefig(os.path.join(out, "bestofk.png"), dpi=100)
-    plt.close(fig)
+    written = [os.path.join(out, "by_length.png")]
+    sampled = {name: r["metrics"]["best_of_k"] for name, r in report.items() if "best_of_k" in r["metrics"]}
+    if sampled:  # greedy only (--n 0): no best-of-K to draw
+        fig, ax = plt.subplots(figsize=(5, 4))
+        for name, best in sampled.items():
+            ax.plot(range(1, len(best) + 1), [100 * v for v in best], marker="o", label=name)
+        ax.set(xlabel="K (samples)", ylabel="% problems solved within K", title="best-of-K (Figure 3)")
+        ax.legend(), ax.grid(alpha=0.3), fig.tight_layout(), fig.savefig(os.path.join(out, "bestofk.png"), dpi=100)
+        plt.close(fig)
+        written.insert(0, os.path.join(out, "bestofk.png"))
     views = [v for v in ("by_steps", "by_tokens") if v in next(iter(report.values()))["metrics"]]
     fig, axes = plt.subplots(1, len(views), figsize=(5 * len(views), 4), squeeze=False)
     for ax, view in zip(axes[0], views):
@@ -214,6 +217,7 @@ def plot(report, out):
         ax.legend(), ax.grid(alpha=0.3)
     fig.tight_layout(), fig.savefig(os.path.join(out, "by_length.png"), dpi=100)
     plt.close(fig)
+    return written
 
 
 def main():
@@ -255,10 +259,10 @@ def main():
               + (f"pass@1 {100 * metrics['pass@1']:.1f}%  " if args.n else "") + f"({timing})")
     if args.rank > 0:
         return
-    plot(report, args.out)
+    plots = plot(report, args.out)
     print(f"\n{args.dataset}/{args.split}, {len(problems)} problems, n={args.n}, T={args.temperature:g}\n")
     print(markdown(report, args))
-    print(f"\nwrote {path}, {os.path.join(args.out, 'bestofk.png')}, {os.path.join(args.out, 'by_length.png')}")
+    print(f"\nwrote {', '.join([path, *plots])}")
 
 
 if __name__ == "__main__":

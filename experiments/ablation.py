@@ -30,7 +30,7 @@ The claims, stated before the study ran: the primary metric is sampled pass@1 on
 budget, paired per seed; (a) both - sparse_warm_critic, (b) both - value_init_orm, each with a 95% t interval
 over seeds and, beside it, a bootstrap over seeds and tasks. Everything else is secondary, reported with its
 paired interval against sparse and, for what each part adds, against its control (CONTRASTS). Writes
-results.md, results.json (every number per seed), curves.png, bestofk.png, gain_by_steps.png under --out.
+results.md, results.json (every number per seed), curves.png (unless --curves none), bestofk.png, gain_by_steps.png under --out.
 """
 import atexit
 import functools
@@ -346,7 +346,7 @@ def write(O, results):
     with open(os.path.join(O, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     plots(O, results["settings"], curves)
-    print("\n".join(lines) + f"\n\nwrote {O}/results.md, results.json, curves.png, bestofk.png, gain_by_steps.png")
+    print("\n".join(lines) + f"\n\nwrote {O}/results.md, results.json, {'curves.png, ' if curves else ''}bestofk.png, gain_by_steps.png")
 
 
 def plots(O, settings, curves):
@@ -356,16 +356,17 @@ def plots(O, settings, curves):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, m in zip(axes, ("pass@1", "greedy_pass@1")):
-        for st, c in curves.items():
-            y = 100 * np.array(c[m])  # [iterations, seeds]
-            ax.plot(c["iterations"], y.mean(1), marker="o", label=st)
-            ax.fill_between(c["iterations"], y.min(1), y.max(1), alpha=0.15)
-        ax.set(xlabel="PPO iteration", ylabel=f"valid {m} (%)", title=f"learning curves: {m} (mean, min-max over seeds)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8), fig.tight_layout(), fig.savefig(os.path.join(O, "curves.png"), dpi=100)
-    plt.close(fig)
+    if curves:  # --curves none: no curves.png
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for ax, m in zip(axes, ("pass@1", "greedy_pass@1")):
+            for st, c in curves.items():
+                y = 100 * np.array(c[m])  # [iterations, seeds]
+                ax.plot(c["iterations"], y.mean(1), marker="o", label=st)
+                ax.fill_between(c["iterations"], y.min(1), y.max(1), alpha=0.15)
+            ax.set(xlabel="PPO iteration", ylabel=f"valid {m} (%)", title=f"learning curves: {m} (mean, min-max over seeds)")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=8), fig.tight_layout(), fig.savefig(os.path.join(O, "curves.png"), dpi=100)
+        plt.close(fig)
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for st, m in settings.items():
         y = 100 * np.array(m["best_of_k"])  # [seeds, K]

@@ -125,6 +125,15 @@ def test_two_models_side_by_side_and_same_seed_same_samples(tmp_path, monkeypatc
     assert len(set(samples)) > 1  # sampling, not greedy
 
 
+def test_greedy_only_draws_no_empty_best_of_k(tmp_path, monkeypatch, capsys, recwarn, tok):
+    """--n 0 has no samples: by_length.png (greedy pass@1) is drawn, bestofk.png is not, and no plot warns."""
+    path, out = tiny("gpt2", tok, tmp_path / "m"), tmp_path / "e"
+    run(monkeypatch, "--model", path, "--max_problems", 3, "--n", 0, "--max_new_tokens", 8, "--out", out)
+    assert (out / "by_length.png").stat().st_size > 0 and not (out / "bestofk.png").exists()
+    assert not [w for w in recwarn if "No artists" in str(w.message)]
+    assert capsys.readouterr().out.strip().endswith(f"wrote {out / 'eval.json'}, {out / 'by_length.png'}")
+
+
 def test_bad_inputs_are_one_line(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match="no such model folder"):
         run(monkeypatch, "--model", tmp_path / "missing", "--out", tmp_path)
