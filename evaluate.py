@@ -195,7 +195,7 @@ def plot(report, out):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    written = [os.path.join(out, "by_length.png")]
+    written = []
     sampled = {name: r["metrics"]["best_of_k"] for name, r in report.items() if "best_of_k" in r["metrics"]}
     if sampled:  # greedy only (--n 0): no best-of-K to draw
         fig, ax = plt.subplots(figsize=(5, 4))
@@ -204,7 +204,7 @@ def plot(report, out):
         ax.set(xlabel="K (samples)", ylabel="% problems solved within K", title="best-of-K (Figure 3)")
         ax.legend(), ax.grid(alpha=0.3), fig.tight_layout(), fig.savefig(os.path.join(out, "bestofk.png"), dpi=100)
         plt.close(fig)
-        written.insert(0, os.path.join(out, "bestofk.png"))
+        written.append(os.path.join(out, "bestofk.png"))
     views = [v for v in ("by_steps", "by_tokens") if v in next(iter(report.values()))["metrics"]]
     fig, axes = plt.subplots(1, len(views), figsize=(5 * len(views), 4), squeeze=False)
     for ax, view in zip(axes[0], views):
@@ -217,7 +217,7 @@ def plot(report, out):
         ax.legend(), ax.grid(alpha=0.3)
     fig.tight_layout(), fig.savefig(os.path.join(out, "by_length.png"), dpi=100)
     plt.close(fig)
-    return written
+    return written + [os.path.join(out, "by_length.png")]
 
 
 def main():
