@@ -345,14 +345,14 @@ def write(O, results):
     lines += [f"| {s} | " + " | ".join(f"{q[k]:.3f}" for k in keys) + " |" for s, q in zip(seeds, quality)]
     with open(os.path.join(O, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    plots(O, results["settings"], curves)
-    print("\n".join(lines) + f"\n\nwrote {O}/results.md, results.json, {'curves.png, ' if curves else ''}bestofk.png, gain_by_steps.png")
+    pngs = plots(O, results["settings"], curves)
+    print("\n".join(lines) + f"\n\nwrote {O}/results.md, results.json, {', '.join(pngs)}")
 
 
 def plots(O, settings, curves):
     """curves.png (valid pass@1 over iterations, mean and min-max band over seeds), bestofk.png (Figure 3) and
     gain_by_steps.png (Figure 4: each setting's pass@1 gain over sparse by task length, mean and band).
-    settings: results.json's {setting: {metric: [one value per seed]}}."""
+    settings: results.json's {setting: {metric: [one value per seed]}}. Returns the names written."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -386,6 +386,7 @@ def plots(O, settings, curves):
     ax.set(xlabel="lines in the reference (steps + return)", ylabel="pass@1 difference (points)", title="gain by length (Figure 4)")
     ax.grid(alpha=0.3), ax.legend(fontsize=7), fig.tight_layout(), fig.savefig(os.path.join(O, "gain_by_steps.png"), dpi=100)
     plt.close(fig)
+    return (["curves.png"] if curves else []) + ["bestofk.png", "gain_by_steps.png"]
 
 if __name__ == "__main__":
     main()
