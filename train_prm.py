@@ -42,6 +42,7 @@ class Args:
     init: str = field(default="checkpoints/demo-sft", metadata={"help": "policy checkpoint the PRM starts from (body; the scalar head is new)"})
     out: str = field(default="runs/prm", metadata={"help": "output folder (save_pretrained PRM + tokenizer + metrics.json)"})
     labels: str = field(default="process", metadata={"help": "process: the binary search's line labels (a PRM); outcome: every code line labeled with the response's verdict (an outcome reward model, the control for value init)"})
+    rows: str = field(default="selected", metadata={"help": "with a label_prm_data.py folder: selected (labels.jsonl, the rows its --select kept) | all (rows.jsonl: every labeled response; with --labels outcome, an ORM on every verdict labeling bought)"})
     holdout: float = field(default=0.15, metadata={"help": "share of prompts held out for evaluation"})
     epochs: int = field(default=8, metadata={"help": "passes over the training rows"})
     batch_size: int = field(default=16, metadata={"help": "sequences per step"})
@@ -171,12 +172,12 @@ def main():
     args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
     if args.fsdp != ("RANK" in os.environ):
         raise SystemExit("train_prm.py: --fsdp true shards the model across torchrun's ranks: use both or neither")
-    if args.labels not in ("process", "outcome"):
-        raise SystemExit(f"train_prm.py: --labels must be process or outcome, not {args.labels!r}")
+    if args.labels not in ("process", "outcome") or args.rows not in ("selected", "all"):
+        raise SystemExit(f"train_prm.py: --labels must be process or outcome and --rows selected or all, not {args.labels!r} / {args.rows!r}")
     rank, world, args.device = sandbox.start_ranks(args.device)
     set_seed(args.seed)
     folder = os.path.isdir(args.data)
-    train_rows = read_rows(os.path.join(args.data, "labels.jsonl") if folder else args.data)
+    train_rows = read_rows(os.path.join(args.data, "labels.jsonl" if args.rows == "selected" else "rows.jsonl") if folder else args.data)
     if args.labels == "outcome":
         train_rows = [r | {"labels": outcome_labels(r)} for r in train_rows]
     all_rows = read_rows(os.path.join(args.data, "rows.jsonl")) if folder and os.path.exists(os.path.join(args.data, "rows.jsonl")) else train_rows

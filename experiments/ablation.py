@@ -8,29 +8,35 @@ Per seed s, every stage from the shipped SFT policy with --seed s, so the seeds'
 variance (each command is printed; a re-run skips what is done and resumes a PPO run cut off):
   1. sparse     PPO with the unit-test reward only (a checkpoint every 2 iterations)
   2. labels     label_prm_data.py on 4 evenly spaced checkpoints of that run (the paper's PRM data)
-  3. PRM, ORM   train_prm.py on those labels; the ORM (--labels outcome) on the same rows, every code line
-                labeled by the response's verdict: outcome supervision from the same labeled responses
-  4. settings   each of --settings from that seed's PRM and ORM
+  3. PRM, ORMs   train_prm.py on those labels (MODELS): the PRM; the ORM (--labels outcome), every code line labeled
+                by the response's verdict, on the same rows (outcome supervision from the same responses); orm_all,
+                the verdicts of every labeled response (all an outcome model needs: no binary search)
+  4. settings   each of --settings from that seed's PRM and ORMs (sparse runs unevaluated unless named)
   5. evaluation every final policy on --split (greedy and --n samples at T = 1); the --curves settings'
                 checkpoints every 2 iterations on the first --curve_problems valid tasks; the PRM against
                 exact line labels on the valid samples of the SFT policy and the last sparse and both
                 checkpoints (benchmarks/prm_quality.py)
-Settings (train_psgpo.py flags; {prm} and {orm}: the seed's own):
+Settings (train_psgpo.py flags; {prm}, {orm}, {orm_all}: the seed's own):
   sparse               --dense_reward false --value_init policy       the paper's RL baseline
   sparse_warm_critic   sparse, --critic_warmup W: the critic trains alone for W iterations before the policy
-                       moves (W more iterations of rollouts); the fair baseline of claim (a)
-  value_init_orm       --dense_reward false --value_init prm --prm {orm}: a critic started from a trained
-                       outcome model; tells process supervision from "any trained critic" (claim (b))
+                       moves (W more iterations of rollouts); the fair sparse baseline
+  value_init_orm       --dense_reward false --value_init prm --prm {orm}: the critic from an outcome model
   value_init           --dense_reward false --value_init prm --prm {prm}
   dense                --dense_reward true --value_init policy
   both                 --dense_reward true --value_init prm: PSGPO
+  dense_orm, both_orm  dense and both with the ORM in the PRM's place: outcome supervision in the same roles
+  both_orm_all         both_orm with orm_all
   both_returns_scale   both, --value_scale returns: the copied PRM mapped from [-1, 1] to the returns' [0, 1]
   oracle               --dense_reward true --value_init policy --prm oracle: the exact step scorer (a ceiling)
-The claims, stated before the study ran: the primary metric is sampled pass@1 on --split at the end of the
-budget, paired per seed; (a) both - sparse_warm_critic, (b) both - value_init_orm, each with a 95% t interval
-over seeds and, beside it, a bootstrap over seeds and tasks. Everything else is secondary, reported with its
-paired interval against sparse and, for what each part adds, against its control (CONTRASTS). Writes
-results.md, results.json (every number per seed), curves.png (unless --curves none), bestofk.png, gain_by_steps.png under --out.
+The claims (--claims, setting:baseline) are on sampled pass@1 on --split at the end of the budget, paired per seed,
+each with a 95% t interval over seeds (shown where it excludes 0) and, beside it, a bootstrap over seeds and tasks.
+A comparison is a claim or a planned one only when --plan names a plan file committed before the run (the plan
+states the claims, settings, seeds, budget, metric and samples per task; results.json records its commit and the
+code's); every other comparison (each setting - sparse, CONTRASTS: what each part adds against its control) is
+reported as exploratory. Also per run: pass@4, the policy's entropy and KL to the SFT policy at the end, the
+critic's explained variance on the first rollouts the policy learns from, and the evaluation's own noise (the
+standard error of a seed's pass@1 from its n samples per task). Writes results.md, results.json (every number per
+seed), curves.png (unless --curves none), bestofk.png, gain_by_steps.png and minutes.jsonl under --out.
 """
 import atexit
 import functools
@@ -56,17 +62,26 @@ SETTINGS = {
     "value_init": "--dense_reward false --value_init prm --prm {prm}",
     "dense": "--dense_reward true --value_init policy --prm {prm}",
     "both": "--dense_reward true --value_init prm --prm {prm}",
+    "dense_orm": "--dense_reward true --value_init policy --prm {orm}",
+    "both_orm": "--dense_reward true --value_init prm --prm {orm}",
+    "both_orm_all": "--dense_reward true --value_init prm --prm {orm_all}",
     "both_returns_scale": "--dense_reward true --value_init prm --prm {prm} --value_scale returns",
     "oracle": "--dense_reward true --value_init policy --prm oracle",
 }
-CLAIMS = [("both", "sparse_warm_critic"), ("both", "value_init_orm")]
+MODELS = {  # the reward models a chain trains from its labels: train_prm.py flags
+    "prm": [],                                            # the binary search's line labels, on the selected rows
+    "orm": ["--labels", "outcome"],                       # the verdict on every code line, the same rows
+    "orm_all": ["--labels", "outcome", "--rows", "all"],  # the verdict, every labeled response (what an ORM costs)
+}
+CLAIMS = ["both:sparse_warm_critic", "both:both_orm"]
 CONTRASTS = [("value_init", "value_init_orm"), ("both", "value_init"), ("both", "dense"), ("dense", "sparse_warm_critic"),
-             ("both_returns_scale", "both"), ("oracle", "dense")]  # what each part adds against its control (secondary)
+             ("both", "value_init_orm"), ("both_orm", "value_init_orm"), ("dense", "dense_orm"), ("both", "both_orm_all"),
+             ("both_orm", "both_orm_all"), ("both_returns_scale", "both"), ("oracle", "dense")]  # what each part adds against its control
 
 
 def starts_from(setting):
     """The models a setting starts from, of the seed's PRM and ORM ({prm} and {orm} in its flags)."""
-    return [m for m in ("prm", "orm") if "{" + m + "}" in SETTINGS[setting]]
+    return [m for m in MODELS if "{" + m + "}" in SETTINGS[setting]]
 
 
 def run_length(setting, args):
@@ -82,13 +97,16 @@ class Args:
     seeds: list[int] = field(default_factory=lambda: [10, 11, 12, 13, 14], metadata={"help": "one whole chain per seed"})
     out: str = field(default="runs/ablation", metadata={"help": "output folder: s<seed>/ per chain, eval/, results and plots"})
     split: str = field(default="test", metadata={"help": "where the final policies are evaluated: test (reporting) | valid (choosing a design)"})
-    settings: list[str] = field(default_factory=lambda: list(SETTINGS), metadata={"help": "settings run for every seed (and sparse, whose checkpoints the labels come from)"})
+    settings: list[str] = field(default_factory=lambda: [s for s in SETTINGS if s not in ("dense_orm", "both_orm_all")], metadata={"help": "settings run and evaluated for every seed (sparse always runs when labels are needed: they come from its checkpoints)"})
     curves: list[str] = field(default_factory=lambda: ["sparse", "sparse_warm_critic", "value_init_orm", "both"], metadata={"help": "settings whose checkpoints are evaluated every 2 iterations on valid (none: no curves)"})
     iterations: int = field(default=16, metadata={"help": "PPO iterations the policy moves (a multiple of 8: labels from 4 checkpoints, curves every 2)"})
     warm: int = field(default=4, metadata={"help": "sparse_warm_critic: iterations the critic trains alone first (4: chosen on valid, docs/demo.md)"})
     policy: str = field(default="checkpoints/demo-sft", metadata={"help": "the SFT policy every chain starts from"})
     n: int = field(default=4, metadata={"help": "sampled completions per task in the final evaluation (plus one greedy)"})
     curve_problems: int = field(default=200, metadata={"help": "valid tasks each curve checkpoint is evaluated on (greedy + 2 samples)"})
+    claims: list[str] = field(default_factory=lambda: list(CLAIMS), metadata={"help": "the claims, setting:baseline, sampled pass@1 paired per seed (the plan's)"})
+    planned: list[str] = field(default_factory=list, metadata={"help": "secondary comparisons the plan names, setting:baseline; every other one is reported as exploratory"})
+    plan: str = field(default="", metadata={"help": "the plan file (claims, settings, seeds, metric), committed before the run; empty: no plan, every reading exploratory"})
     bootstrap: int = field(default=2000, metadata={"help": "bootstrap resamples of seeds and tasks"})
     ppo: str = field(default="", metadata={"help": "extra train_psgpo.py flags for every run (the tests' tiny sizes)"})
     label: str = field(default="", metadata={"help": "extra label_prm_data.py flags"})
@@ -96,6 +114,37 @@ class Args:
     evaluate: str = field(default="", metadata={"help": "extra evaluate.py flags"})
     device: str = field(default="cpu", metadata={"help": "cpu | cuda"})
     parallel: int = field(default=2, metadata={"help": "commands at once (CPU: the cores are shared among them)"})
+
+
+def pairs(specs, flag):
+    """["a:b", ...] -> [(a, b), ...]; one line if a spec is not setting:baseline of known settings."""
+    out = [tuple(x.split(":")) for x in specs]
+    if bad := [x for x, p in zip(specs, out) if len(p) != 2 or not set(p) <= set(SETTINGS)]:
+        raise SystemExit(f"ablation.py: --{flag} {bad}: each must be setting:baseline, both from {', '.join(SETTINGS)}")
+    return out
+
+
+def role(pair, metric, plan, claims, planned):
+    """A comparison's standing: a claim or a planned secondary comparison when a plan names it (sampled pass@1, the
+    plan's metric), else exploratory - a hypothesis for a new plan, never a finding."""
+    if not plan or metric != "pass@1":
+        return "exploratory"
+    return "claim" if pair in claims else "planned" if pair in planned else "exploratory"
+
+
+def provenance(plan, script="ablation.py", root=HERE):
+    """What a result was made from: the code's commit and whether the working tree differed from it (dirty), and the
+    plan's commit. A plan must be a file committed before the run and unchanged since: a plan is what was written
+    down before the numbers existed, so an uncommitted or edited one stops the run (one line)."""
+    git = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    out = {"code_commit": git("rev-parse", "HEAD") or None, "code_dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    if plan:
+        path = os.path.relpath(os.path.abspath(plan), root)
+        commit = git("log", "-1", "--format=%H", "--", path) if os.path.isfile(plan) else ""
+        if not commit or git("status", "--porcelain", "--", path):
+            raise SystemExit(f"{script}: --plan {plan}: not a committed file, or changed since its commit: commit the plan before the run")
+        out |= {"plan": path, "plan_commit": commit}
+    return out
 
 
 def run(cmd, log, threads):
@@ -114,7 +163,7 @@ def run(cmd, log, threads):
         with open(log, "a") as f:
             failed = subprocess.run(cmd, cwd=HERE, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
     if failed:
-        raise SystemExit(f"ablation.py: failed: {' '.join(cmd)} (see {log})")
+        raise SystemExit(f"ablation.py: failed (exit code {failed}): {' '.join(cmd)} (see {log})")
 
 
 @functools.cache
@@ -223,12 +272,15 @@ def reach(iterations, curve, level):
 def main():
     args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
     args.curves = [c for c in args.curves if c != "none"]
-    settings = list(dict.fromkeys(["sparse"] + args.settings))
+    settings = list(dict.fromkeys(args.settings))  # evaluated; sparse also runs (unevaluated) when labels need it
     if unknown := [s for s in settings + args.curves if s not in SETTINGS]:
         raise SystemExit(f"ablation.py: unknown settings {unknown}: choose from {', '.join(SETTINGS)}")
-    models = {m for st in settings for m in starts_from(st)}
     if args.iterations % 8 or args.split not in ("test", "valid"):
         raise SystemExit("ablation.py: --iterations must be a multiple of 8 and --split test or valid")
+    pairs(args.claims, "claims"), pairs(args.planned, "planned")
+    args.provenance = provenance(args.plan)  # before any run: the plan was committed, and what the code was
+    models = {m for st in settings + args.curves for m in starts_from(st)}
+    runs = list(dict.fromkeys((["sparse"] if models else []) + settings + args.curves))
     O, py, t0 = args.out, sys.executable, time.time()
     threads = max(1, (os.cpu_count() or 2) // args.parallel) if args.device == "cpu" else 4
     os.makedirs(os.path.join(O, "eval"), exist_ok=True)
@@ -237,22 +289,26 @@ def main():
     def last(s, setting):  # the final checkpoint: warm-critic runs take W more iterations
         return f"{O}/s{s}/{setting}/ckpt-{run_length(setting, args):04d}"
 
-    def step(name, cmd, done_when, s):  # one command, skipped when its output is there
+    def step(name, cmd, done_when, s):  # one command, skipped when its output is there; its minutes in minutes.jsonl
         def fn():
             if not os.path.exists(done_when):
+                t = time.time()
                 run(cmd, f"{O}/s{s}/{name}.log", threads)
+                with open(f"{O}/minutes.jsonl", "a") as f:
+                    f.write(json.dumps({"seed": s, "step": name, "minutes": round((time.time() - t) / 60, 2)}) + "\n")
         return fn
 
     jobs = {}
     for s in args.seeds:
         d = f"{O}/s{s}"
         os.makedirs(d, exist_ok=True)
-        for setting in settings:
-            flags = SETTINGS[setting].format(prm=f"{d}/prm", orm=f"{d}/orm", warm=args.warm).split()
+        for setting in runs:
+            flags = SETTINGS[setting].format(warm=args.warm, **{m: f"{d}/{m}" for m in MODELS}).split()
             after = [f"{s}/{m}" for m in starts_from(setting)]
             jobs[f"{s}/{setting}"] = (after, step(setting, [py, "train_psgpo.py", "--policy", args.policy, "--seed", s, "--out", f"{d}/{setting}",
                                                              "--iterations", run_length(setting, args), "--save_every", 2, "--resume", "true", *flags, *common,
                                                              *args.ppo.split()], f"{last(s, setting)}/config.json", s))
+        for setting in settings:
             jobs[f"{s}/eval/{setting}"] = ([f"{s}/{setting}"], step(f"eval-{setting}", [py, "evaluate.py", "--model", last(s, setting), "--split", args.split,
                                            "--n", args.n, "--seed", s, "--threads", threads, "--out", f"{O}/eval/s{s}-{setting}", *common,
                                            *args.evaluate.split()], f"{O}/eval/s{s}-{setting}/eval.json", s))
@@ -266,9 +322,9 @@ def main():
             continue
         jobs[f"{s}/labels"] = ([f"{s}/sparse"], step("labels", [py, "label_prm_data.py", "--policy", *[f"{d}/sparse/ckpt-{i * every:04d}" for i in range(1, 5)],
                                                                   "--seed", s, "--out", f"{d}/prm_data", *common, *args.label.split()], f"{d}/prm_data/summary.json", s))
-        for model, extra in [m for m in (("prm", []), ("orm", ["--labels", "outcome"])) if m[0] in models | {"prm"}]:
+        for model in [m for m in MODELS if m in models | {"prm"}]:  # the PRM always: its quality is reported
             jobs[f"{s}/{model}"] = ([f"{s}/labels"], step(model, [py, "train_prm.py", "--data", f"{d}/prm_data", "--init", args.policy, "--seed", s,
-                                                                  "--out", f"{d}/{model}", *extra, *common, *args.prm_flags.split()], f"{d}/{model}/metrics.json", s))
+                                                                  "--out", f"{d}/{model}", *MODELS[model], *common, *args.prm_flags.split()], f"{d}/{model}/metrics.json", s))
         jobs[f"{s}/quality"] = ([f"{s}/prm", "sft/curve"] + [f"{s}/curve/{c}" for c in ("sparse", "both") if c in args.curves],
                                 step("quality", [py, "benchmarks/prm_quality.py", "--prm", f"{d}/prm", "--out", f"{d}/prm_quality.json", "--eval",
                                                  f"{O}/curves/sft/eval.json", *[f"{O}/curves/s{s}-{c}/eval.json" for c in ("sparse", "both") if c in args.curves],
@@ -281,6 +337,34 @@ def main():
     report(args, settings, time.time() - t0)
 
 
+def eval_noise(eval_json):
+    """The evaluation's own noise in one setting's sampled pass@1 on one seed: the standard error of the mean over N
+    tasks of each task's n-sample pass rate, sqrt(sum_t v_t / n) / N, with v_t = c_t (n - c_t) / (n (n - 1)) the
+    unbiased per-sample variance of task t (c_t of n samples passed). Shrinks as 1 / sqrt(n): what more samples buy."""
+    with open(eval_json) as f:
+        samples = next(iter(json.load(f)["models"].values()))["samples"]
+    by_task = {}
+    for x in samples:
+        if x["kind"] == "sample":
+            by_task.setdefault(x["task_id"], []).append(x["passed"])
+    n = len(next(iter(by_task.values())))
+    if n < 2:
+        return float("nan")
+    v = [sum(c) * (n - sum(c)) / (n * (n - 1)) for c in by_task.values()]
+    return float(np.sqrt(sum(v) / n) / len(v))
+
+
+def end_of_training(run_dir, setting, args):
+    """From a run's log.jsonl: the policy's entropy and KL to the SFT policy at its last iteration (its training
+    rollouts; sharpening shows as entropy falling while pass@1 rises and pass@k does not), and the critic's explained
+    variance on the first rollouts the policy learns from (after a warm critic's W iterations, else the first)."""
+    with open(os.path.join(run_dir, "log.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    first = rows[run_length(setting, args) - args.iterations]
+    return {"end/entropy": rows[-1]["charts/entropy"], "end/exact_kl": rows[-1].get("charts/exact_kl", float("nan")),
+            "end/kl_per_seq": rows[-1]["charts/kl_per_seq"], "critic/explained_variance_at_start": first["charts/explained_variance"]}
+
+
 def report(args, settings, seconds):
     """results.json, results.md and the plots from every chain's outputs."""
     O, seeds = args.out, args.seeds
@@ -290,15 +374,22 @@ def report(args, settings, seconds):
             models = json.load(f)["models"]
         return models[model or next(iter(models))]["metrics"]
 
-    evals = {st: [metrics(f"{O}/eval/s{s}-{st}") for s in seeds] for st in settings}
+    evals = {st: [flat(metrics(f"{O}/eval/s{s}-{st}")) | end_of_training(f"{O}/s{s}/{st}", st, args) |
+                  {"eval_se": eval_noise(f"{O}/eval/s{s}-{st}/eval.json")} for s in seeds] for st in settings}
     sampled, greedy = task_values({st: {s: f"{O}/eval/s{s}-{st}/eval.json" for s in seeds} for st in settings})
     rng = np.random.default_rng(0)
-    claims = [{"setting": a, "baseline": b, "metric": "pass@1"} | paired(sampled[a], sampled[b], rng, args.bootstrap) for a, b in CLAIMS
-              if a in settings and b in settings]
-    secondary = [{"setting": st, "baseline": "sparse", "metric": m} | paired(v[st], v["sparse"], rng, args.bootstrap)
-                 for st in settings if st != "sparse" for m, v in (("pass@1", sampled), ("greedy_pass@1", greedy))]
-    secondary += [{"setting": a, "baseline": b, "metric": "pass@1"} | paired(sampled[a], sampled[b], rng, args.bootstrap)
-                  for a, b in CONTRASTS if a in settings and b in settings]
+    claimed, planned = pairs(args.claims, "claims"), pairs(args.planned, "planned")
+
+    def compare(a, b, metric, values):  # paired per seed, with its role and the evaluation's noise in each seed's difference
+        p = paired(values[a], values[b], rng, args.bootstrap)
+        noise = {"eval_se_of_diff": [float(np.hypot(x["eval_se"], y["eval_se"])) for x, y in zip(evals[a], evals[b])]} if metric == "pass@1" else {}
+        return {"setting": a, "baseline": b, "metric": metric, "role": role((a, b), metric, args.plan, claimed, planned)} | p | noise
+    claims = [compare(a, b, "pass@1", sampled) for a, b in claimed if a in settings and b in settings]
+    others = [(a, b, "pass@1") for a, b in planned]
+    others += [(st, "sparse", m) for st in settings if st != "sparse" and "sparse" in settings for m in ("pass@1", "greedy_pass@1")]
+    others += [(a, b, "pass@1") for a, b in CONTRASTS]
+    secondary = [compare(a, b, m, sampled if m == "pass@1" else greedy) for a, b, m in dict.fromkeys(others)
+                 if a in settings and b in settings and not (m == "pass@1" and (a, b) in claimed)]
     curves = {}
     for st in args.curves:
         its = list(range(2, run_length(st, args) + 1, 2))
@@ -308,7 +399,8 @@ def report(args, settings, seconds):
     quality = [json.load(open(f"{O}/s{s}/prm_quality.json")) for s in seeds if os.path.exists(f"{O}/s{s}/prm_quality.json")]
     sft = metrics(f"{O}/eval/sft")
     results = {"seeds": seeds, "split": args.split, "iterations": args.iterations, "warm": args.warm, "n": args.n, "curve_problems": args.curve_problems,
-               "settings": {"sft": {k: [v] for k, v in flat(sft).items()}} | {st: {k: [flat(m)[k] for m in ms] for k in flat(ms[0])} for st, ms in evals.items()},
+               "provenance": args.provenance,
+               "settings": {"sft": {k: [v] for k, v in flat(sft).items()}} | {st: {k: [m[k] for m in ms] for k in ms[0]} for st, ms in evals.items()},
                "paired": claims, "secondary": secondary, "prm_quality": quality, "curves": curves,
                "labeling": [json.load(open(f"{O}/s{s}/prm_data/summary.json")) for s in seeds if quality], "minutes_this_call": seconds / 60}
     write(O, results)
@@ -324,17 +416,32 @@ def write(O, results):
     def iv(c, k="ci95"):  # a run's bootstrap, or each pooled run's (pool_seeds.py)
         return interval(c, k) if k in c else "; ".join(f"[{100 * b[0]:+.1f}, {100 * b[1]:+.1f}] (seeds {r})" for r, b in c.get(k + "_by_run", {}).items())
     per_seed = lambda p: ", ".join(f"{100 * x:+.1f}" for x in p["diffs"])  # noqa: E731
+    at = lambda m, k, fmt, scale=1: fmt.format(scale * np.nanmean(m[k])) if k in m else "-"  # noqa: E731  a mean over seeds
+    src = results.get("provenance", {})
     lines = [f"Demo {results['split']} split, {len(seeds)} whole-chain seeds ({', '.join(map(str, seeds))}), {results['iterations']} PPO iterations of 64 "
-             f"prompts; percent, mean +- sample std over seeds.", "",
-             f"| setting | greedy pass@1 | pass@1 (T=1) | pass@{results['n']} |", "|---|---|---|---|",
-             f"| SFT | {100 * sft['greedy_pass@1'][0]:.1f} | {100 * sft['pass@1'][0]:.1f} | {100 * sft['best_of_k'][0][-1]:.1f} |"]
-    lines += [f"| {st} | {pct(m['greedy_pass@1'])} | {pct(m['pass@1'])} | {pct([b[-1] for b in m['best_of_k']])} |" for st, m in evals.items()]
-    lines += ["", "The claims (sampled pass@1, paired per seed; points, mean [95% t interval over seeds]; bootstrap over seeds and tasks):", "",
-              "| claim | per seed | mean [t 95%] | bootstrap 95% |", "|---|---|---|---|"]
-    lines += [f"| {c['setting']} - {c['baseline']} | {per_seed(c)} | {iv(c)} | {iv(c, 'bootstrap95')} |" for c in results["paired"]]
-    lines += ["", "Secondary (each setting - sparse, then what each part adds against its control; paired per seed):", "",
-              "| comparison | metric | per seed | mean [t 95%] | bootstrap 95% |", "|---|---|---|---|---|"]
-    lines += [f"| {c['setting']} - {c['baseline']} | {c['metric']} | {per_seed(c)} | {iv(c)} | {iv(c, 'bootstrap95')} |" for c in results["secondary"]]
+             f"prompts, {results['n']} samples per task; percent, mean +- sample std over seeds. "
+             + (f"Plan: {src['plan']} (commit {src['plan_commit'][:10]}); " if "plan" in src else "No plan file: every comparison is exploratory; ")
+             + (f"code: commit {src['code_commit'][:10]}{' with uncommitted changes' if src['code_dirty'] else ''}." if src.get("code_commit") else "code: unrecorded."), "",
+             "| setting | greedy pass@1 | pass@1 (T=1) | pass@4 | entropy at the end (nats/token) | KL to SFT at the end (nats/token) "
+             "| critic's explained variance at start | evaluation noise (se, points) |", "|---" * 8 + "|",
+             f"| SFT | {100 * sft['greedy_pass@1'][0]:.1f} | {100 * sft['pass@1'][0]:.1f} | {100 * sft['best_of_k'][0][min(3, len(sft['best_of_k'][0]) - 1)]:.1f} | - | - | - | - |"]
+    lines += [f"| {st} | {pct(m['greedy_pass@1'])} | {pct(m['pass@1'])} | {pct([b[min(3, len(b) - 1)] for b in m['best_of_k']])} | "
+              f"{at(m, 'end/entropy', '{:.3f}')} | {at(m, 'end/exact_kl', '{:.3f}')} | {at(m, 'critic/explained_variance_at_start', '{:+.2f}')} | "
+              f"{at(m, 'eval_se', '{:.2f}', 100)} |" for st, m in evals.items()]
+    shown = lambda c: "shown" if c["ci95"][0] > 0 or c["ci95"][1] < 0 else "not shown"  # noqa: E731  the t interval excludes 0, or not
+    noise = lambda c: f"{100 * np.mean(c['eval_se_of_diff']):.2f} / {100 * np.std(c['diffs'], ddof=1):.2f}" if "eval_se_of_diff" in c and len(c["diffs"]) > 1 else "-"  # noqa: E731
+    lines += ["", "The claims (sampled pass@1, paired per seed; points, mean [95% t interval over seeds], shown when it excludes 0; a bootstrap over "
+                  "seeds and tasks beside it; the evaluation's noise in one seed's difference against the spread of the differences over seeds):", "",
+              "| claim | role | per seed | mean [t 95%] | reading | bootstrap 95% | eval noise / seeds' sd |", "|---" * 7 + "|"]
+    lines += [f"| {c['setting']} - {c['baseline']} | {c.get('role', '-')} | {per_seed(c)} | {iv(c)} | {shown(c)} | {iv(c, 'bootstrap95')} | {noise(c)} |"
+              for c in results["paired"]]
+    for title, rows in (("Planned secondary comparisons (in the plan)", [c for c in results["secondary"] if c.get("role") == "planned"]),
+                        ("Exploratory comparisons (not in the plan: hypotheses for a new plan, not findings)",
+                         [c for c in results["secondary"] if c.get("role") != "planned"])):
+        lines += [] if not rows else ["", title + ", paired per seed:", "", "| comparison | metric | per seed | mean [t 95%] | t interval | bootstrap 95% |",
+                                      "|---|---|---|---|---|---|"]
+        lines += [f"| {c['setting']} - {c['baseline']} | {c['metric']} | {per_seed(c)} | {iv(c)} | {'excludes 0' if shown(c) == 'shown' else 'includes 0'} | "
+                  f"{iv(c, 'bootstrap95')} |" for c in rows]
     level = np.mean(curves["sparse"]["pass@1"][-1]) if "sparse" in curves else None
     if level is not None:
         lines += ["", f"Learning curves (valid, first {results['curve_problems']} tasks, 2 samples): iterations to reach the sparse baseline's final "
@@ -351,7 +458,7 @@ def write(O, results):
 
 def plots(O, settings, curves):
     """curves.png (valid pass@1 over iterations, mean and min-max band over seeds), bestofk.png (Figure 3) and
-    gain_by_steps.png (Figure 4: each setting's pass@1 gain over sparse by task length, mean and band).
+    gain_by_steps.png (Figure 4: each setting's pass@1 gain over sparse, else the first baseline run, by task length).
     settings: results.json's {setting: {metric: [one value per seed]}}. Returns the names written."""
     import matplotlib
     matplotlib.use("Agg")
@@ -376,17 +483,19 @@ def plots(O, settings, curves):
     fig.tight_layout(), fig.savefig(os.path.join(O, "bestofk.png"), dpi=100)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    steps = [k.split("/")[1] for k in settings["sparse"] if k.startswith("by_steps/") and k.endswith("/pass@1")]
+    base = next(b for b in ("sparse", "sparse_warm_critic", *settings) if b in settings and b != "sft")  # the paper's baseline, else the fair one
+    steps = [k.split("/")[1] for k in settings[base] if k.startswith("by_steps/") and k.endswith("/pass@1")]
     by_steps = lambda st: np.array([settings[st][f"by_steps/{k}/pass@1"] for k in steps]).T  # noqa: E731  [seeds, lengths]
-    for st in [s for s in settings if s not in ("sft", "sparse")]:
-        y = 100 * (by_steps(st) - by_steps("sparse"))  # paired per seed
-        ax.plot(steps, y.mean(0), marker="o", label=f"{st} - sparse")
+    for st in [s for s in settings if s not in ("sft", base)]:
+        y = 100 * (by_steps(st) - by_steps(base))  # paired per seed
+        ax.plot(steps, y.mean(0), marker="o", label=f"{st} - {base}")
         ax.fill_between(steps, y.min(0), y.max(0), alpha=0.1)
     ax.axhline(0, color="k", lw=0.8)
     ax.set(xlabel="lines in the reference (steps + return)", ylabel="pass@1 difference (points)", title="gain by length (Figure 4)")
     ax.grid(alpha=0.3), ax.legend(fontsize=7), fig.tight_layout(), fig.savefig(os.path.join(O, "gain_by_steps.png"), dpi=100)
     plt.close(fig)
     return (["curves.png"] if curves else []) + ["bestofk.png", "gain_by_steps.png"]
+
 
 if __name__ == "__main__":
     main()

@@ -60,10 +60,13 @@ def pool(runs):
         runs_of = [next(x for x in r["paired"] + r["secondary"] if (x["setting"], x["baseline"], x["metric"]) == (c["setting"], c["baseline"], c["metric"]))
                    for r in runs]
         diffs = [a - b for a, b in zip(settings[c["setting"]][c["metric"]], settings[c["baseline"]][c["metric"]])]
-        return {k: c[k] for k in ("setting", "baseline", "metric")} | t_interval(diffs) | \
-            {"bootstrap95_by_run": {",".join(map(str, r["seeds"])): x["bootstrap95"] for r, x in zip(runs, runs_of)}}
+        return {k: c[k] for k in ("setting", "baseline", "metric", "role") if k in c} | t_interval(diffs) | \
+            {"bootstrap95_by_run": {",".join(map(str, r["seeds"])): x["bootstrap95"] for r, x in zip(runs, runs_of)}} | \
+            ({"eval_se_of_diff": [e for x in runs_of for e in x["eval_se_of_diff"]]} if "eval_se_of_diff" in c else {})
+    if len({json.dumps(r.get("provenance", {}).get("plan_commit")) for r in runs}) > 1:
+        raise SystemExit("pool_seeds.py: the runs were made under different plans (provenance.plan_commit): not one study")
     return {k: first[k] for k in DESIGN} | {
-        "seeds": seeds, "runs_seeds": [r["seeds"] for r in runs], "settings": {"sft": first["settings"]["sft"]} | settings,
+        "provenance": first.get("provenance", {}) | {"runs": [r.get("provenance", {}) for r in runs]}, "seeds": seeds, "runs_seeds": [r["seeds"] for r in runs], "settings": {"sft": first["settings"]["sft"]} | settings,
         "paired": [pooled(c) for c in first["paired"]], "secondary": [pooled(c) for c in first["secondary"]],
         "prm_quality": [q for r in runs for q in r["prm_quality"]], "curves": curves,
         "labeling": [x for r in runs for x in r.get("labeling", [])], "minutes_this_call": sum(r.get("minutes_this_call", 0) for r in runs)}

@@ -25,6 +25,40 @@ def test_paired_intervals_on_hand_numbers():
     assert ablation.reach([2, 4, 6], [0.1, 0.3, 0.5], 0.3) == 4 and ablation.reach([2, 4], [0.1, 0.2], 0.3) is None
 
 
+def test_a_comparison_is_a_claim_only_when_a_plan_names_it():
+    claims, planned = [("both", "sparse_warm_critic")], [("dense_orm", "sparse")]
+    assert ablation.role(("both", "sparse_warm_critic"), "pass@1", "PLAN.md", claims, planned) == "claim"
+    assert ablation.role(("dense_orm", "sparse"), "pass@1", "PLAN.md", claims, planned) == "planned"
+    assert ablation.role(("both", "dense"), "pass@1", "PLAN.md", claims, planned) == "exploratory"
+    assert ablation.role(("both", "sparse_warm_critic"), "greedy_pass@1", "PLAN.md", claims, planned) == "exploratory"  # not the plan's metric
+    assert ablation.role(("both", "sparse_warm_critic"), "pass@1", "", claims, planned) == "exploratory"  # no plan, no claim
+
+
+def test_provenance_needs_a_plan_committed_before_the_run(tmp_path):
+    git = lambda *a: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n"), (tmp_path / "PLAN.md").write_text("claims\n")
+    git("add", "code.py"), git("commit", "-qm", "code")
+    with pytest.raises(SystemExit, match=r"^ablation.py: --plan .*PLAN.md: not a committed file"):  # written, never committed
+        ablation.provenance(str(tmp_path / "PLAN.md"), root=tmp_path)
+    git("add", "PLAN.md"), git("commit", "-qm", "plan")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert ablation.provenance(str(tmp_path / "PLAN.md"), root=tmp_path) == {"code_commit": head, "code_dirty": False, "plan": "PLAN.md", "plan_commit": head}
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert ablation.provenance("", root=tmp_path) == {"code_commit": head, "code_dirty": True}
+    (tmp_path / "PLAN.md").write_text("claims, edited after the fact\n")
+    with pytest.raises(SystemExit, match="changed since its commit"):
+        ablation.provenance(str(tmp_path / "PLAN.md"), root=tmp_path)
+
+
+def test_the_evaluations_noise_on_hand_numbers(tmp_path):
+    """Two tasks of 4 samples, 2 and 4 passing: per-sample variances 1/3 and 0, se = sqrt((1/3 + 0) / 4) / 2."""
+    samples = [{"task_id": t, "kind": k, "passed": p} for t, k, p in [("a", "greedy", True)] + [("a", "sample", p) for p in (1, 1, 0, 0)]
+               + [("b", "sample", True)] * 4]
+    (tmp_path / "eval.json").write_text(json.dumps({"models": {"m": {"samples": samples}}}))
+    assert ablation.eval_noise(tmp_path / "eval.json") == pytest.approx(np.sqrt(1 / 3 / 4) / 2)
+
+
 def test_schedule_runs_each_job_after_its_needs_and_stops_on_needs_never_met():
     order = []
     jobs = {"labels": (["sparse"], lambda: order.append("labels")), "sparse": ([], lambda: order.append("sparse")),
@@ -46,7 +80,7 @@ def test_a_command_runs_in_the_warm_process_as_in_a_fresh_interpreter(tmp_path, 
     fresh = subprocess.run([sys.executable, str(probe), "0", "a b"], capture_output=True, text=True, cwd=HERE, env=env).stdout
     ablation.run([sys.executable, str(probe), 0, "a b"], tmp_path / "probe.log", 1)
     assert (tmp_path / "probe.log").read_text() == fresh and fresh.endswith("exit handler\n")
-    with pytest.raises(SystemExit, match=r"^ablation.py: failed: .*probe.py 3 \(see .*probe3.log\)$"):
+    with pytest.raises(SystemExit, match=r"^ablation.py: failed \(exit code 3\): .*probe.py 3 \(see .*probe3.log\)$"):
         ablation.run([sys.executable, str(probe), 3], tmp_path / "probe3.log", 1)
     cmd = ["evaluate.py", "--model", tiny_policy("gpt2"), "--split", "valid", "--n", "2", "--max_problems", "4", "--max_new_tokens", "8",
            "--workers", "1", "--threads", "1", "--out"]
@@ -67,23 +101,30 @@ def tiny_study(tmp_path_factory, tiny_policy):
     """The ablation's whole chain for seeds 0 and 1 at tiny sizes (the studies build on it): (out, cmd, first run)."""
     out = tmp_path_factory.mktemp("ablation") / "study"
     cmd = [sys.executable, "experiments/ablation.py", "--seeds", "0", "1", "--out", str(out), "--policy", tiny_policy("gpt2"),
-           "--settings", "sparse", "sparse_warm_critic", "value_init_orm", "both", *TINY]
+           "--settings", "sparse", "sparse_warm_critic", "value_init_orm", "both", "both_orm", *TINY]
     return out, cmd, subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
 
 
 def test_the_study_end_to_end_at_tiny_sizes(tiny_study):
     out, cmd, r = tiny_study
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    # per seed: 4 PPO runs, labels, PRM, ORM, 4 final evaluations, 4 curves, the PRM's quality; the SFT policy twice
-    assert r.stdout.count("$ ") == 2 * (4 + 3 + 4 + 4 + 1) + 2
+    # per seed: 5 PPO runs, labels, PRM, ORM, 5 final evaluations, 4 curves, the PRM's quality; the SFT policy twice
+    assert r.stdout.count("$ ") == 2 * (5 + 3 + 5 + 4 + 1) + 2
     results = json.loads((out / "results.json").read_text())
     assert results["seeds"] == [0, 1] and len(results["settings"]["both"]["pass@1"]) == 2
-    assert [(c["setting"], c["baseline"]) for c in results["paired"]] == [("both", "sparse_warm_critic"), ("both", "value_init_orm")]
+    assert [(c["setting"], c["baseline"]) for c in results["paired"]] == [("both", "sparse_warm_critic"), ("both", "both_orm")]
     assert all(len(c["diffs"]) == 2 and c["ci95"][0] <= c["mean"] <= c["ci95"][1] for c in results["paired"])
+    # no --plan: nothing is a claim; each run's end of training and the evaluation's noise are recorded
+    assert {c["role"] for c in results["paired"] + results["secondary"]} == {"exploratory"} and "No plan file" in (out / "results.md").read_text()
+    assert results["provenance"]["code_commit"] and "plan" not in results["provenance"]
+    both = results["settings"]["both"]
+    assert len(both["end/entropy"]) == 2 and all(0 < x < 10 for x in both["end/entropy"]) and len(both["eval_se"]) == 2
+    assert len(results["paired"][0]["eval_se_of_diff"]) == 2
     assert results["curves"]["both"]["iterations"] == [2, 4, 6, 8] and np.array(results["curves"]["both"]["pass@1"]).shape == (4, 2)
     assert len(results["prm_quality"]) == 2 and "step_auc" in results["prm_quality"][0]
     assert "| both - sparse_warm_critic |" in (out / "results.md").read_text()
-    assert len(results["secondary"]) == 3 * 2  # each setting - sparse, two metrics; no contrast whose settings did not run
+    # each setting - sparse, two metrics; the contrasts whose settings ran: both - value_init_orm, both_orm - value_init_orm
+    assert len(results["secondary"]) == 4 * 2 + 2
     assert os.path.exists(out / "s1" / "sparse_warm_critic" / "ckpt-0009") and not os.path.exists(out / "s1" / "sparse" / "ckpt-0009")
     assert json.load(open(out / "s0" / "orm" / "metrics.json"))["labels"] == "outcome"
     for png in ("curves.png", "bestofk.png", "gain_by_steps.png"):
