@@ -111,7 +111,7 @@ def _from_row(row, where):
                 for t in tests):
             raise DataError(f"{where}: 'io_tests' must be a non-empty list of {{input, output}} strings")
         return Problem(row["task_id"], row["prompt"], row.get("solution"),
-                       io_tests=[(t["input"], t["output"]) for t in tests], code_prefix="", stop=["\n```"])
+                       io_tests=[(t["input"], t["output"]) for t in tests], code_prefix="", stop=[CHAT_STOP])
     need("test", "entry_point")
     return Problem(row["task_id"], row["prompt"], row.get("canonical_solution"), row["test"], row["entry_point"])
 
@@ -152,9 +152,9 @@ def _lcb_problem(row):
         checks = "".join(f"assert _sol.{fn}(*[json.loads(a) for a in {t['input']!r}.split(chr(10))]) == "
                          f"json.loads({t['output']!r})\n" for t in tests)
         return Problem(pid, prompt, None, "import json\n_sol = Solution()\n" + checks, None,
-                       code_prefix=starter, stop=["\n```"])
+                       code_prefix=starter, stop=[CHAT_STOP])
     return Problem(pid, prompt, None, io_tests=[(t["input"], t["output"]) for t in tests],
-                   code_prefix=starter, stop=["\n```"])
+                   code_prefix=starter, stop=[CHAT_STOP])
 
 
 DEMO = ("demo", "demo-long")  # the built-in family; demo-long: its tasks of 6 to 9 lines, where the sparse reward is rarest
@@ -220,7 +220,10 @@ def split_steps(text):
 # another would score the wrong tokens), each written once. (Models: sandbox_models.py.)
 # ---------------------------------------------------------------------------------------------
 CHAT_REQUEST = "Complete this Python code:\n```python\n{prompt}```"
-CHAT_STOP = "\n```"
+# The closing code fence ends a completion wherever it stands: the prompt ends with a newline, so "\n```" would miss
+# the fence of a model that closes the block at once (SmolLM2-135M-Instruct does, on most HumanEval tasks) and the
+# judge would run "prompt + ```"; no line of Python code holds three backticks outside a string.
+CHAT_STOP = "```"
 
 
 def prompt_ids(tok, prompt, chat=False):

@@ -343,7 +343,18 @@ def test_prompt_ids_plain_or_through_a_chat_template(tiny_tokenizer):
     # the assistant's turn is begun with the prompt in a code block: the model continues the code itself
     assert text.startswith("<|im_start|>user\n") and text.endswith("<|im_start|>assistant\n```python\n" + prompt)
     p = sandbox.Problem("t", prompt)
-    assert sandbox.stop_strings(p) == p.stop and sandbox.stop_strings(p, chat=True) == p.stop + ["\n```"]
+    assert sandbox.stop_strings(p) == p.stop and sandbox.stop_strings(p, chat=True) == p.stop + ["```"]
+
+
+def test_a_closing_fence_ends_a_chat_completion_wherever_it_stands(tiny_tokenizer):
+    """An instruct model that closes the prefilled code block at once writes "```" first: the completion is empty,
+    not "```" (which the judge would run after the prompt as a SyntaxError and labeling would count as a code line)."""
+    tok, eos = tiny_tokenizer, [tiny_tokenizer.eos_token_id]
+    stops = sandbox.stop_strings(sandbox.Problem("t", "def f(a):\n"), chat=True)
+    for response, kept in [("```\nThis function adds.", ""), ("    return a\n```", "    return a\n"), ("    return a  ```", "    return a  "),
+                           ("    return a\n", "    return a\n")]:
+        assert sandbox.end_response(tok, tok(response, add_special_tokens=False)["input_ids"] + eos, eos, stops)[0] == kept
+    assert sandbox.split_steps(sandbox.cut_at_stop("```\n", stops)) == []  # no step to label
 
 
 def test_load_tokenizer_takes_every_eos_id_and_pads(tmp_path, tiny_policy):
