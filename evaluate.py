@@ -10,7 +10,7 @@ For every problem: one greedy completion and `--n` sampled ones at `--temperatur
 column P; exact sampling, nothing from the checkpoint's generation config). A response ends where every
 stage ends it (sandbox.end_response): at its first EOS (any of the checkpoint's EOS ids), at the first of
 the problem's stop strings, or at max_new_tokens; that completion is what gets judged (program = prompt
-+ completion + tests, see sandbox.py).
++ completion + tests, see sandbox/problems.py).
 Metrics (all in `compute_metrics`, a pure function of the verdicts):
   pass@k      unbiased estimator of Chen et al. (2021): 1 - C(n-c, k) / C(n, k), averaged over problems
   best_of_k   pass@K for K = 1..n: the expected share of problems solved within K samples (Figure 3)

@@ -4,8 +4,8 @@
 
 Each stage samples through sandbox.generate (PPO's rollouts and evaluate.py at batch 64, label_prm_data.py at
 256). At the demo's sizes (4 layers, width 128, ~90-token prompts) a decoding step is mostly overhead: the
-attention kernel's own (sandbox_models.CPU_ATTENTION chooses the one the CPU samples with) and copying the
-whole cache at every token (transformers' DynamicLayer, torch.cat; sandbox_models.GrowingLayer writes into
+attention kernel's own (sandbox/models.py's CPU_ATTENTION chooses the one the CPU samples with) and copying the
+whole cache at every token (transformers' DynamicLayer, torch.cat; sandbox.models.GrowingLayer writes into
 buffers that double instead). This draws the same valid-split prompts at temperature 1 from the same seed
 with SDPA + torch.cat (transformers' defaults), eager + torch.cat, and eager + growing buffers (what the stages
 use), alternating (so a machine's load drifts over all), and reports the best time of each, the speed-up over
@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import sandbox  # noqa: E402
-import sandbox_models  # noqa: E402
+import sandbox.models as sandbox_models  # noqa: E402
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--policy", default="checkpoints/demo-sft")

@@ -1,4 +1,4 @@
-"""sandbox.py: loaders, the demo task family, verdicts (right, wrong, hostile), parallel order, steps."""
+"""sandbox (the package): loaders, the demo task family, verdicts (right, wrong, hostile), parallel order, steps."""
 import json
 import os
 import time
@@ -97,20 +97,20 @@ def test_find_model_local_or_hub(tmp_path, monkeypatch, tiny_policy):
 
 
 def test_mbpp_and_livecodebench_rows_judge():
-    mb = sandbox._mbpp_problem({"task_id": 2, "text": "Add two numbers.", "code": "def add(a, b):\n    return a + b",
+    mb = sandbox.problems._mbpp_problem({"task_id": 2, "text": "Add two numbers.", "code": "def add(a, b):\n    return a + b",
                                 "test_list": ["assert add(1, 2) == 3", "assert add(0, 0) == 0"], "test_setup_code": ""})
     assert check(mb, mb.solution).passed and not check(mb, "def add(a, b):\n    return a - b").passed
     stdio = {"question_id": "1", "question_content": "Print the sum of two ints.", "starter_code": "", "metadata": "{}",
              "public_test_cases": json.dumps([{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}]),
              "private_test_cases": json.dumps([{"input": "5 5\n", "output": "10\n", "testtype": "stdin"}])}
-    p = sandbox._lcb_problem(stdio)
+    p = sandbox.problems._lcb_problem(stdio)
     assert len(p.io_tests) == 2 and check(p, "print(sum(map(int, input().split())))\n").passed
     assert not check(p, "print(3)\n").passed
     starter = "class Solution:\n    def twice(self, x: int) -> int:\n"
     func = {"question_id": "2", "question_content": "Twice x.", "starter_code": starter,
             "metadata": json.dumps({"func_name": "twice"}), "private_test_cases": "[]",
             "public_test_cases": json.dumps([{"input": "4", "output": "8", "testtype": "functional"}])}
-    q = sandbox._lcb_problem(func)
+    q = sandbox.problems._lcb_problem(func)
     assert check(q, "        return 2 * x\n").passed and not check(q, "        return x\n").passed
 
 
@@ -185,7 +185,7 @@ def test_a_signal_to_the_trainers_process_group_leaves_the_verdicts_alone(tmp_pa
     import sys
     script = tmp_path / "trainer.py"
     script.write_text(f"""import json, signal, sys
-sys.path.insert(0, {os.path.dirname(sandbox.__file__)!r})
+sys.path.insert(0, {os.path.dirname(os.path.dirname(sandbox.__file__))!r})
 import sandbox
 signal.signal(signal.SIGINT, lambda *_: print("interrupted", flush=True))  # the trainer's handler: finish, then save
 p = sandbox.Problem("t/add", "def add(a, b):\\n", None, "def check(candidate):\\n    assert candidate(2, 3) == 5\\n", "add")
@@ -377,7 +377,7 @@ def test_generate_samples_the_same_tokens_with_either_attention_and_gives_the_mo
     seed (left-padded rows of different lengths), and the model's own implementation, for training, after."""
     import torch
     from transformers import AutoModelForCausalLM
-    import sandbox_models
+    import sandbox.models as sandbox_models
     tok, eos = sandbox.load_tokenizer(tiny_policy(arch))
     model = AutoModelForCausalLM.from_pretrained(tiny_policy(arch), attn_implementation="sdpa").eval()
     rows = [sandbox.prompt_ids(tok, p.prompt, False)[: 20 + 7 * i] for i, p in enumerate(load_problems("demo", "valid")[:4])]
@@ -397,7 +397,7 @@ def test_growing_cache_layer_holds_what_torch_cat_would():
     update): the same keys and values after a prefill and each token, through two doublings of its buffers."""
     import torch
     from transformers.cache_utils import DynamicLayer
-    import sandbox_models
+    import sandbox.models as sandbox_models
     grow, cat = sandbox_models.GrowingLayer(), DynamicLayer()
     lengths = []
     for m in [5] + [1] * 20:
@@ -414,7 +414,7 @@ def test_generate_on_the_cpu_fills_growing_buffers_and_samples_the_same_tokens(m
     seed as transformers' own cache (left-padded rows of different lengths, long enough that the buffers grow)."""
     import torch
     from transformers import AutoModelForCausalLM
-    import sandbox_models
+    import sandbox.models as sandbox_models
     tok, eos = sandbox.load_tokenizer(tiny_policy(arch))
     model = AutoModelForCausalLM.from_pretrained(tiny_policy(arch)).eval()
     rows = [sandbox.prompt_ids(tok, p.prompt, False)[: 10 + 5 * i] for i, p in enumerate(load_problems("demo", "valid")[:4])]
@@ -437,7 +437,7 @@ def test_fsdp_load_reads_the_weights_on_rank_0_alone(tmp_path, tiny_policy):
     import sys
     script = tmp_path / "load.py"
     script.write_text(f"""import sys, weakref, torch, torch.distributed as dist
-sys.path.insert(0, {os.path.dirname(sandbox.__file__)!r})
+sys.path.insert(0, {os.path.dirname(os.path.dirname(sandbox.__file__))!r})
 import sandbox
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification

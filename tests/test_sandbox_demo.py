@@ -1,4 +1,4 @@
-"""sandbox_demo.py: the demo task family - deterministic, disjoint splits, planted mistakes at their rates, every
+"""sandbox/demo.py: the demo task family - deterministic, disjoint splits, planted mistakes at their rates, every
 one-line mutation caught by the tests, the exact step scorer."""
 import os
 import re
@@ -6,7 +6,7 @@ import re
 import pytest
 
 import sandbox
-import sandbox_demo as demo
+import sandbox.demo as demo
 from sandbox import check_many, load_problems, split_steps
 
 

@@ -257,7 +257,7 @@ def test_rollouts_are_exactly_on_policy(monkeypatch, tmp_path):
     model.save_pretrained(penalized), tok.save_pretrained(penalized)
     prompt = tok(sandbox.load_problems("demo", "valid")[0].prompt)["input_ids"]
     off = AutoModelForCausalLM.from_pretrained(penalized)
-    import sandbox_models
+    import sandbox.models as sandbox_models
 
     class Penalized(sandbox_models.GenerationConfig):  # a processor slips into the sampler's own config
         def __init__(self, **kw):

@@ -1,4 +1,4 @@
-"""sandbox_demo.py - the built-in demo task family: straight-line integer arithmetic, one assignment per step.
+"""sandbox/demo.py - the built-in demo task family: straight-line integer arithmetic, one assignment per step.
 
 `sandbox.load_problems("demo", split)` loads it (splits train, valid, test); the stages reach the rest as
 `sandbox.demo`: the planted mistakes (`planted_kind`, `planted_mistakes`) and the exact step scorer
@@ -40,8 +40,8 @@ import os
 import random
 import sys
 
-import sandbox
-from sandbox import DataError, Problem, split_steps
+from .problems import DataError, Problem
+from .rules import split_steps
 
 SEED = 1234
 SIZES = {"train": 20000, "test": 1000, "valid": 1000}
@@ -232,11 +232,11 @@ def _load(split):
     and budgets; the test split is for reporting) excludes the test prompts; train excludes both but may
     repeat its own: there are few distinct one-step tasks, so a train split without repeats would hold few
     of them, and its lengths, and its pass rates, would differ from the test's. Building the train split
-    takes seconds, so each split is cached as JSON under ~/.cache/psgpo, keyed by this file's and sandbox's
-    source (a change to either builds it anew)."""
+    takes seconds, so each split is cached as JSON under ~/.cache/psgpo, keyed by the source of this file and of
+    problems.py (Problem's schema): a change to either builds it anew."""
     if split not in SIZES:
         raise DataError(f"demo: unknown split {split!r} (choose from {sorted(SIZES)})")
-    key = hashlib.sha256(b"".join(open(m.__file__, "rb").read() for m in (sys.modules[__name__], sandbox))).hexdigest()[:16]
+    key = hashlib.sha256(b"".join(open(m.__file__, "rb").read() for m in (sys.modules[__name__], sys.modules[Problem.__module__]))).hexdigest()[:16]
     cache = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "psgpo", f"demo-{split}-{key}.json")
     try:
         with open(cache) as f:

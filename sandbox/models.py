@@ -1,4 +1,4 @@
-"""sandbox_models.py - models, found, loaded, sharded, sampled and saved the same way by every stage.
+"""sandbox/models.py - models, found, loaded, sharded, sampled and saved the same way by every stage.
 
 Part of sandbox (the stages call these as `sandbox.load_model`, ...): the pad and EOS rules
 (`load_tokenizer`), exact sampling (`generate`), a model checked before any stage spends time on it
@@ -18,6 +18,8 @@ from transformers import AutoConfig, AutoTokenizer, DynamicCache, GenerationConf
 from transformers.cache_utils import DynamicLayer
 from transformers.generation.utils import ALL_CACHE_NAMES
 
+from .problems import DataError
+
 
 def find_model(path, revision=None, tokenizer=True):
     """Check, before a stage spends time on it, that `path` - a local folder or a Hugging Face Hub id (at
@@ -26,18 +28,18 @@ def find_model(path, revision=None, tokenizer=True):
     from transformers.utils import cached_file
     looks_local = os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") > 1 or os.path.isdir(path.split("/")[0])
     if looks_local and not os.path.isfile(os.path.join(path, "config.json")):
-        raise _data_error(f"{path}: {'not a model folder (no config.json)' if os.path.isdir(path) else 'no such model folder'}")
+        raise DataError(f"{path}: {'not a model folder (no config.json)' if os.path.isdir(path) else 'no such model folder'}")
     try:
         config = AutoConfig.from_pretrained(path, revision=revision)
         if tokenizer and not AutoTokenizer.from_pretrained(path, revision=revision).vocab_size:  # no files: an empty one
             raise OSError("no tokenizer files")
     except Exception as e:  # offline, unknown id, broken config or tokenizer: one line
-        raise _data_error(f"{path}: neither a local model folder nor reachable on the Hugging Face Hub, or its config or "
+        raise DataError(f"{path}: neither a local model folder nor reachable on the Hugging Face Hub, or its config or "
                         f"tokenizer does not load ({type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''})") from None
     weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
     if not any(cached_file(path, f, revision=revision, _raise_exceptions_for_missing_entries=False,
                            _raise_exceptions_for_connection_errors=False) for f in weights):
-        raise _data_error(f"{path}: no model weights ({', '.join(weights)}: none found)")
+        raise DataError(f"{path}: no model weights ({', '.join(weights)}: none found)")
     return config
 
 
@@ -53,7 +55,7 @@ def load_tokenizer(path, revision=None):
         listed = None
     eos = sorted({tok.eos_token_id, *(listed if isinstance(listed, list) else [listed])} - {None})
     if not eos:
-        raise _data_error(f"{path}: the tokenizer has no EOS token: a response could never end")
+        raise DataError(f"{path}: the tokenizer has no EOS token: a response could never end")
     if tok.pad_token_id is None:
         print(f"warning: {path}: the tokenizer has no pad token; padding with EOS", file=sys.stderr)
         tok.pad_token_id = eos[0]
@@ -203,7 +205,3 @@ def save_model(model, out, tok=None, fsdp=False):
         if tok is not None:
             tok.save_pretrained(out)
 
-
-def _data_error(message):
-    from sandbox import DataError  # sandbox imports this module: its error class is reached when raised
-    return DataError(message)

@@ -1,6 +1,6 @@
-"""sandbox_worker.py - the judge's worker: the program `sandbox.check_many` starts a few of and talks to.
+"""sandbox/worker.py - the judge's worker: the program `sandbox.check_many` starts a few of and talks to.
 
-    python sandbox_worker.py      (started by sandbox.py, never by hand: jobs on stdin, verdicts on stdout)
+    python -I sandbox/worker.py      (started by sandbox/judge.py, never by hand: jobs on stdin, verdicts on stdout)
 
 Each worker is a long-lived process in a session of its own (a Ctrl-C or torchrun's signal to the trainer's
 process group does not reach it, so an iteration in flight is judged to the end). It runs one program at a

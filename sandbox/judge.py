@@ -1,0 +1,131 @@
+"""sandbox/judge.py - judging untrusted code: `check(problem, completion)` and `check_many(items)`.
+
+A few warm worker processes (worker.py, which says what protects the host and the verdict) each run one program
+at a time in a forked child; check_many spreads a list over them. A program is the problem's code prefix (its
+prompt, for function tests) + the completion, then its tests (sandbox/problems.py's schemas).
+"""
+import atexit
+import os
+import pickle
+import select
+import struct
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    status: str       # passed | failed (a test said no) | error (did not run) | timeout
+    detail: str = ""  # a short reason: the exception, the first differing output, the signal
+
+
+class _Worker:
+    """Host side of one worker: send a job, wait for its verdict with a deadline, restart if stuck."""
+
+    def __init__(self):
+        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+        # a session of its own: Ctrl-C in a terminal (or torchrun's signal to the trainer's process group) must not
+        # kill the judge mid-iteration, turning the programs in flight into failures that the trainer then learns from
+        # -I: the worker's folder (this package) is not on the programs' import path; -B: no .pyc files written
+        self.proc = subprocess.Popen([sys.executable, "-I", "-B", "-u", os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True)
+
+    def run(self, job, deadline):
+        data = pickle.dumps(job)
+        try:
+            self.proc.stdin.write(struct.pack("<Q", len(data)) + data)
+            self.proc.stdin.flush()
+            reply = self._read(8, deadline)
+            return pickle.loads(self._read(struct.unpack("<Q", reply)[0], deadline))
+        except (OSError, TimeoutError, EOFError) as e:
+            self.close()
+            self.__init__()
+            return ("timeout", "the judge did not answer in time") if isinstance(e, TimeoutError) else (
+                "error", "the judge's worker died")
+
+    def _read(self, n, deadline):
+        fd, buf = self.proc.stdout.fileno(), b""
+        while len(buf) < n:
+            if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                raise TimeoutError
+            chunk = os.read(fd, n - len(buf))
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        return buf
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+_POOL: list = []
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(workers):
+    with _POOL_LOCK:
+        while len(_POOL) < workers:
+            _POOL.append(_Worker())
+        return _POOL[:workers]
+
+
+def _shutdown():
+    for w in _POOL:
+        w.close()
+    _POOL.clear()
+
+
+atexit.register(_shutdown)
+
+
+def _job(problem, completion, timeout, mem_mb):
+    prefix = problem.prompt if problem.code_prefix is None else problem.code_prefix
+    if problem.io_tests:
+        return prefix + completion, None, problem.io_tests, timeout, mem_mb
+    test = problem.test + (f"\ncheck({problem.entry_point})\n" if problem.entry_point else "")
+    return prefix + completion, test, [], timeout, mem_mb
+
+
+def check_many(items, workers=2, timeout=3.0, mem_mb=1024, progress=False):
+    """Judge [(problem, completion), ...] in parallel on `workers` warm workers; verdicts in order."""
+    items = list(items)
+    pool = _pool(workers)
+    free = list(pool)
+    free_lock = threading.Lock()
+    verdicts = [None] * len(items)
+    bar = None
+    if progress:
+        bar = tqdm(total=len(items), desc="judge", unit="prog", leave=False)
+
+    def one(i):
+        problem, completion = items[i]
+        job = _job(problem, completion, timeout, mem_mb)
+        with free_lock:
+            w = free.pop()
+        try:
+            status, detail = w.run(job, time.monotonic() + timeout * max(1, len(job[2])) + 5.0)
+        finally:
+            with free_lock:
+                free.append(w)
+        verdicts[i] = Verdict(status == "passed", status, detail)
+        if bar is not None:
+            bar.update(1)
+
+    with ThreadPoolExecutor(len(pool)) as ex:
+        list(ex.map(one, range(len(items))))
+    if bar is not None:
+        bar.close()
+    return verdicts
+
+
+def check(problem, completion, timeout=3.0, mem_mb=1024):
+    """Judge one completion: the program is problem's code prefix + completion, then its tests."""
+    return check_many([(problem, completion)], workers=1, timeout=timeout, mem_mb=mem_mb)[0]
