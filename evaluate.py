@@ -31,8 +31,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
-from transformers import AutoModelForCausalLM, HfArgumentParser, set_seed
+from transformers import AutoModelForCausalLM, set_seed
 
 import sandbox
 
@@ -58,6 +57,13 @@ class Args:
     threads: int = field(default=2, metadata={"help": "torch CPU threads"})
     workers: int = field(default=2, metadata={"help": "judge worker processes"})
     timeout: float = field(default=3.0, metadata={"help": "seconds per program (per stdin test)"})
+
+    def __post_init__(self):  # a value out of range stops here, in one line naming the flag, before anything loads
+        sandbox.check_flags(self, positive="temperature max_new_tokens batch_size threads workers timeout",
+                            nonnegative="max_problems n", choices={"device": ("cpu", "cuda")})
+        edges = self.length_edges.split(",") if self.length_edges else []
+        if not all(e.strip().isdigit() for e in edges) or [int(e) for e in edges] != sorted({int(e) for e in edges}):
+            raise ValueError(f"--length_edges must be increasing whole numbers like 50,100,200, not {self.length_edges!r}")
 
 
 def pass_at_k(n, c, k):
@@ -105,20 +111,18 @@ def compute_metrics(results, edges):
 
 
 def generate(model, tok, eos, problems, n, args, desc):
-    """n completions per problem (n=0: one greedy completion): [[(completion, n_tokens)] * max(n, 1)], each
-    ended where sandbox.end_response ends every stage's responses (its first EOS or stop string)."""
+    """n completions per problem (n=0: one greedy completion): [[(completion, n_tokens)] * max(n, 1)], each ended
+    where sandbox.end_response ends every stage's responses (its first EOS or stop string); sandbox.sample batches them."""
     greedy = n == 0
     order = sorted(range(len(problems)), key=lambda i: len(problems[i].prompt))  # similar lengths: less padding
     jobs = [i for i in order for _ in range(max(n, 1))]
-    stop = [sandbox.stop_strings(p, args.chat_template) for p in problems]
+    stops = [sandbox.stop_strings(p, args.chat_template) for p in problems]
+    done = sandbox.sample(model, tok, eos, [sandbox.prompt_ids(tok, problems[i].prompt, args.chat_template) for i in jobs],
+                          [stops[i] for i in jobs], args.batch_size, args.rank == 0, desc, max_new_tokens=args.max_new_tokens,
+                          do_sample=not greedy, **({} if greedy else {"temperature": args.temperature, "top_k": 0, "top_p": 1.0}))
     out = [[] for _ in problems]
-    for s in tqdm(range(0, len(jobs), args.batch_size), desc=desc, unit="batch", leave=False, disable=args.rank > 0):
-        batch = jobs[s:s + args.batch_size]
-        seq, mask = sandbox.generate(model, tok, [sandbox.prompt_ids(tok, problems[i].prompt, args.chat_template) for i in batch], eos,
-                                     sorted({x for i in batch for x in stop[i]}), max_new_tokens=args.max_new_tokens, do_sample=not greedy,
-                                     **({} if greedy else {"temperature": args.temperature, "top_k": 0, "top_p": 1.0}))
-        for i, ids in zip(batch, seq[:, mask.shape[1]:].tolist()):  # responses start at column P
-            out[i].append(sandbox.end_response(tok, ids, eos, stop[i]))
+    for i, completion in zip(jobs, done):
+        out[i].append(completion)
     return out
 
 
@@ -148,7 +152,7 @@ def evaluate_one(name, problems, args, edges):
         vs = [next(verdicts) for _ in g + s]
         r = {"greedy": vs[0].passed, "samples": [v.passed for v in vs[1:]], "tokens": [t for _, t in s],
              "n_steps": p.meta.get("n_steps")}
-        if args.dataset in sandbox.DEMO:
+        if sandbox.is_demo(args.dataset):
             r["planted"] = [sandbox.demo.planted_mistakes(p, c) for c, _ in s]
         results.append(r)
         samples.append([{"task_id": p.task_id, "kind": "greedy" if j == 0 else "sample", "completion": c,
@@ -182,11 +186,8 @@ def markdown(report, args):
         if isinstance(v, tuple):
             return " / ".join(fmt(x) for x in v)
         return "-" if v is None else f"{100 * v:.1f}"
-    lines = ["| metric (%) | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    lines += [f"| {r} | " + " | ".join(fmt(v) for v in vs) + " |" for r, vs in rows]
-    lines += [f"| {k} (not %) | " + " | ".join(str(report[n]["timing"][k]) for n in names) + " |"
-              for k in ("samples_per_s", "programs_per_s")]
-    return "\n".join(lines)
+    timing = [(f"{k} (not %)", [str(report[n]["timing"][k]) for n in names]) for k in ("samples_per_s", "programs_per_s")]
+    return sandbox.table(["metric (%)", *names], [[r, *map(fmt, vs)] for r, vs in rows] + [[r, *vs] for r, vs in timing])
 
 
 def plot(report, out):
@@ -221,27 +222,22 @@ def plot(report, out):
 
 
 def main():
-    args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
+    args = sandbox.parse_args(Args)
     # torchrun: the ranks generate apart and meet once per model (the gloo group is only for that)
     args.rank, world, args.device = sandbox.start_ranks(args.device, meet_only=True, threads=args.threads)
     set_seed(args.seed)
-    try:
+    with sandbox.bad_data_exits():
         problems = sandbox.load_problems(args.dataset, args.split)
-    except sandbox.DataError as e:
-        raise SystemExit(f"evaluate.py: {e}")
     if args.max_problems:
         problems = problems[:args.max_problems]
     if args.oracle and not all(p.solution for p in problems):
-        raise SystemExit(f"evaluate.py: --oracle: {args.dataset} has problems without a reference solution")
+        sandbox.fail(f"--oracle: {args.dataset} has problems without a reference solution")
     names = ["oracle"] if args.oracle else args.model
-    if not args.oracle:  # fail on a bad model before spending minutes on the first one
-        for name in names:
-            try:
-                sandbox.find_model(name, args.revision)
-            except sandbox.DataError as e:
-                raise SystemExit(f"evaluate.py: {e}")
+    with sandbox.bad_data_exits():  # a bad model stops the run before minutes are spent on the first one
+        for name in [] if args.oracle else names:
+            sandbox.find_model(name, args.revision)
     edges = [int(e) for e in args.length_edges.split(",")] if args.length_edges else (
-        [30, 45, 60] if args.dataset in sandbox.DEMO else [50, 100, 200])
+        [30, 45, 60] if sandbox.is_demo(args.dataset) else [50, 100, 200])
     os.makedirs(args.out, exist_ok=True)
     if args.rank == 0:
         with open(os.path.join(args.out, "args.json"), "w") as f:

@@ -1,4 +1,4 @@
-"""label_prm_data.py - stage 1: PRM training data by binary search over line prefixes (paper 3, Algorithm 1, Fig. 2).
+"""label_prm_data.py - step 2 of the pipeline: PRM data by binary search over line prefixes (paper 3, Algorithm 1, Fig. 2).
 
 For every training prompt, each policy checkpoint samples `--n` responses. A passing response needs
 no search: each of its lines is +1. For a failing one, the first unrecoverable line is found by
@@ -30,36 +30,57 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, HfArgumentParser, set_seed
+from transformers import AutoModelForCausalLM, set_seed
 
 import sandbox
 
 
 @dataclass
 class Args:
-    policy: list[str] = field(default_factory=lambda: [f"runs/baseline/ckpt-{i:04d}" for i in (4, 8, 12, 16)], metadata={"help": "policy checkpoint(s); the paper uses 4 evenly spaced through the sparse RL baseline run"})
-    out: str = field(default="runs/prm_data", metadata={"help": "output folder (rows.jsonl, labels.jsonl, summary.json)"})
-    dataset: str = field(default="demo", metadata={"help": "problem set: demo | demo-long | humaneval | mbpp | livecodebench | a .jsonl path"})
+    policy: list[str] = field(default_factory=lambda: [f"runs/baseline/ckpt-{i:04d}" for i in (4, 8, 12, 16)], metadata={"help": (
+        "policy checkpoint(s); the paper uses 4 evenly spaced through the sparse RL baseline run")})
+    out: str = field(default="runs/prm_data", metadata={"help": (
+        "output folder (rows.jsonl, labels.jsonl, summary.json)")})
+    dataset: str = field(default="demo", metadata={"help": (
+        "problem set: demo | demo-long | humaneval | mbpp | livecodebench | a .jsonl path")})
     split: str = field(default="train", metadata={"help": "split of the problem set to label"})
     max_prompts: int = field(default=100, metadata={"help": "label this many prompts (a seeded sample; -1 for all)"})
     n: int = field(default=2, metadata={"aliases": ["--samples"], "help": "responses per prompt per checkpoint (write --samples under torchrun, which reads --n as one of its own options)"})
     k: int = field(default=20, metadata={"help": "completions per prefix check (best-of-K; the paper's K = 20)"})
-    k_first: int = field(default=4, metadata={"help": "completions sampled first; the other K - k_first only if none of these passes (0: all K at once)"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the responses (the policy's own distribution, as RL samples it)"})
-    prefix_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the K completions of a prefix (the paper leaves it open)"})
+    k_first: int = field(default=4, metadata={"help": (
+        "completions sampled first; the other K - k_first only if none of these passes (0: all K at once)")})
+    temperature: float = field(default=1.0, metadata={"help": (
+        "sampling temperature of the responses (the policy's own distribution, as RL samples it)")})
+    prefix_temperature: float = field(default=1.0, metadata={"help": (
+        "sampling temperature of the K completions of a prefix (the paper leaves it open)")})
     max_new_tokens: int = field(default=160, metadata={"help": "longest response in tokens"})
     batch_size: int = field(default=256, metadata={"help": "sequences per generate call"})
     chunk: int = field(default=50, metadata={"help": "prompts per unit of work; rows are written after each"})
-    select: str = field(default="revised_only", metadata={"help": "data selection (paper Table 2): full | remove_hard | medium_only | revised_only"})
-    max_passing: int = field(default=-1, metadata={"help": "with revised_only: passing responses kept per kept prompt (-1: all)"})
-    neutral_comments: bool = field(default=True, metadata={"help": "label neutral lines (comments, docstrings) 0 (the paper's neutral labeling); false: they take their prefix's label (shows the comment hack)"})
+    select: str = field(default="revised_only", metadata={"help": (
+        "data selection (paper Table 2): full | remove_hard | medium_only | revised_only")})
+    max_passing: int = field(default=-1, metadata={"help": (
+        "with revised_only: passing responses kept per kept prompt (-1: all)")})
+    neutral_comments: bool = field(default=True, metadata={"help": (
+        "label neutral lines (comments, docstrings) 0 (the paper's neutral labeling); false: they take their prefix's"
+        " label (shows the comment hack)")})
     workers: int = field(default=2, metadata={"help": "judge worker processes"})
     timeout: float = field(default=3.0, metadata={"help": "seconds per program"})
     device: str = field(default="cpu", metadata={"help": "cpu | cuda"})
-    bf16: bool = field(default=False, metadata={"help": "compute in bfloat16 (GPUs): the policy is only run, so it is stored in bf16"})
-    chat_template: bool = field(default=False, metadata={"help": "feed prompts through the tokenizer's chat template (instruct models; sandbox.prompt_ids)"})
-    revision: str = field(default=None, metadata={"help": "Hub revision (branch, tag or commit) of Hub ids given as --policy"})
+    bf16: bool = field(default=False, metadata={"help": (
+        "compute in bfloat16 (GPUs): the policy is only run, so it is stored in bf16")})
+    chat_template: bool = field(default=False, metadata={"help": (
+        "feed prompts through the tokenizer's chat template (instruct models; sandbox.prompt_ids)")})
+    revision: str = field(default=None, metadata={"help": (
+        "Hub revision (branch, tag or commit) of Hub ids given as --policy")})
     seed: int = field(default=1, metadata={"help": "random seed"})
+
+    def __post_init__(self):  # a value out of range stops here, in one line naming the flag, before anything loads
+        sandbox.check_flags(self, positive="n k temperature prefix_temperature max_new_tokens batch_size chunk workers timeout",
+                            nonnegative="k_first", choices={"select": ("full", "remove_hard", "medium_only", "revised_only"),
+                                                            "device": ("cpu", "cuda")})
+        for name, lowest in (("max_prompts", 1), ("max_passing", 0)):  # -1: all
+            if getattr(self, name) != -1 and getattr(self, name) < lowest:
+                raise ValueError(f"--{name} must be >= {lowest} or -1 (all), not {getattr(self, name)}")
 
 
 def binary_search_first_error(n_steps, prefix_ok):
@@ -75,22 +96,6 @@ def binary_search_first_error(n_steps, prefix_ok):
         else:
             hi = mid
     return lo
-
-
-class Pending(Exception):
-    """Raised by a prefix_ok whose answer is not known yet (the batched search asks for it)."""
-
-    def __init__(self, m):
-        self.m = m
-
-
-def ask(known):
-    """prefix_ok over the answers known so far: {m: bool}."""
-    def prefix_ok(m):
-        if m not in known:
-            raise Pending(m)
-        return known[m]
-    return prefix_ok
 
 
 def step_labels(steps, passed, correct, neutral_comments=True):
@@ -128,89 +133,83 @@ def select_rows(rows, how, max_passing=-1):
 
 
 def sample(model, tok, inputs, n, temperature, stops, args, desc):
-    """n sampled continuations (text through the first EOS; the caller cuts at stop strings) of each token-id
-    list in `inputs`, batched (sandbox.generate: left padding, exact sampling), shorter inputs together."""
+    """n sampled continuations of each token-id list in `inputs` (texts, each ended by sandbox.end_response at its
+    EOS or one of its `stops`), through sandbox.sample, the stages' one batched sampler; shorter inputs together."""
     jobs = sorted(((i, j) for i in range(len(inputs)) for j in range(n)), key=lambda ij: len(inputs[ij[0]]))
+    texts = sandbox.sample(model, tok, args.eos, [inputs[i] for i, _ in jobs], [stops[i] for i, _ in jobs], args.batch_size,
+                           args.rank == 0, desc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                           max_new_tokens=args.max_new_tokens)
     out = [[None] * n for _ in inputs]
-    for s in tqdm(range(0, len(jobs), args.batch_size), desc=desc, leave=False, disable=args.rank > 0):
-        batch = jobs[s:s + args.batch_size]
-        seq, mask = sandbox.generate(model, tok, [inputs[i] for i, _ in batch], args.eos, stops, do_sample=True,
-                                     temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=args.max_new_tokens)
-        for (i, j), row in zip(batch, seq[:, mask.shape[1]:].tolist()):
-            out[i][j] = sandbox.end_response(tok, row, args.eos, ())[0]
+    for (i, j), (text, _) in zip(jobs, texts):
+        out[i][j] = text
     return out
 
 
+def prefixes_ok(model, tok, problems, stops, asks, args, timing):
+    """Best-of-K (paper section 3): for each (prompt ids, response, code line span, problem index) in `asks`, is the
+    prefix through that line correct, i.e. does at least one of K completions sampled by the policy continuing it
+    pass all the tests? The prefix is the response's tokens through the line (sandbox.prefix_through_line). K in two
+    waves: k_first completions of every prefix, the other K - k_first only for those none of whose first ones passed
+    (the same answer as K at once, fewer samples). Returns ([correct], [programs judged]), one each per ask."""
+    inputs, prefixes = [], []
+    for prompt, response, line, _ in asks:
+        ids = tok(response, add_special_tokens=False)["input_ids"]
+        n, prefix = sandbox.prefix_through_line(tok, ids, line)
+        inputs.append(prompt + ids[:n]), prefixes.append(prefix)
+    ok, programs, todo = [False] * len(asks), [0] * len(asks), list(range(len(asks)))
+    for wave in ([args.k_first, args.k - args.k_first] if 0 < args.k_first < args.k else [args.k]):
+        t = time.time()
+        conts = sample(model, tok, [inputs[i] for i in todo], wave, args.prefix_temperature, [stops[asks[i][3]] for i in todo], args,
+                       f"prefixes x{wave}")
+        timing["sample"] += time.time() - t
+        t = time.time()
+        programs_ = [(problems[asks[i][3]], sandbox.cut_at_stop(prefixes[i] + c, stops[asks[i][3]])) for i, cs in zip(todo, conts) for c in cs]
+        verdicts = sandbox.check_many(programs_, args.workers, args.timeout)  # a stop may span the prefix's end: cut again
+        timing["judge"] += time.time() - t
+        for w, i in enumerate(todo):
+            ok[i] = any(v.passed for v in verdicts[w * wave:(w + 1) * wave])  # best-of-K
+            programs[i] += wave
+        todo = [i for i in todo if not ok[i]]
+    return ok, programs
+
+
 def label_chunk(model, tok, problems, args, timing):
-    """Sample n responses per problem, judge them, binary-search every failing one, all in lockstep:
-    every prefix at the same search depth is completed in one sampling pass and judged in one
-    check_many call. Returns the rows."""
-    prompt_ids = [sandbox.prompt_ids(tok, p.prompt, args.chat_template) for p in problems]
-    stop = [sandbox.stop_strings(p, args.chat_template) for p in problems]
-    stops = sorted({s for st in stop for s in st})
+    """Sample n responses per problem, judge them, and binary-search every failing one, all in lockstep. Returns
+    the rows (labels, the search's cost, and on the demo the exact scorer's labels beside them)."""
+    prompts = [sandbox.prompt_ids(tok, p.prompt, args.chat_template) for p in problems]
+    stops = [sandbox.stop_strings(p, args.chat_template) for p in problems]
     t = time.time()
-    responses = [[sandbox.cut_at_stop(r, st) for r in rs] for st, rs in zip(stop, sample(model, tok, prompt_ids, args.n, args.temperature, stops, args, "sample"))]
+    responses = sample(model, tok, prompts, args.n, args.temperature, stops, args, "sample")
     timing["sample"] += time.time() - t
-    rows = []
-    for i, p in enumerate(problems):
-        for j, resp in enumerate(responses[i]):
-            code = [s for s in sandbox.split_steps(resp) if not s[2]]
-            rows.append({"task_id": p.task_id, "policy": args.current, "sample": j, "prompt": p.prompt, "response": resp,
-                         "_i": i, "_code": code, "checks": 0, "programs": 0})
+    rows = [{"task_id": p.task_id, "policy": args.current, "sample": j, "prompt": p.prompt, "response": resp, "checks": 0,
+             "programs": 0, "_i": i, "_code": [s for s in sandbox.split_steps(resp) if not s[2]]}
+            for i, p in enumerate(problems) for j, resp in enumerate(responses[i])]
     t = time.time()
     for r, v in zip(rows, sandbox.check_many([(problems[r["_i"]], r["response"]) for r in rows], args.workers, args.timeout)):
         r["passed"] = v.passed
     timing["judge"] += time.time() - t
-    # Binary search for every failing response at once: each round re-runs binary_search_first_error
-    # on the answers known so far; a search that needs an unknown prefix stops with Pending(m). All
-    # pending prefixes of a round (one per response) are then completed and judged together.
+
+    # Algorithm 1 for every failing response at once: each search keeps binary_search_first_error's interval, lo the
+    # longest prefix known correct, hi the shortest known wrong. The whole failing response is known wrong, so a
+    # response of L code lines searches its first L - 1: (lo, hi) = (0, L). Each round asks every open search's
+    # midpoint; all of them are completed in one sampling pass and judged in one check_many call (prefixes_ok).
     searching = [r for r in rows if not r["passed"]]
     for r in searching:
-        r["_known"] = {}
-    while searching:
-        pending = []
-        for r in searching:
-            try:  # the full failing response is known to be wrong: search its first L - 1 code lines
-                r["correct_steps"] = binary_search_first_error(len(r["_code"]) - 1, ask(r["_known"]))
-            except Pending as e:
-                pending.append((r, e.m))
-        searching = [r for r, _ in pending]
-        if not pending:
-            break
-        inputs, prefixes = [], []
-        for r, m in pending:  # the prefix through the m-th code line, in whole tokens: the token holding the
-            ids = tok(r["response"], add_special_tokens=False)["input_ids"]  # line's newline only if it ends there
-            t = sandbox.line_end_tokens(tok, ids, [r["_code"][m - 1]])[0]
-            keep = t + (len(tok.decode(ids[:t + 1], skip_special_tokens=True)) == r["_code"][m - 1][1])
-            prefixes.append(tok.decode(ids[:keep], skip_special_tokens=True))
-            inputs.append(prompt_ids[r["_i"]] + ids[:keep])
-        # best-of-K in two waves: k_first completions of every prefix, the other K - k_first only for the
-        # prefixes none of whose first ones passed (the same answer as K at once, fewer samples)
-        ok, programs, todo = [False] * len(pending), [0] * len(pending), list(range(len(pending)))
-        for wave in ([args.k_first, args.k - args.k_first] if 0 < args.k_first < args.k else [args.k]):
-            t = time.time()
-            conts = sample(model, tok, [inputs[i] for i in todo], wave, args.prefix_temperature, stops, args, f"prefixes x{wave}")
-            timing["sample"] += time.time() - t
-            t = time.time()
-            items = [(problems[pending[i][0]["_i"]], sandbox.cut_at_stop(prefixes[i] + c, stop[pending[i][0]["_i"]])) for i, cs in zip(todo, conts) for c in cs]
-            verdicts = sandbox.check_many(items, args.workers, args.timeout)
-            timing["judge"] += time.time() - t
-            for n_, i in enumerate(todo):
-                ok[i] = any(v.passed for v in verdicts[n_ * wave:(n_ + 1) * wave])  # best-of-K
-                programs[i] += wave
-            todo = [i for i in todo if not ok[i]]
-        for (r, m), ok_m, n_programs in zip(pending, ok, programs):
-            r["_known"][m] = ok_m
+        r["_lo"], r["_hi"] = 0, len(r["_code"])
+    while open_ := [r for r in searching if r["_hi"] - r["_lo"] > 1]:
+        mids = [(r["_lo"] + r["_hi"]) // 2 for r in open_]
+        asks = [(prompts[r["_i"]], r["response"], r["_code"][m - 1], r["_i"]) for r, m in zip(open_, mids)]
+        for r, m, ok, n_programs in zip(open_, mids, *prefixes_ok(model, tok, problems, stops, asks, args, timing)):
+            r["_lo" if ok else "_hi"] = m
             r["checks"] += 1
             r["programs"] += n_programs
     for r in rows:
         steps = sandbox.split_steps(r["response"])
-        if r["passed"]:
-            r["correct_steps"] = len(r["_code"])
+        r["correct_steps"] = len(r["_code"]) if r["passed"] else r["_lo"]
         r["steps"] = [list(s) for s in steps]
         r["labels"] = step_labels(steps, r["passed"], r["correct_steps"])
         r["first_error"] = next((m for m, l in enumerate(r["labels"]) if l == -1), None)
-        if "inputs" in problems[r["_i"]].meta:  # demo: the exact step scorer, to measure the labels' noise
+        if sandbox.is_demo(args.dataset):  # the exact step scorer beside the labels, to measure their noise
             r["oracle"] = sandbox.demo.oracle_step_scores(problems[r["_i"]], r["response"])
         for key in [k for k in r if k.startswith("_")]:
             del r[key]
@@ -252,7 +251,7 @@ def merge_rows(out, order):
 def summarize(rows, timing):
     fail = [r for r in rows if not r["passed"]]
     n_fail = max(1, len(fail))
-    searched = [sum(1 for s in r["steps"] if not s[2]) - 1 for r in fail]  # prefixes a search covers
+    searched = [max(0, sum(1 for s in r["steps"] if not s[2]) - 1) for r in fail]  # prefixes a search covers
     return {
         "responses": len(rows), "prompts": len({r["task_id"] for r in rows}),
         "share_passing": sum(r["passed"] for r in rows) / max(1, len(rows)),
@@ -260,11 +259,24 @@ def summarize(rows, timing):
         "checks_per_failing": sum(r["checks"] for r in fail) / n_fail,
         "linear_checks_per_failing": sum(searched) / n_fail,  # a linear scan checks every one of them
         "programs_per_failing": sum(r["programs"] for r in fail) / n_fail,
-        "linear_programs_per_failing": sum(searched) / n_fail * sum(r["programs"] for r in fail) / max(1, sum(r["checks"] for r in fail)),  # at this run's programs per check
+        "linear_programs_per_failing": sum(searched) / n_fail * sum(r["programs"] for r in fail)
+                                       / max(1, sum(r["checks"] for r in fail)),  # at this run's programs per check
         # the search's bound, ceil(log2(n + 1)) for n searched prefixes; must never be exceeded
         "max_checks_minus_bound": max([r["checks"] - n.bit_length() for r, n in zip(fail, searched)] or [0]),
         "seconds_sampling": timing["sample"], "seconds_judging": timing["judge"],
     } | oracle_agreement(rows)
+
+
+def too_few(rows, kept, select, few=10):
+    """One line when the selection kept fewer than `few` rows (None otherwise): how many, and why."""
+    if len(kept) >= few:
+        return None
+    fail = [r for r in rows if not r["passed"]]
+    why = ("every response passed: there was no failing one to search" if not fail else
+           f"{sum(r['correct_steps'] > 0 for r in fail)} of {len(fail)} failing responses have a correct prefix (in the others no "
+           f"completion of any prefix passed: the policy cannot recover from their first line)" if select == "revised_only" else
+           f"{len(fail)} of {len(rows)} responses fail")
+    return f"--select {select} kept {len(kept)} of {len(rows)} labeled responses: {why}"
 
 
 def oracle_agreement(rows):
@@ -286,23 +298,17 @@ def oracle_agreement(rows):
 
 
 def main():
-    args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
-    if args.select not in ("full", "remove_hard", "medium_only", "revised_only"):
-        raise SystemExit(f"label_prm_data.py: --select must be full, remove_hard, medium_only or revised_only, not {args.select!r}")
+    args = sandbox.parse_args(Args)
     # torchrun: the ranks label apart and meet once, at the end (the gloo group is only for that)
     args.rank, world, args.device = sandbox.start_ranks(args.device, meet_only=True)
     set_seed(args.seed + args.rank)
-    try:
+    with sandbox.bad_data_exits():
         problems = sandbox.load_problems(args.dataset, args.split)
-    except sandbox.DataError as e:
-        raise SystemExit(f"label_prm_data.py: {e}")
     random.Random(args.seed).shuffle(problems)
     problems = problems[:args.max_prompts] if args.max_prompts >= 0 else problems
-    for path in args.policy:  # every policy up front (config, tokenizer, weights): not after hours of labeling
-        try:
+    with sandbox.bad_data_exits("--policy "):  # every policy up front (config, tokenizer, weights): not after hours of labeling
+        for path in args.policy:
             sandbox.find_model(path, args.revision)
-        except sandbox.DataError as e:
-            raise SystemExit(f"label_prm_data.py: --policy {e}")
     os.makedirs(args.out, exist_ok=True)
     if args.rank == 0:
         with open(os.path.join(args.out, "args.json"), "w") as f:
@@ -316,12 +322,13 @@ def main():
     count = Counter((r["policy"], r["task_id"]) for r in read_rows(args.out)[0])
     done = {key for key, c in count.items() if c >= args.n}
     mine = os.path.join(args.out, "rows.jsonl" if world == 1 else f"rows.rank{args.rank}.jsonl")
-    timing = {"sample": 0.0, "judge": 0.0, "responses": 0}  # this run's, this rank's
+    timing, model = {"sample": 0.0, "judge": 0.0, "responses": 0}, None  # this run's, this rank's
     for path in args.policy:
         todo = [p for p in problems if (path, p.task_id) not in done][args.rank::world]
         if not todo:
             continue
         tok, args.eos = sandbox.load_tokenizer(path, args.revision)
+        model = None  # the previous checkpoint's weights go before the next one's load (a 7B policy is 15 GB in bf16)
         model = sandbox.load_model(AutoModelForCausalLM, path, args.device, torch.bfloat16 if args.bf16 else torch.float32, args.revision).eval()
         args.current = path
         for s in tqdm(range(0, len(todo), args.chunk), desc=f"label {os.path.basename(path.rstrip('/'))}", disable=args.rank > 0):
@@ -354,9 +361,9 @@ def main():
                                          "neutral_comments": args.neutral_comments, "labeled_this_run_by_rank": by_rank}
     with open(summary_path, "w") as f:
         json.dump(summary, f, indent=1)
-    print("\n| metric | value |\n|---|---|")
-    for key, value in summary.items():
-        print(f"| {key} | {value:.3f} |" if isinstance(value, float) else f"| {key} | {value} |")
+    print("\n" + sandbox.table(["metric", "value"], summary.items()))
+    if note := too_few(rows, kept, args.select):
+        (sandbox.fail if not kept else print)(note)  # nothing to train a PRM on: stop with the reason
 
 
 if __name__ == "__main__":

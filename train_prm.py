@@ -1,4 +1,4 @@
-"""train_prm.py - stage 2: the Process Reward Model (paper section 3).
+"""train_prm.py - step 3 of the pipeline: the Process Reward Model (paper section 3).
 
 R_phi(x, y<=m): a causal LM with a scalar head on every token (AutoModelForTokenClassification, one
 output), initialised from a policy checkpoint and trained by regression (MSE) against the line labels
@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from tqdm import tqdm
-from transformers import AutoModelForTokenClassification, HfArgumentParser, set_seed
+from transformers import AutoModelForTokenClassification, set_seed
 
 import sandbox
 
@@ -57,6 +57,10 @@ class Args:
     chat_template: bool = field(default=False, metadata={"help": "prompts through the tokenizer's chat template, as the policy was sampled (sandbox.prompt_ids)"})
     revision: str = field(default=None, metadata={"help": "Hub revision (branch, tag or commit) of a Hub id given as --init"})
     seed: int = field(default=1, metadata={"help": "random seed"})
+
+    def __post_init__(self):  # a value out of range stops here, in one line naming the flag, before anything loads
+        sandbox.check_flags(self, positive="epochs batch_size lr max_len", nonnegative="warmup show", fraction="holdout",
+                            choices={"labels": ("process", "outcome"), "rows": ("selected", "all"), "device": ("cpu", "cuda")})
 
 
 def prm_example(tok, row, chat=False):
@@ -129,7 +133,7 @@ def read_rows(path):
     """Labeled rows of a .jsonl file (sandbox.read_jsonl: one line per bad row), checked for the fields
     the PRM needs; rows without a step (an empty response) carry nothing to learn and are left out."""
     rows = []
-    try:
+    with sandbox.bad_data_exits():
         for i, row in sandbox.read_jsonl(path):
             missing = [k for k in ("task_id", "prompt", "response", "steps", "labels", "passed", "first_error") if k not in row]
             if missing:
@@ -138,10 +142,8 @@ def read_rows(path):
                 raise sandbox.DataError(f"{path}:{i}: {len(row['steps'])} steps but {len(row['labels'])} labels")
             if row["steps"]:
                 rows.append(row)
-    except sandbox.DataError as e:
-        raise SystemExit(f"train_prm.py: {e}")
     if not rows:
-        raise SystemExit(f"train_prm.py: {path}: no rows with at least one step")
+        sandbox.fail(f"{path}: no rows with at least one step")
     return rows
 
 
@@ -169,11 +171,9 @@ def show(rows, step_scores, n):
 
 
 def main():
-    args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
+    args = sandbox.parse_args(Args)
     if args.fsdp != ("RANK" in os.environ):
-        raise SystemExit("train_prm.py: --fsdp true shards the model across torchrun's ranks: use both or neither")
-    if args.labels not in ("process", "outcome") or args.rows not in ("selected", "all"):
-        raise SystemExit(f"train_prm.py: --labels must be process or outcome and --rows selected or all, not {args.labels!r} / {args.rows!r}")
+        sandbox.fail("--fsdp true shards the model across torchrun's ranks: use both or neither")
     rank, world, args.device = sandbox.start_ranks(args.device)
     set_seed(args.seed)
     folder = os.path.isdir(args.data)
@@ -185,10 +185,8 @@ def main():
     held = lambda r: zlib.crc32(f"{args.seed}/{r['prompt']}".encode()) % 10000 < args.holdout * 10000  # noqa: E731
     train = [r for r in train_rows if not held(r)]
     test = [r for r in all_rows if held(r)]
-    try:  # a local folder or a Hub id
+    with sandbox.bad_data_exits("--init "):  # a local folder or a Hub id
         sandbox.find_model(args.init, args.revision)
-    except sandbox.DataError as e:
-        raise SystemExit(f"train_prm.py: --init {e}")
     tok, _ = sandbox.load_tokenizer(args.init, args.revision)
     # fp32 weights (--bf16 autocasts); a fresh scalar head on the policy's body
     model = sandbox.load_model(AutoModelForTokenClassification, args.init, args.device, torch.float32, args.revision, args.fsdp, args.bf16, num_labels=1)
@@ -199,7 +197,7 @@ def main():
     steps_per_epoch = math.ceil(len(examples) / args.batch_size)
     total = steps_per_epoch * args.epochs
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / args.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+    sched = sandbox.lr_schedule(opt, args.warmup, total)  # linear warm-up, then a cosine decay to 0
     rng = random.Random(args.seed)
     model.train()
     bar = tqdm(total=total, desc="train PRM", disable=rank != 0)
@@ -237,9 +235,7 @@ def main():
             json.dump(content, f, indent=1)
     if shown:
         show(test, shown, args.show)
-    print("\n| held-out metric | value |\n|---|---|")
-    for key, value in metrics.items():
-        print(f"| {key} | {value:.3f} |" if isinstance(value, float) else f"| {key} | {value} |")
+    print("\n" + sandbox.table(["held-out metric", "value"], metrics.items()))
 
 
 if __name__ == "__main__":

@@ -1,21 +1,21 @@
-"""train_psgpo.py - stage 3: PPO with process supervision (paper section 4.1, Eq. 3): PSGPO.
+"""train_psgpo.py - PPO with process supervision (paper section 4.1, Eq. 3): PSGPO; also the RL baseline.
 
 Hand-written PPO + GAE. The PRM R_phi (train_prm.py) enters twice:
   dense reward  r_m = lam * R_phi(x, y<=m) / T  on the last token of code line m   (--dense_reward)
   value init    the value model starts as a copy of the PRM (body and head)      (--value_init prm)
-The paper's four settings are these two flags; `--dense_reward false --value_init policy` is the RL
-baseline (unit-test reward only), which needs no PRM and saves the checkpoints label_prm_data.py
-samples from. `--advantage group` replaces the critic's GAE with group-relative advantages (RLOO over several
-responses per prompt, group_advantages), the estimator most code RL since the paper uses; the dense reward
-works with either (experiments/studies.py --study critic). The defaults are the demo's settings:
+The paper's four settings are these two flags. In the pipeline (README) this script runs step 1, the RL baseline
+(`--dense_reward false --value_init policy`: the unit-test reward only, no PRM; its checkpoints are what
+label_prm_data.py samples from), and step 4, PSGPO. `--advantage group` replaces the critic's GAE with group-relative
+advantages (RLOO over several responses per prompt, group_advantages), the estimator most code RL since the paper
+uses; the dense reward works with either. The defaults are the demo's settings:
 
     python train_psgpo.py --policy checkpoints/demo-sft --dense_reward false --value_init policy --out runs/baseline
     python train_psgpo.py --policy checkpoints/demo-sft --prm runs/prm --out runs/psgpo
     torchrun --nproc_per_node 8 train_psgpo.py --policy Qwen/Qwen2.5-Coder-7B-Instruct --fsdp true ...   (README)
 
-Reading order: the math (GAE, the clipped losses, Eq. 3), value init, then main(): the models, and each
-iteration's numbered phases. The plumbing around them (torchrun's ranks, checkpoints and exact resume,
-signals, the log) is train_psgpo_run.py's, called in one line each (`run.save(...)`).
+Reading order: the math (GAE, the clipped losses, Eq. 3), value init, then main(): the models, and each iteration's
+numbered phases. Around them, train_psgpo_run.py: torchrun's ranks and the checks before anything loads, wrapping
+the models for several ranks, the on-policy check, phase timers, checkpoints and exact resume, signals, the log.
 
 Padding convention: prompts are left-padded to P columns, so every response starts at column P;
 `seq = [pad.. prompt | response | pad..]`, [B, P + R]. Response token t (column P + t) is an action:
@@ -26,43 +26,57 @@ when it has one).
 """
 import os
 import random
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, HfArgumentParser
+from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
 
 import sandbox
 import train_psgpo_run as run
 
 
+
 @dataclass
 class Args:
     # common
-    policy: str = field(default="checkpoints/demo-sft", metadata={"help": "starting policy (and KL reference): the SFT checkpoint or any HF causal LM (folder or Hub id)"})
-    prm: str = field(default="runs/prm", metadata={"help": "PRM folder (train_prm.py), needed for --dense_reward or --value_init prm; 'oracle': demo only, the exact step scorer as dense reward"})
-    out: str = field(default="runs/psgpo", metadata={"help": "run folder: args.json, log.jsonl, ckpt-NNNN/ checkpoints"})
-    dataset: str = field(default="demo", metadata={"help": "demo | demo-long | humaneval | mbpp | livecodebench | a .jsonl path"})
+    policy: str = field(default="checkpoints/demo-sft", metadata={"help": (
+        "starting policy (and KL reference): the SFT checkpoint or any HF causal LM (folder or Hub id)")})
+    prm: str = field(default="runs/prm", metadata={"help": (
+        "PRM folder (train_prm.py), needed for --dense_reward or --value_init prm; 'oracle': demo only, the exact "
+        "step scorer as dense reward")})
+    out: str = field(default="runs/psgpo", metadata={"help": (
+        "run folder: args.json, log.jsonl, ckpt-NNNN/ checkpoints")})
+    dataset: str = field(default="demo", metadata={"help": (
+        "demo | demo-long | humaneval | mbpp | livecodebench | a .jsonl path")})
     split: str = field(default="train", metadata={"help": "split the prompts come from"})
     seed: int = field(default=1, metadata={"help": "random seed"})
     device: str = field(default="cpu", metadata={"help": "cpu | cuda (under torchrun: each rank its own GPU)"})
-    bf16: bool = field(default=False, metadata={"help": "compute in bfloat16 (GPUs): trained weights stay fp32 under autocast, frozen ones are stored in bf16"})
+    bf16: bool = field(default=False, metadata={"help": (
+        "compute in bfloat16 (GPUs): trained weights stay fp32 under autocast, frozen ones are stored in bf16")})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory (large models)"})
-    fsdp: bool = field(default=False, metadata={"help": "under torchrun: shard the four models with PyTorch FSDP2 instead of DDP replicas (7B-class models)"})
-    chat_template: bool = field(default=False, metadata={"help": "feed prompts through the tokenizer's chat template (instruct models; sandbox.prompt_ids)"})
-    revision: str = field(default=None, metadata={"help": "Hub revision (branch, tag or commit) of Hub ids given as --policy / --prm"})
+    fsdp: bool = field(default=False, metadata={"help": (
+        "under torchrun: shard the four models with PyTorch FSDP2 instead of DDP replicas (7B-class models)")})
+    chat_template: bool = field(default=False, metadata={"help": (
+        "feed prompts through the tokenizer's chat template (instruct models; sandbox.prompt_ids)")})
+    revision: str = field(default=None, metadata={"help": (
+        "Hub revision (branch, tag or commit) of Hub ids given as --policy / --prm")})
     # the paper's settings (section 4.1)
     dense_reward: bool = field(default=True, metadata={"help": "add the PRM's line rewards (Eq. 3)"})
-    value_init: str = field(default="prm", metadata={"help": "prm: value model = copy of the PRM (--prm); policy: policy body + fresh head"})
-    value_scale: str = field(default="prm", metadata={"help": "with --value_init prm: prm (copied as it is, the paper) | returns (its head mapped from [-1, 1] to the returns' [0, 1])"})
+    value_init: str = field(default="prm", metadata={"help": (
+        "prm: value model = copy of the PRM (--prm); policy: policy body + fresh head")})
+    value_scale: str = field(default="prm", metadata={"help": (
+        "with --value_init prm: prm (copied as it is, the paper) | returns (its head mapped from [-1, 1] to the "
+        "returns' [0, 1])")})
     lam_fail: float = field(default=0.25, metadata={"help": "Eq. 3 lambda for a response that fails its tests"})
     lam_pass: float = field(default=0.025, metadata={"help": "Eq. 3 lambda for a response that passes"})
-    length_norm: bool = field(default=True, metadata={"help": "divide line rewards by T, the number of code lines (false shows the hack)"})
+    length_norm: bool = field(default=True, metadata={"help": (
+        "divide line rewards by T, the number of code lines (false shows the hack)")})
     kl_coef: float = field(default=0.0, metadata={"help": "beta: per-token KL penalty in the reward, as in Eq. 3"})
-    kl_loss_coef: float = field(default=0.25, metadata={"help": "coefficient of the exact KL to the reference (whole vocabulary) added to the loss"})
+    kl_loss_coef: float = field(default=0.25, metadata={"help": (
+        "coefficient of the exact KL to the reference (whole vocabulary) added to the loss")})
     # PPO
     iterations: int = field(default=16, metadata={"help": "PPO iterations (rollout + update)"})
     batch_size: int = field(default=64, metadata={"help": "prompts per iteration (over all ranks), one response each"})
@@ -71,9 +85,13 @@ class Args:
     lr: float = field(default=1e-4, metadata={"help": "policy learning rate"})
     value_lr: float = field(default=3e-4, metadata={"help": "value model learning rate"})
     warmup: int = field(default=4, metadata={"help": "linear learning-rate warm-up, in optimizer steps"})
-    critic_warmup: int = field(default=0, metadata={"help": "iterations at the start that train the value model alone (the policy does not move)"})
-    advantage: str = field(default="gae", metadata={"help": "gae: the critic's GAE (the paper) | group: group-relative, no critic (RLOO over --group_size responses per prompt)"})
-    group_size: int = field(default=4, metadata={"help": "with --advantage group: responses per prompt (--batch_size counts responses)"})
+    critic_warmup: int = field(default=0, metadata={"help": (
+        "iterations at the start that train the value model alone (the policy does not move)")})
+    advantage: str = field(default="gae", metadata={"help": (
+        "gae: the critic's GAE (the paper) | group: group-relative, no critic (RLOO over --group_size responses per "
+        "prompt)")})
+    group_size: int = field(default=4, metadata={"help": (
+        "with --advantage group: responses per prompt (--batch_size counts responses)")})
     clip: float = field(default=0.2, metadata={"help": "PPO ratio clip epsilon"})
     vf_clip: float = field(default=0.2, metadata={"help": "value clip around the rollout's values"})
     gamma: float = field(default=1.0, metadata={"help": "discount"})
@@ -81,10 +99,26 @@ class Args:
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
     max_new_tokens: int = field(default=192, metadata={"help": "longest response in tokens"})
     # around the loop
-    save_every: int = field(default=4, metadata={"help": "checkpoint every N iterations (and at the end): the demo labels from 4 of them"})
+    save_every: int = field(default=4, metadata={"help": (
+        "checkpoint every N iterations (and at the end): the demo labels from 4 of them")})
     resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in --out"})
     workers: int = field(default=2, metadata={"help": "judge worker processes per rank"})
     timeout: float = field(default=3.0, metadata={"help": "seconds per program"})
+
+    def __post_init__(self):  # a value out of range stops here, in one line naming the flag, before anything loads
+        sandbox.check_flags(self, positive="iterations batch_size minibatch_size ppo_epochs lr value_lr clip vf_clip "
+                                           "temperature max_new_tokens save_every workers timeout group_size",
+                            nonnegative="warmup critic_warmup kl_coef kl_loss_coef lam_fail lam_pass",
+                            fraction="gamma gae_lambda",
+                            choices={"value_init": ("prm", "policy"), "value_scale": ("prm", "returns"),
+                                     "advantage": ("gae", "group"), "device": ("cpu", "cuda")})
+        g, world = self.group_size if self.advantage == "group" else 1, int(os.environ.get("WORLD_SIZE", 1))
+        if self.advantage == "group" and self.group_size < 2:
+            raise ValueError(f"--group_size must be >= 2 with --advantage group (the leave-one-out baseline's group), "
+                             f"not {self.group_size}")
+        if self.batch_size % (g * world):  # every rank steps as often as the others (or FSDP's collectives hang)
+            raise ValueError(f"--batch_size ({self.batch_size}) must be a multiple of "
+                             f"{'--group_size x ' if g > 1 else ''}the ranks ({g * world})")
 
 
 # ------------------------------------------------------------------ the math, as small pure functions
@@ -128,6 +162,15 @@ def group_advantages(rewards, mask, g):
     return (returns - baseline.reshape(-1, 1)) * mask
 
 
+def advantages_and_returns(rewards, values, mask, args):
+    """GAE with the critic's values (the paper's PPO); --advantage group: group-relative advantages (no critic in them;
+    the value model still trains on GAE's returns, so its fit is logged as before)."""
+    advantages, returns = compute_gae(rewards, values, mask, args.gamma, args.gae_lambda)
+    if args.advantage == "group":
+        advantages = group_advantages(rewards, mask, args.group_size)
+    return advantages, returns
+
+
 def policy_loss(logp, old_logp, advantages, mask, clip):
     """PPO's clipped surrogate: mean over tokens of max(-A r, -A clip(r, 1-eps, 1+eps)), r = pi/pi_old."""
     ratio = torch.exp(logp - old_logp)
@@ -150,12 +193,28 @@ def dense_reward(step_tokens, step_scores, neutral, last_token, passed, lam_fail
     response without a code line (empty, comments only) gets the floor -lam_fail on its last token, no more
     than the worst real attempt: the PRM's scores are clipped to its labels' range [-1, 1] (its head is
     unbounded), so the line rewards of a failing response sum to at least -lam_fail."""
-    code = [(t, min(1.0, max(-1.0, s))) for t, s, n in zip(step_tokens, step_scores, neutral) if not n]  # R_phi in [-1, 1]
+    code = [(t, min(1.0, max(-1.0, s))) for t, s, n in zip(step_tokens, step_scores, neutral) if not n]  # in [-1, 1]
     if not code:
         return [(last_token, -lam_fail)]
     lam = lam_pass if passed else lam_fail
     T = len(code) if length_norm else 1
     return [(t, lam * s / T) for t, s in code]
+
+
+def place_dense_rewards(tok, responses, lengths, steps, scores, batch, texts, passed, args):
+    """Phase 3 for a batch: [B, R] rewards holding Eq. 3's r_m (dense_reward) on the token holding each code line's
+    last character (sandbox.line_end_tokens: the token train_prm.py puts the line's label on), and every line's
+    score. scores [B, R]: the PRM's R_phi(x, y<=t) after each response token; None for --prm oracle (the
+    demo's exact step scorer)."""
+    dense, step_scores = torch.zeros(len(batch), responses.shape[1], device=responses.device), []
+    for b, (ids, st) in enumerate(zip(responses.tolist(), steps)):
+        ends = sandbox.line_end_tokens(tok, ids[:lengths[b]], st)
+        oracle = scores is None
+        step_scores.append(sandbox.demo.oracle_step_scores(batch[b], texts[b]) if oracle else scores[b, ends].tolist())
+        for t, r in dense_reward(ends, step_scores[-1], [n for _, _, n in st], lengths[b] - 1, bool(passed[b]),
+                                 args.lam_fail, args.lam_pass, args.length_norm):
+            dense[b, t] += r
+    return dense, step_scores
 
 
 def forward(model, seq, mask):
@@ -169,6 +228,24 @@ def token_logp(model, seq, mask, P, temperature):
     return torch.gather(F.log_softmax(logits, -1), 2, seq[:, P:, None])[..., 0]
 
 
+def exact_kl(ref, logp_all, s, sm, m, P, temperature, autocast):
+    """The exact KL(pi || pi_ref) per token over the whole vocabulary, sum_v pi(v) (log pi(v) - log pi_ref(v)),
+    its masked mean over the minibatch's response tokens (--kl_loss_coef: added to the policy's loss)."""
+    with torch.no_grad(), autocast:
+        ref_all = F.log_softmax(forward(ref, s, sm)[:, P - 1:-1].float() / temperature, -1)
+    return masked_mean((logp_all.exp() * (logp_all - ref_all)).sum(-1), m)
+
+
+def optimizer_steps(opts, scheds, models, moves):
+    """After one backward: each model that moves clips its gradient norm to 1 and steps; every gradient is freed."""
+    for o, sched, model, move in zip(opts, scheds, models, moves):
+        if move:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            o.step()
+            sched.step()
+        o.zero_grad(set_to_none=True)  # free the gradients before the next forward
+
+
 def draw_prompts(n, it, batch_size, seed, rank, world):
     """Indices of the prompts rank `rank` answers at iteration `it`: the iteration's global batch is the next
     batch_size entries of one shuffle of the n prompts per epoch (the same shuffle on every rank, seeded by
@@ -178,6 +255,14 @@ def draw_prompts(n, it, batch_size, seed, rank, world):
     shuffles = {epoch: random.Random(f"{seed}/{epoch}").sample(range(n), n) for epoch in {k // n for k in ks}}
     batch = [shuffles[k // n][k % n] for k in ks]
     return batch[rank::world]
+
+
+def rollout_batch(problems, it, args, rank, world):
+    """This rank's problems at iteration `it`, one response each (draw_prompts); --advantage group: each prompt
+    --group_size times, side by side."""
+    g = args.group_size if args.advantage == "group" else 1
+    drawn = draw_prompts(len(problems), it, args.batch_size // g, args.seed, rank, world)
+    return [problems[i] for i in drawn for _ in range(g)]
 
 
 def init_value_model(args, load):
@@ -198,21 +283,6 @@ def init_value_model(args, load):
     return value
 
 
-def dense_rewards(tok, responses, lengths, steps, scores, batch, texts, passed, args):
-    """Phase 3 for a batch: [B, R] rewards holding Eq. 3's r_m on the token holding each code line's last
-    character (sandbox.line_end_tokens: the token train_prm.py puts the line's label on), and every line's
-    score. scores [B, R]: the PRM's R_phi(x, y<=t) after each response token; None for --prm oracle (the
-    demo's exact step scorer)."""
-    dense, step_scores = torch.zeros(len(batch), responses.shape[1], device=responses.device), []
-    for b, (ids, st) in enumerate(zip(responses.tolist(), steps)):
-        ends = sandbox.line_end_tokens(tok, ids[:lengths[b]], st)
-        step_scores.append(sandbox.demo.oracle_step_scores(batch[b], texts[b]) if scores is None else scores[b, ends].tolist())
-        for t, r in dense_reward(ends, step_scores[-1], [n for _, _, n in st], lengths[b] - 1, bool(passed[b]),
-                                 args.lam_fail, args.lam_pass, args.length_norm):
-            dense[b, t] += r
-    return dense, step_scores
-
-
 @torch.no_grad()
 def sampler_check(policy, tok, rows, eos, temperature, fsdp, new_tokens=32):
     """PPO's ratio assumes the rollouts were drawn from softmax(logits / temperature), the distribution
@@ -224,10 +294,12 @@ def sampler_check(policy, tok, rows, eos, temperature, fsdp, new_tokens=32):
     rounding between step-by-step decoding and one forward pass (~1e-6 in fp32, larger in bf16), logged.
     The RNGs are left as they were, so the run's samples do not depend on the check."""
     with torch.random.fork_rng(devices=[policy.device] if policy.device.type == "cuda" else []):
-        out, qmask = sandbox.generate(policy, tok, rows, eos, synced_gpus=fsdp, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                                      max_new_tokens=new_tokens, output_scores=True, output_logits=True, return_dict_in_generate=True)
+        out, qmask = sandbox.generate(policy, tok, rows, eos, synced_gpus=fsdp, do_sample=True, temperature=temperature,
+                                      top_k=0, top_p=1.0, max_new_tokens=new_tokens, output_scores=True,
+                                      output_logits=True, return_dict_in_generate=True)
     P, response = qmask.shape[1], out.sequences[:, qmask.shape[1]:]
-    logp = lambda scores: torch.stack(scores, 1).float().log_softmax(-1).gather(2, response[..., None])[..., 0]  # noqa: E731  [B, R]
+    def logp(scores):  # [B, R]
+        return torch.stack(scores, 1).float().log_softmax(-1).gather(2, response[..., None])[..., 0]
     is_eos = torch.isin(response, torch.tensor(eos, device=response.device)).long()
     valid = (is_eos.cumsum(1) - is_eos) == 0  # through the first EOS
     sampler = logp(out.scores)
@@ -237,95 +309,88 @@ def sampler_check(policy, tok, rows, eos, temperature, fsdp, new_tokens=32):
 
 
 def main():
-    args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
-    rank, world, device, problems = run.start(args)   # torchrun's ranks, the checks, the seeds, the prompts
+    args = sandbox.parse_args(Args)
+    rank, world, device, problems = run.start(args)   # torchrun's ranks, every check before anything loads, the seeds
     src = run.newest_checkpoint(args) or args.policy  # --resume: the newest ckpt-NNNN/ in --out
 
     # The models: the policy (trained), its frozen copy the reference, the PRM (frozen), the value model (trained).
-    # Trained models keep fp32 weights (--bf16 autocasts their forward passes: bf16 weights would round small
-    # AdamW updates away); frozen ones are stored in bf16 under --bf16. FSDP: each rank holds a shard of each.
+    # Trained models keep fp32 weights (--bf16 autocasts their forward passes: bf16 weights would round small AdamW
+    # updates away); frozen ones are stored in bf16 under --bf16. FSDP: each rank holds a shard of each.
     tok, eos = sandbox.load_tokenizer(src, args.revision)
-    load = lambda cls, path, dtype, **kw: sandbox.load_model(cls, path, device, dtype, args.revision, args.fsdp, args.bf16, **kw)  # noqa: E731
-    frozen = torch.bfloat16 if args.bf16 else torch.float32
+    def load(cls, path, dtype, **kw):
+        return sandbox.load_model(cls, path, device, dtype, args.revision, args.fsdp, args.bf16, **kw)
+    frozen_dtype, resuming = torch.bfloat16 if args.bf16 else torch.float32, src != args.policy
     policy = load(AutoModelForCausalLM, src, torch.float32)
-    ref = load(AutoModelForCausalLM, args.policy, frozen).requires_grad_(False)
-    prm = load(AutoModelForTokenClassification, args.prm, frozen).requires_grad_(False) if args.dense_reward and args.prm != "oracle" else None
-    value = load(AutoModelForTokenClassification, os.path.join(src, "value"), torch.float32) if src != args.policy else init_value_model(args, load)
-    run.prepare_for_training(policy, value, args.gradient_checkpointing)
-    opts = [torch.optim.AdamW(policy.parameters(), lr=args.lr, eps=1e-5), torch.optim.AdamW(value.parameters(), lr=args.value_lr, eps=1e-5)]
-    scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: min(1.0, (s + 1) / args.warmup)) for o in opts]  # linear warm-up
-    start_it, log_rows = run.resume(src, policy, value, opts, scheds, args, rank, world, device) if src != args.policy else (0, [])
-    # DDP: gradients all-reduced in buckets that are the .grad tensors themselves (no second copy)
-    train_policy, train_value = (torch.nn.parallel.DistributedDataParallel(m, gradient_as_bucket_view=True) if world > 1 and not args.fsdp else m
-                                 for m in (policy, value))
-    writer, stop = run.start_log(args, log_rows, rank), run.stop_on_signals()
+    ref = load(AutoModelForCausalLM, args.policy, frozen_dtype).requires_grad_(False)
+    Scorer = AutoModelForTokenClassification  # a scalar per token: the PRM, the value model
+    prm = load(Scorer, args.prm, frozen_dtype).requires_grad_(False) if run.scores_lines(args) else None
+    value = load(Scorer, f"{src}/value", torch.float32) if resuming else init_value_model(args, load)
+    train_policy, train_value = run.for_training(policy, value, args, world)  # no dropout; DDP replicas over the ranks
+    opts = [torch.optim.AdamW(m.parameters(), lr=lr, eps=1e-5) for m, lr in ((policy, args.lr), (value, args.value_lr))]
+    scheds = [sandbox.lr_schedule(o, args.warmup) for o in opts]  # a linear warm-up, then constant
+    start_it, rows = run.resume(src, policy, value, opts, scheds, args, rank, world, device) if resuming else (0, [])
+    log, stop = run.Log(args, rows, rank, world, device), run.stop_on_signals()
     autocast = torch.autocast(device.split(":")[0], torch.bfloat16, enabled=args.bf16)
-    mb = max(1, args.minibatch_size // world)
+    mb = max(1, args.minibatch_size // world)  # sequences per rank in a gradient step
+    first = rollout_batch(problems, start_it, args, rank, world)[:4]
+    sampler_gap = run.check_on_policy(sampler_check, policy, tok, first, eos, args, world, device)
 
-    bar = tqdm(range(start_it, args.iterations), desc="psgpo", initial=start_it, total=args.iterations, disable=rank != 0)
+    bar = tqdm(range(start_it, args.iterations), "psgpo", initial=start_it, total=args.iterations, disable=rank != 0)
     for it in bar:
-        seconds = {}
-        if device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats(device)
+        laps = run.Laps(device)  # each phase's seconds (time/<phase> in the log)
         # 1. Rollout: one response per prompt, sampled with the KV cache from left-padded prompts
-        t0 = time.time()
         policy.eval(), value.eval()  # eval mode for the rollout: generate keeps its KV cache
-        g = args.group_size if args.advantage == "group" else 1  # --advantage group: g responses to each prompt, side by side
-        batch = [problems[i] for i in draw_prompts(len(problems), it, args.batch_size // g, args.seed, rank, world) for _ in range(g)]
+        batch = rollout_batch(problems, it, args, rank, world)
         prompts = [sandbox.prompt_ids(tok, p.prompt, args.chat_template) for p in batch]
         stops = [sandbox.stop_strings(p, args.chat_template) for p in batch]
-        if it == start_it:  # once per process: rollouts are drawn from exactly the distribution token_logp computes
-            with run.gathered(policy, args.fsdp):
-                processed, sampler_gap = sampler_check(policy, tok, prompts[:4], eos, args.temperature, args.fsdp)
-            if run.max_over_ranks(processed, world, device) > 1e-6:
-                raise SystemExit(f"train_psgpo.py: generate's sampling distribution differs from softmax(logits / T) by up to {processed:.3g} "
-                                 "nats: rollouts would be off-policy (a logits processor or sampling setting?)")
         with torch.no_grad(), autocast, run.gathered(policy, args.fsdp):  # FSDP: every rank steps until all are done
-            seq, qmask = sandbox.generate(policy, tok, prompts, eos, sorted({s for st in stops for s in st}), args.fsdp, do_sample=True,
-                                          temperature=args.temperature, top_k=0, top_p=1.0, max_new_tokens=args.max_new_tokens)
+            seq, qmask = sandbox.generate(policy, tok, prompts, eos, sorted({s for st in stops for s in st}), args.fsdp,
+                                          do_sample=True, temperature=args.temperature, top_k=0, top_p=1.0,
+                                          max_new_tokens=args.max_new_tokens)
         P = qmask.shape[1]
         texts, lengths = zip(*(sandbox.end_response(tok, row, eos, st) for row, st in zip(seq[:, P:].tolist(), stops)))
         R = max(lengths)  # trim to the longest kept response: every later pass runs at this width
         response, seq = seq[:, P:P + R], seq[:, :P + R]                                    # [B, R], [B, P + R]
         rmask = (torch.arange(R, device=device)[None] < torch.tensor(lengths, device=device)[:, None]).float()  # [B, R]
         seq_mask = torch.cat([qmask, rmask.long()], 1)                                      # [B, P + R]
-        seconds["time/generate"] = time.time() - t0
+        laps("generate")
 
         # 2. Outcome reward: 1 if the program passes all its tests, 0 otherwise, on the response's last token
-        t0 = time.time()
-        passed = torch.tensor([v.passed for v in sandbox.check_many(list(zip(batch, texts)), args.workers, args.timeout)], dtype=torch.float, device=device)
+        verdicts = sandbox.check_many(list(zip(batch, texts)), args.workers, args.timeout)
+        passed = torch.tensor([v.passed for v in verdicts], dtype=torch.float, device=device)  # [B]
         rewards = torch.zeros(len(batch), R, device=device)
         rewards[torch.arange(len(batch)), torch.tensor(lengths, device=device) - 1] += passed
-        seconds["time/judge"] = time.time() - t0
+        laps("judge")
 
-        # 3. Dense reward (Eq. 3): the PRM's score of each code line, r_m = lam * R_phi(x, y<=m) / T on the line's last token
-        t0 = time.time()
+        # 3. Dense reward (Eq. 3): the PRM's score of each code line, r_m = lam * R_phi(x, y<=m) / T on its last token
         steps = [sandbox.split_steps(x) for x in texts]
         dense, step_scores = torch.zeros_like(rewards), []
         if args.dense_reward:
             with torch.no_grad(), autocast:
-                scores = forward(prm, seq, seq_mask)[:, P:, 0].float() if prm is not None else None  # [B, R]: R_phi(x, y<=t) after token t
-            dense, step_scores = dense_rewards(tok, response, lengths, steps, scores, batch, texts, passed, args)
+                scores = forward(prm, seq, seq_mask)[:, P:, 0].float() if prm is not None else None  # [B, R]
+            dense, step_scores = place_dense_rewards(tok, response, lengths, steps, scores, batch, texts, passed, args)
         rewards += dense
+        laps("dense")
 
         # 4. The rollout under the models: log pi_old (PPO's ratio), log pi_ref (the KL) and the values V(s_t)
         chunks = torch.arange(len(batch), device=device).split(mb)
         with torch.no_grad(), autocast:  # in minibatches: [B, R, V] logits need not fit at once
-            old_logp = torch.cat([token_logp(policy, seq[i], seq_mask[i], P, args.temperature) for i in chunks])  # [B, R]
-            ref_logp = torch.cat([token_logp(ref, seq[i], seq_mask[i], P, args.temperature) for i in chunks])    # [B, R]
-            old_values = torch.cat([forward(value, seq[i], seq_mask[i])[:, P - 1:-1, 0].float() for i in chunks]) * rmask  # [B, R]: V(s_t)
-        seconds["time/score"] = time.time() - t0
+            old_logp = torch.cat([token_logp(policy, seq[i], seq_mask[i], P, args.temperature) for i in chunks])
+            ref_logp = torch.cat([token_logp(ref, seq[i], seq_mask[i], P, args.temperature) for i in chunks])
+            old_values = torch.cat([forward(value, seq[i], seq_mask[i])[:, P - 1:-1, 0].float() for i in chunks])
+            old_values = old_values * rmask  # [B, R]: V(s_t)
+        laps("score")
 
-        # 5. KL penalty per token (beta in Eq. 3): r_t -= beta (log pi - log pi_ref); then GAE, advantages whitened
+        # 5. The KL penalty per token in the reward (Eq. 3's beta, --kl_coef; the demo's is 0: its KL is in the loss,
+        #    --kl_loss_coef), then the advantages (GAE over the critic's values), whitened
         kl = (old_logp - ref_logp) * rmask
         rewards = (rewards - args.kl_coef * kl) * rmask
-        advantages, returns = compute_gae(rewards, old_values, rmask, args.gamma, args.gae_lambda)
-        if args.advantage == "group":  # no critic in the advantage (the value model still trains, so its fit is logged as before)
-            advantages = group_advantages(rewards, rmask, g)
+        advantages, returns = advantages_and_returns(rewards, old_values, rmask, args)
         advantages = masked_whiten(advantages, rmask)
+        laps("advantages")
 
-        # 6. PPO epochs over minibatches: the clipped policy loss (+ the exact KL to the reference) and the clipped value loss
-        t0 = time.time()
+        # 6. PPO epochs over minibatches: the clipped policy loss (+ the exact KL to the reference), the clipped
+        #    value loss
         actor = it >= args.critic_warmup  # --critic_warmup: the first iterations train the value model alone
         stats = {k: [] for k in ("pg", "vf", "clipfrac", "approx_kl", "entropy", "exact_kl")}
         policy.train(), value.train()  # train mode for the update (gradient checkpointing needs it)
@@ -333,50 +398,41 @@ def main():
             for idx in torch.randperm(len(batch), device=device).split(mb):
                 m, s, sm = rmask[idx], seq[idx], seq_mask[idx]
                 with autocast:
-                    logits = forward(train_policy, s, sm)[:, P - 1:-1].float() / args.temperature
-                    vpred = forward(train_value, s, sm)[:, P - 1:-1, 0].float()
+                    logits = forward(train_policy, s, sm)[:, P - 1:-1].float() / args.temperature  # [b, R, V]
+                    vpred = forward(train_value, s, sm)[:, P - 1:-1, 0].float()                   # [b, R]: V(s_t)
                 logp_all = F.log_softmax(logits, -1)
-                logp = torch.gather(logp_all, 2, response[idx][..., None])[..., 0]
+                logp = torch.gather(logp_all, 2, response[idx][..., None])[..., 0]                 # [b, R]
                 pg, clipfrac = policy_loss(logp, old_logp[idx], advantages[idx], m, args.clip)
                 loss = pg
-                if args.kl_loss_coef:  # exact KL(pi || pi_ref) over the whole vocabulary, per token
-                    with torch.no_grad(), autocast:
-                        ref_all = F.log_softmax(forward(ref, s, sm)[:, P - 1:-1].float() / args.temperature, -1)
-                    exact = masked_mean((logp_all.exp() * (logp_all - ref_all)).sum(-1), m)
+                if args.kl_loss_coef:
+                    exact = exact_kl(ref, logp_all, s, sm, m, P, args.temperature, autocast)
                     loss = loss + args.kl_loss_coef * exact
                     stats["exact_kl"].append(exact.item())
                 vf = value_loss(vpred, old_values[idx], returns[idx], m, args.vf_clip)
                 (loss * actor + vf).backward()  # separate models and optimizers: one backward serves both
-                for o, sched, model, moves in zip(opts, scheds, (policy, value), (actor, True)):
-                    if moves:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                        o.step()
-                        sched.step()
-                    o.zero_grad(set_to_none=True)  # free the gradients before the next forward
+                optimizer_steps(opts, scheds, (policy, value), (actor, True))
                 with torch.no_grad():
-                    stats["pg"].append(pg.item()), stats["vf"].append(vf.item()), stats["clipfrac"].append(clipfrac.item())
+                    for k, x in (("pg", pg), ("vf", vf), ("clipfrac", clipfrac)):
+                        stats[k].append(x.item())
                     stats["approx_kl"].append(masked_mean(0.5 * (logp - old_logp[idx]) ** 2, m).item())
                     stats["entropy"].append(masked_mean(-(logp_all.exp() * logp_all).sum(-1), m).item())
-        seconds["time/update"] = time.time() - t0
+        laps("update")
 
-        row = log_row(it, passed, dense, kl, stats, returns, old_values, rmask, steps, step_scores, lengths, batch, texts, seconds, device)
-        if it == start_it:
-            row["charts/sampler_gap"] = sampler_gap
-        run.log(row, log_rows, writer, args, world, device)
-        bar.set_postfix(pass_rate=f"{log_rows[-1]['train/pass_rate']:.2f}", kl=f"{log_rows[-1]['charts/kl_per_seq']:.2f}")
-        stop["now"] = run.max_over_ranks(stop["now"], world, device) > 0  # a signal seen by any rank stops them all after this iteration
-        if (it + 1) % args.save_every == 0 or it + 1 == args.iterations or stop["now"]:
-            run.save(args.out, it + 1, policy, value, tok, opts, scheds, log_rows, rank, world, args.fsdp, device)
-        if stop["now"]:
-            if rank == 0:
-                print(f"\ninterrupted: saved {args.out}/ckpt-{it + 1:04d}; --resume true continues from there")
+        row = log_row(it, args, verdicts, dense, kl, stats, returns, old_values, rmask,
+                      steps, step_scores, lengths, batch, texts)
+        log.write(row | laps.seconds | ({"charts/sampler_gap": sampler_gap} if it == start_it else {}))
+        last = log.rows[-1]  # the mean over the ranks
+        bar.set_postfix(pass_rate=f"{last['train/pass_rate']:.2f}", kl=f"{last['charts/kl_per_seq']:.2f}")
+        if run.save_or_stop(it, stop, policy, value, tok, opts, scheds, log, args, rank, world, device):  # a signal
             break
-    run.summary(log_rows, rank)
+    log.summary()
 
 
 # ------------------------------------------------------------------ what an iteration logs (docs/metrics.md)
-def log_row(it, passed, dense, kl, stats, returns, old_values, rmask, steps, step_scores, lengths, batch, texts, seconds, device):
-    """One iteration's metrics (docs/metrics.md)."""
+def log_row(it, args, verdicts, dense, kl, stats, returns, old_values, rmask,
+            steps, step_scores, lengths, batch, texts):
+    """One iteration's metrics (docs/metrics.md); the phases' seconds and the GPU's peak memory are run.Laps'."""
+    passed = torch.tensor([v.passed for v in verdicts], dtype=torch.float)  # as phase 2's, float32: the same means
     n_steps = max(1, sum(len(s) for s in steps))
     var_returns = masked_mean((returns - masked_mean(returns, rmask)) ** 2, rmask)
     residual = returns - old_values
@@ -385,21 +441,16 @@ def log_row(it, passed, dense, kl, stats, returns, old_values, rmask, steps, ste
            "charts/kl_per_seq": kl.sum(1).mean().item(), "charts/approx_kl": np.mean(stats["approx_kl"]),
            "charts/clipfrac": np.mean(stats["clipfrac"]), "charts/entropy": np.mean(stats["entropy"]),
            "losses/policy_loss": np.mean(stats["pg"]), "losses/value_loss": np.mean(stats["vf"]),
-           "charts/explained_variance": (1 - masked_mean((residual - masked_mean(residual, rmask)) ** 2, rmask) / var_returns.clamp(min=1e-8)).item(),
+           "charts/explained_variance": (1 - masked_mean((residual - masked_mean(residual, rmask)) ** 2, rmask)
+                                         / var_returns.clamp(min=1e-8)).item(),
            "response/steps": float(np.mean([len(s) for s in steps])), "response/tokens": float(np.mean(lengths)),
            "response/neutral_share": sum(n for st in steps for _, _, n in st) / n_steps,
-           "response/prm_negative_share": sum(s < 0 for sc in step_scores for s in sc) / n_steps} | seconds
+           "response/prm_negative_share": sum(s < 0 for sc in step_scores for s in sc) / n_steps}
+    row |= {f"verdicts/{s}": sum(v.status == s for v in verdicts) / len(verdicts) for s in sandbox.VERDICTS}
     if stats["exact_kl"]:
         row["charts/exact_kl"] = np.mean(stats["exact_kl"])
-    if device.startswith("cuda"):
-        row["memory/peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-    if "wrong_forms" in batch[0].meta:  # demo: how often each planted mistake is still written
+    if sandbox.is_demo(args.dataset):  # demo: how often each planted mistake is still written
         counts = [sandbox.demo.planted_mistakes(p, t) for p, t in zip(batch, texts)]
         for kind in sandbox.demo.PLANTED_RATES:
             row[f"planted/{kind}"] = sum(c[kind][0] for c in counts) / max(1, sum(c[kind][1] for c in counts))
     return row
-
-
-if __name__ == "__main__":
-    main()
-    sandbox.stop_ranks()  # torchrun: all ranks leave together, once main()'s models are gone

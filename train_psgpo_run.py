@@ -1,6 +1,8 @@
-"""train_psgpo_run.py - the run around train_psgpo.py's algorithm: torchrun's ranks and the checks before any
-model loads, FSDP2 around generate, checkpoints and exact resume, signals, the log. Plumbing, kept out of the
-algorithm's way; train_psgpo.py calls each in one line (`run.save(...)`).
+"""train_psgpo_run.py - the run around train_psgpo.py's algorithm, each piece a name train_psgpo.main() calls in one
+line: torchrun's ranks and the checks before any model loads (`start`), the models made ready to train and wrapped for
+several ranks (`for_training`), FSDP2 around generate (`gathered`), the on-policy check (`check_on_policy`), each
+phase's seconds (`Laps`), the log (`Log`), the end of an iteration: signals, checkpoints (`save_or_stop`), and exact
+resume (`resume`). Plumbing, kept out of the algorithm's way.
 """
 import contextlib
 import glob
@@ -9,6 +11,7 @@ import os
 import random
 import shutil
 import signal
+import time
 from dataclasses import asdict
 
 import numpy as np
@@ -26,50 +29,78 @@ def start(args):
     sharded (FSDP2). Checks the flags, the output folder, the models and the problems before any model loads;
     seeds. Returns (rank, world, device, problems)."""
     if args.fsdp and "RANK" not in os.environ:
-        raise SystemExit("train_psgpo.py: --fsdp shards across ranks: run it under torchrun")
-    if args.value_init not in ("prm", "policy") or args.value_scale not in ("prm", "returns"):
-        raise SystemExit(f"train_psgpo.py: --value_init must be prm or policy and --value_scale prm or returns, not {args.value_init!r} / {args.value_scale!r}")
+        sandbox.fail("--fsdp shards across ranks: run it under torchrun")
     if args.prm == "oracle" and args.value_init == "prm":
-        raise SystemExit("train_psgpo.py: --prm oracle has no weights to start the value model from: use --value_init policy")
-    if args.advantage not in ("gae", "group") or (args.advantage == "group" and (args.group_size < 2 or args.batch_size % (args.group_size * int(os.environ.get("WORLD_SIZE", 1))))):
-        raise SystemExit(f"train_psgpo.py: --advantage must be gae or group; group needs --group_size >= 2 dividing --batch_size per rank "
-                         f"(got {args.advantage!r}, {args.group_size}, {args.batch_size})")
+        sandbox.fail("--prm oracle has no weights to start the value model from: use --value_init policy")
     used = glob.glob(os.path.join(args.out, "ckpt-[0-9][0-9][0-9][0-9]")) or os.path.exists(os.path.join(args.out, "log.jsonl"))
     if used and not args.resume:
-        raise SystemExit(f"train_psgpo.py: {args.out} already holds a run (log.jsonl, ckpt-NNNN/): --resume true continues it; or choose another --out")
-    needs_prm = (args.dense_reward or args.value_init == "prm") and args.prm != "oracle"
-    try:
+        sandbox.fail(f"{args.out} already holds a run (log.jsonl, ckpt-NNNN/): --resume true continues it; or choose another --out")
+    with sandbox.bad_data_exits():
         sandbox.find_model(args.policy, args.revision)
         problems = sandbox.load_problems(args.dataset, args.split)
-    except sandbox.DataError as e:
-        raise SystemExit(f"train_psgpo.py: {e}")
-    if args.prm == "oracle" and "inputs" not in problems[0].meta:
-        raise SystemExit(f"train_psgpo.py: --prm oracle scores demo tasks only, not {args.dataset!r}")
-    if needs_prm:
-        try:
+    if args.prm == "oracle" and not sandbox.is_demo(args.dataset):
+        sandbox.fail(f"--prm oracle scores demo tasks only, not {args.dataset!r}")
+    if (args.dense_reward or args.value_init == "prm") and args.prm != "oracle":
+        with sandbox.bad_data_exits("--dense_reward/--value_init prm need a PRM: "):
             config = sandbox.find_model(args.prm, args.revision)
-        except sandbox.DataError as e:
-            raise SystemExit(f"train_psgpo.py: --dense_reward/--value_init prm need a PRM ({e}): train one with train_prm.py, "
-                             f"or run the baseline: --dense_reward false --value_init policy")
         if not any(a.endswith("ForTokenClassification") for a in config.architectures or []) or config.num_labels != 1:
-            raise SystemExit(f"train_psgpo.py: {args.prm}: --prm must be a token-classification model with one output (train_prm.py writes one)")
+            sandbox.fail(f"{args.prm}: --prm must be a token-classification model with one output (train_prm.py writes one)")
         if sandbox.load_tokenizer(args.prm, args.revision)[0].get_vocab() != sandbox.load_tokenizer(args.policy, args.revision)[0].get_vocab():
-            raise SystemExit(f"train_psgpo.py: {args.prm} and {args.policy} have different tokenizers; train the PRM from this policy")
+            sandbox.fail(f"{args.prm} and {args.policy} have different tokenizers; train the PRM from this policy")
     rank, world, device = sandbox.start_ranks(args.device)
     random.seed(args.seed + rank), np.random.seed(args.seed + rank), torch.manual_seed(args.seed + rank)
     return rank, world, device, problems
 
 
-def prepare_for_training(policy, value, gradient_checkpointing):
-    """No dropout (log-probs and values must agree between rollout and update); gradient checkpointing if asked."""
+def scores_lines(args):
+    """Does the run need the PRM's forward pass (its dense reward; the oracle scores lines without a model)?"""
+    return args.dense_reward and args.prm != "oracle"
+
+
+def for_training(policy, value, args, world):
+    """The policy and the value model ready to train: no dropout (log-probs and values must agree between rollout and
+    update), gradient checkpointing if asked. Returns the modules the update calls: under torchrun without FSDP,
+    DDP replicas whose gradients are all-reduced in buckets that are the .grad tensors themselves (no second copy);
+    else the models themselves (FSDP2 shards them as they load)."""
     for model in (policy, value):
-        if gradient_checkpointing:
+        if args.gradient_checkpointing:
             sandbox.checkpoint_activations(model)
         for m in model.modules():
             if isinstance(m, torch.nn.Dropout):
                 m.p = 0.0
         if hasattr(model.config, "attention_dropout"):
             model.config.attention_dropout = 0.0
+    ddp = world > 1 and not args.fsdp
+    return [torch.nn.parallel.DistributedDataParallel(m, gradient_as_bucket_view=True) if ddp else m for m in (policy, value)]
+
+
+def check_on_policy(sampler_check, policy, tok, problems, eos, args, world, device):
+    """Once per process, before the first rollout: PPO's ratio needs rollouts drawn from exactly the distribution
+    train_psgpo.token_logp computes; sampler_check measures it on a few problems' prompts (the RNGs untouched).
+    Stops every rank with one line if generate's sampler was changed; returns the rounding gap, logged once."""
+    policy.eval()
+    prompts = [sandbox.prompt_ids(tok, p.prompt, args.chat_template) for p in problems]
+    with gathered(policy, args.fsdp):
+        processed, gap = sampler_check(policy, tok, prompts, eos, args.temperature, args.fsdp)
+    if max_over_ranks(processed, world, device) > 1e-6:
+        sandbox.fail(f"generate's sampling distribution differs from softmax(logits / T) by up to {processed:.3g} nats: rollouts "
+                     "would be off-policy (a logits processor or sampling setting?)")
+    return gap
+
+
+class Laps:
+    """Each phase's wall seconds, from the previous lap (or the start) to laps(name): {"time/<name>": s}; on a GPU
+    also the iteration's peak memory."""
+
+    def __init__(self, device):
+        self.device, self.seconds, self.t = device, {}, time.time()
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def __call__(self, name):
+        self.seconds[f"time/{name}"], self.t = time.time() - self.t, time.time()
+        if self.device.startswith("cuda"):
+            self.seconds["memory/peak_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
 
 
 @contextlib.contextmanager
@@ -159,42 +190,54 @@ def stop_on_signals():
     return stop
 
 
-def start_log(args, log_rows, rank):
-    """Rank 0: args.json, log.jsonl as of the checkpoint resumed from, and TensorBoard when it is installed."""
-    if rank != 0:
-        return None
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "args.json"), "w") as f:
-        json.dump(asdict(args), f, indent=1)
-    with open(os.path.join(args.out, "log.jsonl"), "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in log_rows)
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-        return SummaryWriter(args.out)
-    except ImportError:
-        return None
+class Log:
+    """The run's log (docs/metrics.md). Rank 0 writes args.json, log.jsonl as of the checkpoint resumed from (then a
+    row per iteration, averaged over the ranks), and TensorBoard's events when it is installed; `rows` is the log so
+    far on every rank (a checkpoint keeps it)."""
+
+    def __init__(self, args, rows, rank, world, device):
+        self.args, self.rows, self.rank, self.world, self.device, self.writer = args, rows, rank, world, device, None
+        if rank != 0:
+            return
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "args.json"), "w") as f:
+            json.dump(asdict(args), f, indent=1)
+        with open(os.path.join(args.out, "log.jsonl"), "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(args.out)
+        except ImportError:
+            pass
+
+    def write(self, row):
+        if self.world > 1:  # every rank's row holds the same keys: their mean
+            vals = torch.tensor(list(row.values())[1:], dtype=torch.float64, device=self.device)
+            dist.all_reduce(vals)
+            row = {"iteration": row["iteration"]} | {k: v / self.world for k, v in zip(list(row)[1:], vals.tolist())}
+        self.rows.append(row)
+        if self.rank != 0:
+            return
+        with open(os.path.join(self.args.out, "log.jsonl"), "a") as f:
+            f.write(json.dumps(row) + "\n")
+        for k, v in row.items():
+            if self.writer is not None and k != "iteration":
+                self.writer.add_scalar(k, v, row["iteration"])
+
+    def summary(self):
+        """A short summary table (rank 0): the first and the last iteration."""
+        if self.rank == 0 and self.rows:
+            keys = ("train/pass_rate", "rewards/dense", "charts/kl_per_seq", "charts/entropy", "charts/explained_variance",
+                    "response/steps", "response/neutral_share")
+            print("\n" + sandbox.table(["metric", "first iteration", "last iteration"], [[k, self.rows[0][k], self.rows[-1][k]] for k in keys]))
 
 
-def log(row, log_rows, writer, args, world, device):
-    """The row averaged over ranks, appended to log_rows; rank 0 writes it to log.jsonl (and TensorBoard)."""
-    if world > 1:
-        vals = torch.tensor(list(row.values())[1:], dtype=torch.float64, device=device)
-        dist.all_reduce(vals)
-        row = {"iteration": row["iteration"]} | {k: v / world for k, v in zip(list(row)[1:], vals.tolist())}
-    log_rows.append(row)
-    if dist.is_initialized() and dist.get_rank() != 0:
-        return
-    with open(os.path.join(args.out, "log.jsonl"), "a") as f:
-        f.write(json.dumps(row) + "\n")
-    for k, v in row.items():
-        if writer is not None and k != "iteration":
-            writer.add_scalar(k, v, row["iteration"])
-
-
-def summary(log_rows, rank):
-    """A short summary table (rank 0): the first and the last iteration."""
-    if rank == 0 and log_rows:
-        first, last = log_rows[0], log_rows[-1]
-        print("\n| metric | first iteration | last iteration |\n|---|---|---|")
-        for k in ("train/pass_rate", "rewards/dense", "charts/kl_per_seq", "charts/entropy", "charts/explained_variance", "response/steps", "response/neutral_share"):
-            print(f"| {k} | {first[k]:.3f} | {last[k]:.3f} |")
+def save_or_stop(it, stop, policy, value, tok, opts, scheds, log, args, rank, world, device):
+    """The end of iteration it: a signal seen by any rank stops them all; a checkpoint every --save_every iterations,
+    at the end, and before stopping. Returns whether to stop now."""
+    stop["now"] = max_over_ranks(stop["now"], world, device) > 0
+    if (it + 1) % args.save_every == 0 or it + 1 == args.iterations or stop["now"]:
+        save(args.out, it + 1, policy, value, tok, opts, scheds, log.rows, rank, world, args.fsdp, device)
+    if stop["now"] and rank == 0:
+        print(f"\ninterrupted: saved {args.out}/ckpt-{it + 1:04d}; --resume true continues from there")
+    return stop["now"]

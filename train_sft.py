@@ -1,10 +1,10 @@
-"""train_sft.py - stage 0: the supervised starting policy (the paper's "SFT policy", section 5 / Table 1).
+"""train_sft.py - step 0 of the pipeline: the supervised starting policy (the paper's "SFT policy", section 5 / Table 1).
 
 The paper starts every RL run from a supervised policy. With a real instruct model you skip this stage;
 the offline demo needs it. Two modes:
 
-  default   train a byte-level BPE tokenizer on the demo training split, build a tiny GPT-2 from a
-            config (~1M parameters) and train it on prompt -> reference completion (on the demo: the
+  default   train a byte-level BPE tokenizer on the demo training split, build a tiny Llama from a
+            config (0.9M parameters; --arch gpt2 a GPT-2) and train it on prompt -> reference completion (on the demo: the
             *flawed* reference, `meta["flawed_solution"]`, whose planted systematic mistakes RL is
             later meant to fix; `--planted false` trains on the correct one). 8-24 minutes on 2 CPU cores;
             run_demo.sh starts from checkpoints/demo-sft, which is this command's output (README).
@@ -20,7 +20,6 @@ labels are -100 on the prompt and the padding: the loss is on the completion (an
 The saved tokenizer has pad and eos tokens and padding_side="left", for batched generation later.
 """
 import json
-import math
 import os
 import random
 import time
@@ -29,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.distributed as dist
 from tqdm import tqdm
-from transformers import (AutoModelForCausalLM, GPT2Config, HfArgumentParser, LlamaConfig,
+from transformers import (AutoModelForCausalLM, GPT2Config, LlamaConfig,
                           PreTrainedTokenizerFast, set_seed)
 
 import sandbox
@@ -48,7 +47,7 @@ class Args:
     planted: bool = field(default=True, metadata={"help": "demo: train on the flawed reference (planted mistakes); false: the correct one"})
     max_problems: int = field(default=0, metadata={"help": "use only the first N problems (0: all)"})
     max_len: int = field(default=1024, metadata={"help": "drop examples longer than this many tokens"})
-    # model: a tiny GPT-2 from a config, or a pretrained one
+    # model: a tiny Llama (or GPT-2) from a config, or a pretrained one
     model: str = field(default="", metadata={"help": "Hugging Face causal LM name or folder; empty: a tiny model + BPE trained here"})
     revision: str = field(default=None, metadata={"help": "Hub revision (branch, tag or commit) of a Hub id given as --model"})
     arch: str = field(default="llama", metadata={"help": "tiny model: llama (RoPE: learns to copy from the docstring faster) | gpt2"})
@@ -67,6 +66,11 @@ class Args:
     gradient_checkpointing: bool = field(default=False, metadata={"help": "GPU: trade compute for memory on big models"})
     save_every: int = field(default=0, metadata={"help": "also save a checkpoint every N steps (0: only at the end)"})
     fsdp: bool = field(default=False, metadata={"help": "under torchrun: shard the model with PyTorch FSDP2 (fully_shard), each batch split across ranks"})
+
+    def __post_init__(self):  # a value out of range stops here, in one line naming the flag, before anything loads
+        sandbox.check_flags(self, positive="threads max_len vocab_size n_layer n_embd n_head steps batch_size lr max_grad_norm",
+                            nonnegative="max_problems warmup weight_decay save_every",
+                            choices={"arch": ("llama", "gpt2"), "device": ("cpu", "cuda")})
 
 
 def train_tokenizer(texts, vocab_size, specials=("<|endoftext|>", "<|pad|>")):
@@ -130,7 +134,7 @@ def collate(examples, pad_id):
 
 
 def load_policy(args, texts):
-    """(model, tokenizer): a pretrained causal LM, or a tiny GPT-2 with a BPE tokenizer trained on `texts`."""
+    """(model, tokenizer): a pretrained causal LM, or a tiny Llama (or GPT-2) with a BPE tokenizer trained on `texts`."""
     if not args.model:
         tok = train_tokenizer(texts, args.vocab_size)
         ids = dict(bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
@@ -145,10 +149,8 @@ def load_policy(args, texts):
                                  tie_word_embeddings=True, **ids)
         model = AutoModelForCausalLM.from_config(config).to(args.device)
         return sandbox.shard(model, args.bf16) if args.fsdp else model, tok
-    try:  # a local folder or a Hub id: config, tokenizer and weights
+    with sandbox.bad_data_exits("--model "):  # a local folder or a Hub id: config, tokenizer and weights
         sandbox.find_model(args.model, args.revision)
-    except sandbox.DataError as e:
-        raise SystemExit(f"train_sft.py: --model {e}")
     tok, _ = sandbox.load_tokenizer(args.model, args.revision)  # fp32 weights (--bf16 autocasts); FSDP: sharded as they load
     return sandbox.load_model(AutoModelForCausalLM, args.model, args.device, torch.float32, args.revision, args.fsdp, args.bf16), tok
 
@@ -165,27 +167,27 @@ def save(model, tok, args, out, summary=None):
 
 
 def main():
-    args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
+    args = sandbox.parse_args(Args)
     if args.fsdp != ("RANK" in os.environ):
-        raise SystemExit("train_sft.py: --fsdp true shards the model across torchrun's ranks: use both or neither")
+        sandbox.fail("--fsdp true shards the model across torchrun's ranks: use both or neither")
+    if os.path.exists(os.path.join(args.out, "summary.json")):
+        sandbox.fail(f"{args.out} already holds a trained policy (summary.json): choose another --out")
     rank, world, args.device = sandbox.start_ranks(args.device, threads=max(1, args.threads // int(os.environ.get("WORLD_SIZE", 1))))
     set_seed(args.seed)
     t0 = time.time()
-    try:
+    with sandbox.bad_data_exits():
         problems = sandbox.load_problems(args.dataset, args.split)
-    except sandbox.DataError as e:
-        raise SystemExit(f"train_sft.py: {e}")
     if args.max_problems:
         problems = problems[:args.max_problems]
     pairs = [(p.prompt, sft_target(p, args.planted)) for p in problems if sft_target(p, args.planted)]
     if not pairs:
-        raise SystemExit(f"train_sft.py: {args.dataset}: no problem has a reference solution to train on")
+        sandbox.fail(f"{args.dataset}: no problem has a reference solution to train on")
 
     # 1. tokenizer + model; 2. encode (prompt | completion + eos), loss on the completion
     model, tok = load_policy(args, [p + c for p, c in pairs])
     examples = [e for e in (encode_example(tok, p, c, args.max_len) for p, c in pairs) if e]
     if not examples:
-        raise SystemExit(f"train_sft.py: every example is longer than --max_len {args.max_len}")
+        sandbox.fail(f"every example is longer than --max_len {args.max_len}")
     lengths = [len(ids) for ids, _ in examples]
     if args.gradient_checkpointing:
         sandbox.checkpoint_activations(model)
@@ -199,8 +201,7 @@ def main():
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, args.warmup)) * (
-        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, args.steps))))))
+    sched = sandbox.lr_schedule(opt, args.warmup, args.steps, floor=0.1)
 
     # 4. the loop
     rng = random.Random(args.seed)
@@ -240,8 +241,7 @@ def main():
     save(model, tok, args, args.out, summary)
     if rank != 0:
         return
-    print("\n| " + " | ".join(summary) + " |\n|" + "---|" * len(summary) + "\n| "
-          + " | ".join(str(v) for v in summary.values()) + " |")
+    print("\n" + sandbox.table(list(summary), [list(summary.values())]))
     print(f"saved to {args.out}")
 
 

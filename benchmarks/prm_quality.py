@@ -66,7 +66,7 @@ def sampled_rows(paths, last_only):
                 report = json.load(f)
         except (OSError, json.JSONDecodeError) as e:
             raise SystemExit(f"prm_quality.py: {path}: cannot read evaluate.py's eval.json ({e})")
-        if report["args"]["dataset"] not in sandbox.DEMO:
+        if not sandbox.is_demo(report["args"]["dataset"]):
             raise SystemExit(f"prm_quality.py: {path}: the exact line labels exist for the demo's tasks only, not {report['args']['dataset']!r}")
         split = report["args"]["split"]
         models = list(report["models"].items())[-1:] if last_only else report["models"].items()

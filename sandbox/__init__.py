@@ -1,7 +1,7 @@
 """sandbox - problems, code steps (lines), the rules every stage shares, and judging untrusted code.
 
 The one package the psgpo stages share; this file is its face: every name a stage uses is `sandbox.<name>`,
-imported here from the module that holds it. Imports go one way: rules <- problems <- demo, models, judge <- here.
+imported here from the module that holds it. Imports go one way: rules <- problems <- demo, models, judge, cli <- here.
 
   rules.py      the rules two stages must apply identically, each written once: a step is a line (`split_steps`,
                 paper section 3), what a model is fed (`prompt_ids`), where a response stops (`stop_strings`,
@@ -10,11 +10,13 @@ imported here from the module that holds it. Imports go one way: rules <- proble
   demo.py       the built-in demo family (`sandbox.demo`): generated tasks, planted mistakes, the exact step scorer
   models.py     models found, loaded, sharded, sampled and saved alike by every stage; torchrun's ranks
   judge.py      `check` / `check_many`: model output run against the tests as untrusted code (worker.py)
+  cli.py        the command line alike in every stage: flags checked before anything loads, one-line errors, tables
 """
 from . import demo
-from .judge import Verdict, check, check_many  # noqa: F401
-from .models import (checkpoint_activations, find_model, generate, load_model, load_tokenizer, save_model, shard,  # noqa: F401
-                     start_ranks, stop_ranks)
+from .cli import bad_data_exits, check_flags, fail, parse_args, table  # noqa: F401
+from .judge import VERDICTS, Verdict, check, check_many  # noqa: F401
+from .models import (checkpoint_activations, find_model, generate, load_model, load_tokenizer, lr_schedule, sample,  # noqa: F401
+                     save_model, shard, start_ranks, stop_ranks)
 from .problems import HUMANEVAL_STOP, DataError, Problem, load_benchmark, read_jsonl  # noqa: F401
 from .rules import (CHAT_REQUEST, CHAT_STOP, cut_at_stop, end_response, line_end_tokens, prefix_through_line,  # noqa: F401
                     prompt_ids, split_steps, stop_strings)

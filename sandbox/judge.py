@@ -19,10 +19,13 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 
+VERDICTS = ("passed", "failed", "error", "timeout", "died")  # every status a verdict can have
+
+
 @dataclass
 class Verdict:
     passed: bool
-    status: str       # passed | failed (a test said no) | error (did not run) | timeout
+    status: str       # passed | failed (a test said no) | error (did not run) | timeout | died (the judge's worker did)
     detail: str = ""  # a short reason: the exception, the first differing output, the signal
 
 
@@ -48,7 +51,7 @@ class _Worker:
             self.close()
             self.__init__()
             return ("timeout", "the judge did not answer in time") if isinstance(e, TimeoutError) else (
-                "error", "the judge's worker died")
+                "died", "the judge's worker died")
 
     def _read(self, n, deadline):
         fd, buf = self.proc.stdout.fileno(), b""

@@ -1,11 +1,12 @@
 """sandbox/models.py - models, found, loaded, sharded, sampled and saved the same way by every stage.
 
-Part of sandbox (the stages call these as `sandbox.load_model`, ...): the pad and EOS rules
-(`load_tokenizer`), exact sampling (`generate`), a model checked before any stage spends time on it
-(`find_model`), torchrun's ranks (`start_ranks`, `stop_ranks`), and FSDP2 without any rank holding a whole model on its
-device (`load_model`, `shard`, `save_model`).
+Part of sandbox (the stages call these as `sandbox.load_model`, ...): the pad and EOS rules (`load_tokenizer`),
+exact sampling (`generate`) and the batched sampler built on it (`sample`), a model checked before any stage spends
+time on it (`find_model`), torchrun's ranks (`start_ranks`, `stop_ranks`), FSDP2 without any rank holding a whole model
+on its device (`load_model`, `shard`, `save_model`), and the one learning-rate schedule (`lr_schedule`).
 """
 import gc
+import math
 import os
 import sys
 from datetime import timedelta
@@ -14,11 +15,13 @@ import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from tqdm import tqdm
 from transformers import AutoConfig, AutoTokenizer, DynamicCache, GenerationConfig
 from transformers.cache_utils import DynamicLayer
 from transformers.generation.utils import ALL_CACHE_NAMES
 
 from .problems import DataError
+from .rules import end_response
 
 
 def find_model(path, revision=None, tokenizer=True):
@@ -127,6 +130,28 @@ def generate(model, tok, rows, eos, stops=(), synced_gpus=False, **sampling):
         if switch:
             model.set_attn_implementation(own)
     return seq, mask
+
+
+def sample(model, tok, eos, rows, stops, batch_size, progress=True, desc="sample", **sampling):
+    """One continuation of each token-id list in `rows` (the one batched sampler of the stages that need text; PPO's
+    rollout calls generate itself, for the tensors): batch_size rows at a time in the order given (a caller orders
+    them by length, to pad less), each ended where end_response ends every stage's responses: its first EOS, or the
+    first of that row's `stops`. `sampling`: generate's settings (do_sample, temperature, ...). Returns [(text, n)]."""
+    out = []
+    for s in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch", leave=False, disable=not progress):
+        st = stops[s:s + batch_size]
+        seq, mask = generate(model, tok, rows[s:s + batch_size], eos, sorted({x for row in st for x in row}), **sampling)
+        out += [end_response(tok, ids, eos, row) for ids, row in zip(seq[:, mask.shape[1]:].tolist(), st)]  # responses start at column P
+    return out
+
+
+def lr_schedule(opt, warmup, total=None, floor=0.0):
+    """The one learning-rate schedule: a linear warm-up over `warmup` optimizer steps (0: none), then constant, or with
+    `total` steps a cosine decay from the peak to floor x peak. Every stage's: PPO constant, the PRM to 0, SFT to 1/10."""
+    def factor(s):
+        warm = min(1.0, (s + 1) / max(1, warmup))
+        return warm * (1.0 if total is None else floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 def start_ranks(device, meet_only=False, threads=None):

@@ -93,7 +93,8 @@ def test_batched_search_finds_the_planted_line(monkeypatch, tiny_tokenizer):
             out.append([p.solution[len(prefix):] if p.solution.startswith(prefix) else "    return 0\n"] * n)
         return out
     monkeypatch.setattr(lp, "sample", fake_sample)
-    args = SimpleNamespace(n=1, k=3, k_first=1, workers=2, timeout=3.0, current="fake", temperature=1.0, prefix_temperature=1.0, chat_template=False)
+    args = SimpleNamespace(n=1, k=3, k_first=1, workers=2, timeout=3.0, current="fake", temperature=1.0, prefix_temperature=1.0, chat_template=False,
+                           dataset="demo")
     rows = lp.label_chunk(None, tok, problems, args, {"sample": 0.0, "judge": 0.0})
     assert [r["correct_steps"] for r in rows] == expected
     for r in rows:

@@ -107,7 +107,7 @@ def test_the_prms_label_tokens_are_psgpos_reward_tokens(tiny_tokenizer):
     response = torch.tensor([ids[prompt:] + [tok.eos_token_id]])  # as generated: the response's tokens, then its EOS
     args = __import__('types').SimpleNamespace(lam_fail=0.25, lam_pass=0.025, length_norm=True)
     scores = torch.linspace(-1, 1, response.shape[1])[None]
-    dense, step_scores = tp.dense_rewards(tok, response, [response.shape[1]], [steps], scores, [p], [text], torch.tensor([0.0]), args)
+    dense, step_scores = tp.place_dense_rewards(tok, response, [response.shape[1]], [steps], scores, [p], [text], torch.tensor([0.0]), args)
     assert dense[0].nonzero()[:, 0].tolist() == labeled and len(labeled) == 3  # the three code lines
     assert step_scores[0] == scores[0, [t - prompt for t in positions]].tolist()
 
@@ -375,7 +375,7 @@ def test_bad_inputs_are_one_line(monkeypatch, tmp_path, tiny_policy, tiny_prm, t
              (["--prm", other], "different tokenizers"),
              (["--fsdp", "true"], "run it under torchrun"),
              (["--value_init", "critic"], "--value_init must be prm or policy"),
-             (["--advantage", "group", "--group_size", "3"], "group needs --group_size >= 2 dividing")]
+             (["--advantage", "group", "--group_size", "3"], "--batch_size \\(4\\) must be a multiple of --group_size x the ranks")]
     for extra, message in cases:
         with pytest.raises(SystemExit, match=message) as e:
             run(monkeypatch, "--policy", tiny_policy("gpt2"), "--out", tmp_path / "o", *SMALL, *extra)
