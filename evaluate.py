@@ -1,12 +1,12 @@
-"""evaluate.py - the paper's evaluation: pass@1 / pass@k (Table 1), the best-of-K curve (Figure 3) and
-pass@1 by response length (Figure 4), for one or more checkpoints side by side on the same problems.
+"""evaluate.py - step 5 of the pipeline, the paper's evaluation: pass@1 / pass@k (Table 1), the best-of-K curve
+(Figure 3) and pass@1 by response length (Figure 4), for one or more checkpoints side by side on the same problems.
 
     python evaluate.py --model checkpoints/demo-sft runs/psgpo/ckpt-0016 --n 4    # -> runs/eval/
     python evaluate.py --oracle --dataset humaneval                               # the harness itself: 100%
     torchrun --nproc_per_node 8 evaluate.py --model runs/psgpo/ckpt-0100 --dataset humaneval --device cuda --bf16 true
 
 For every problem: one greedy completion and `--n` sampled ones at `--temperature`, all from batched
-`generate` with the KV cache (sandbox.generate: prompts left-padded to [B, P], every response starting at
+`generate` with the KV cache (sandbox.sample: prompts left-padded to [B, P], every response starting at
 column P; exact sampling, nothing from the checkpoint's generation config). A response ends where every
 stage ends it (sandbox.end_response): at its first EOS (any of the checkpoint's EOS ids), at the first of
 the problem's stop strings, or at max_new_tokens; that completion is what gets judged (program = prompt
@@ -38,22 +38,32 @@ import sandbox
 
 @dataclass
 class Args:
-    model: list[str] = field(default_factory=lambda: ["checkpoints/demo-sft"], metadata={"help": "one or more checkpoint folders or Hugging Face names, evaluated side by side"})
-    dataset: str = field(default="demo", metadata={"help": "demo | demo-long | humaneval | mbpp | livecodebench | FILE.jsonl"})
+    model: list[str] = field(default_factory=lambda: ["checkpoints/demo-sft"], metadata={"help": (
+        "one or more checkpoint folders or Hugging Face names, evaluated side by side")})
+    dataset: str = field(default="demo", metadata={"help": (
+        "demo | demo-long | humaneval | mbpp | livecodebench | FILE.jsonl")})
     split: str = field(default="test", metadata={"help": "split of the problem set"})
     max_problems: int = field(default=0, metadata={"help": "evaluate only the first N problems (0: all)"})
-    n: int = field(default=10, metadata={"aliases": ["--samples"], "help": "sampled completions per problem (greedy is always added); pass@k for k <= n (write --samples under torchrun, which reads --n as one of its own options)"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (1.0: the policy's own distribution, as RL samples it)"})
+    n: int = field(default=10, metadata={"aliases": ["--samples"], "help": (
+        "sampled completions per problem (greedy is always added); pass@k for k <= n (write --samples under torchrun, "
+        "which reads --n as one of its own options)")})
+    temperature: float = field(default=1.0, metadata={"help": (
+        "sampling temperature (1.0: the policy's own distribution, as RL samples it)")})
     max_new_tokens: int = field(default=256, metadata={"help": "longest response, in tokens"})
     batch_size: int = field(default=64, metadata={"help": "sequences per generate call"})
-    length_edges: str = field(default="", metadata={"help": "token-length bucket edges, e.g. 50,100,200 (empty: 50,100,200; demo: 30,45,60)"})
-    oracle: bool = field(default=False, metadata={"help": "judge the reference solutions instead of a model (a check of the harness)"})
+    length_edges: str = field(default="", metadata={"help": (
+        "token-length bucket edges, e.g. 50,100,200 (empty: 50,100,200; demo: 30,45,60)")})
+    oracle: bool = field(default=False, metadata={"help": (
+        "judge the reference solutions instead of a model (a check of the harness)")})
     seed: int = field(default=1, metadata={"help": "sampling seed (same seed, same samples on CPU)"})
     out: str = field(default="runs/eval", metadata={"help": "output folder: eval.json, bestofk.png, by_length.png"})
     device: str = field(default="cpu", metadata={"help": "cpu | cuda"})
-    bf16: bool = field(default=False, metadata={"help": "compute in bfloat16 (GPUs): the models are only run, so they are stored in bf16"})
-    chat_template: bool = field(default=False, metadata={"help": "feed prompts through the tokenizer's chat template (instruct models; sandbox.prompt_ids)"})
-    revision: str = field(default=None, metadata={"help": "Hub revision (branch, tag or commit) of Hub ids given as --model"})
+    bf16: bool = field(default=False, metadata={"help": (
+        "compute in bfloat16 (GPUs): the models are only run, so they are stored in bf16")})
+    chat_template: bool = field(default=False, metadata={"help": (
+        "feed prompts through the tokenizer's chat template (instruct models; sandbox.prompt_ids)")})
+    revision: str = field(default=None, metadata={"help": (
+        "Hub revision (branch, tag or commit) of Hub ids given as --model")})
     threads: int = field(default=2, metadata={"help": "torch CPU threads"})
     workers: int = field(default=2, metadata={"help": "judge worker processes"})
     timeout: float = field(default=3.0, metadata={"help": "seconds per program (per stdin test)"})
@@ -112,7 +122,7 @@ def compute_metrics(results, edges):
 
 def generate(model, tok, eos, problems, n, args, desc):
     """n completions per problem (n=0: one greedy completion): [[(completion, n_tokens)] * max(n, 1)], each ended
-    where sandbox.end_response ends every stage's responses (its first EOS or stop string); sandbox.sample batches them."""
+    where sandbox.end_response ends every stage's responses (its first EOS or stop string), batched by sandbox.sample."""
     greedy = n == 0
     order = sorted(range(len(problems)), key=lambda i: len(problems[i].prompt))  # similar lengths: less padding
     jobs = [i for i in order for _ in range(max(n, 1))]
@@ -138,7 +148,8 @@ def evaluate_one(name, problems, args, edges):
         sampled = greedy if args.n else [[] for _ in problems]
     else:
         tok, eos = sandbox.load_tokenizer(name, args.revision)
-        model = sandbox.load_model(AutoModelForCausalLM, name, args.device, torch.bfloat16 if args.bf16 else torch.float32, args.revision).eval()
+        dtype = torch.bfloat16 if args.bf16 else torch.float32  # only run: stored in bf16 under --bf16
+        model = sandbox.load_model(AutoModelForCausalLM, name, args.device, dtype, args.revision).eval()
         greedy = generate(model, tok, eos, problems, 0, args, f"greedy {name}")
         set_seed(args.seed + args.rank)
         sampled = generate(model, tok, eos, problems, args.n, args, f"sample {name}") if args.n else [[] for _ in problems]

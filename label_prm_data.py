@@ -1,4 +1,5 @@
-"""label_prm_data.py - step 2 of the pipeline: PRM data by binary search over line prefixes (paper 3, Algorithm 1, Fig. 2).
+"""label_prm_data.py - step 2 of the pipeline: PRM data by binary search over line prefixes (paper section 3,
+Algorithm 1, Figure 2).
 
 For every training prompt, each policy checkpoint samples `--n` responses. A passing response needs
 no search: each of its lines is +1. For a failing one, the first unrecoverable line is found by
@@ -37,7 +38,8 @@ import sandbox
 
 @dataclass
 class Args:
-    policy: list[str] = field(default_factory=lambda: [f"runs/baseline/ckpt-{i:04d}" for i in (4, 8, 12, 16)], metadata={"help": (
+    policy: list[str] = field(default_factory=lambda: [f"runs/baseline/ckpt-{i:04d}" for i in (4, 8, 12, 16)],
+                              metadata={"help": (
         "policy checkpoint(s); the paper uses 4 evenly spaced through the sparse RL baseline run")})
     out: str = field(default="runs/prm_data", metadata={"help": (
         "output folder (rows.jsonl, labels.jsonl, summary.json)")})
@@ -45,7 +47,8 @@ class Args:
         "problem set: demo | demo-long | humaneval | mbpp | livecodebench | a .jsonl path")})
     split: str = field(default="train", metadata={"help": "split of the problem set to label"})
     max_prompts: int = field(default=100, metadata={"help": "label this many prompts (a seeded sample; -1 for all)"})
-    n: int = field(default=2, metadata={"aliases": ["--samples"], "help": "responses per prompt per checkpoint (write --samples under torchrun, which reads --n as one of its own options)"})
+    n: int = field(default=2, metadata={"aliases": ["--samples"], "help": (
+        "responses per prompt per checkpoint (write --samples under torchrun, which reads --n as one of its own options)")})
     k: int = field(default=20, metadata={"help": "completions per prefix check (best-of-K; the paper's K = 20)"})
     k_first: int = field(default=4, metadata={"help": (
         "completions sampled first; the other K - k_first only if none of these passes (0: all K at once)")})
@@ -75,9 +78,10 @@ class Args:
     seed: int = field(default=1, metadata={"help": "random seed"})
 
     def __post_init__(self):  # a value out of range stops here, in one line naming the flag, before anything loads
-        sandbox.check_flags(self, positive="n k temperature prefix_temperature max_new_tokens batch_size chunk workers timeout",
-                            nonnegative="k_first", choices={"select": ("full", "remove_hard", "medium_only", "revised_only"),
-                                                            "device": ("cpu", "cuda")})
+        sandbox.check_flags(self, positive="n k temperature prefix_temperature max_new_tokens batch_size chunk workers "
+                                           "timeout", nonnegative="k_first",
+                            choices={"select": ("full", "remove_hard", "medium_only", "revised_only"),
+                                     "device": ("cpu", "cuda")})
         for name, lowest in (("max_prompts", 1), ("max_passing", 0)):  # -1: all
             if getattr(self, name) != -1 and getattr(self, name) < lowest:
                 raise ValueError(f"--{name} must be >= {lowest} or -1 (all), not {getattr(self, name)}")
@@ -136,40 +140,41 @@ def sample(model, tok, inputs, n, temperature, stops, args, desc):
     """n sampled continuations of each token-id list in `inputs` (texts, each ended by sandbox.end_response at its
     EOS or one of its `stops`), through sandbox.sample, the stages' one batched sampler; shorter inputs together."""
     jobs = sorted(((i, j) for i in range(len(inputs)) for j in range(n)), key=lambda ij: len(inputs[ij[0]]))
-    texts = sandbox.sample(model, tok, args.eos, [inputs[i] for i, _ in jobs], [stops[i] for i, _ in jobs], args.batch_size,
-                           args.rank == 0, desc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                           max_new_tokens=args.max_new_tokens)
+    texts = sandbox.sample(model, tok, args.eos, [inputs[i] for i, _ in jobs], [stops[i] for i, _ in jobs],
+                           args.batch_size, args.rank == 0, desc, do_sample=True, temperature=temperature, top_k=0,
+                           top_p=1.0, max_new_tokens=args.max_new_tokens)
     out = [[None] * n for _ in inputs]
     for (i, j), (text, _) in zip(jobs, texts):
         out[i][j] = text
     return out
 
 
-def prefixes_ok(model, tok, problems, stops, asks, args, timing):
-    """Best-of-K (paper section 3): for each (prompt ids, response, code line span, problem index) in `asks`, is the
-    prefix through that line correct, i.e. does at least one of K completions sampled by the policy continuing it
-    pass all the tests? The prefix is the response's tokens through the line (sandbox.prefix_through_line). K in two
-    waves: k_first completions of every prefix, the other K - k_first only for those none of whose first ones passed
-    (the same answer as K at once, fewer samples). Returns ([correct], [programs judged]), one each per ask."""
-    inputs, prefixes = [], []
-    for prompt, response, line, _ in asks:
-        ids = tok(response, add_special_tokens=False)["input_ids"]
-        n, prefix = sandbox.prefix_through_line(tok, ids, line)
-        inputs.append(prompt + ids[:n]), prefixes.append(prefix)
+def prefixes_ok(model, tok, problems, prompts, stops, asks, args, timing):
+    """Best-of-K (paper section 3): for each (row, m) in `asks`, is the prefix through the row's m-th code line
+    correct, i.e. does at least one of K completions sampled by the policy continuing it pass all the tests? The
+    prefix is the response's tokens through that line (sandbox.prefix_through_line). K in two waves: k_first
+    completions of every prefix, the other K - k_first only for those none of whose first ones passed (the same
+    answer as K at once, fewer samples). Returns ([correct], [programs judged]), one each per ask."""
+    inputs, prefixes, of = [], [], [r["_i"] for r, _ in asks]  # of[a]: the problem ask a is about
+    for r, m in asks:
+        ids = tok(r["response"], add_special_tokens=False)["input_ids"]
+        n, prefix = sandbox.prefix_through_line(tok, ids, r["_code"][m - 1])
+        inputs.append(prompts[r["_i"]] + ids[:n]), prefixes.append(prefix)
     ok, programs, todo = [False] * len(asks), [0] * len(asks), list(range(len(asks)))
     for wave in ([args.k_first, args.k - args.k_first] if 0 < args.k_first < args.k else [args.k]):
         t = time.time()
-        conts = sample(model, tok, [inputs[i] for i in todo], wave, args.prefix_temperature, [stops[asks[i][3]] for i in todo], args,
-                       f"prefixes x{wave}")
+        conts = sample(model, tok, [inputs[a] for a in todo], wave, args.prefix_temperature, [stops[of[a]] for a in todo],
+                       args, f"prefixes x{wave}")
         timing["sample"] += time.time() - t
-        t = time.time()
-        programs_ = [(problems[asks[i][3]], sandbox.cut_at_stop(prefixes[i] + c, stops[asks[i][3]])) for i, cs in zip(todo, conts) for c in cs]
-        verdicts = sandbox.check_many(programs_, args.workers, args.timeout)  # a stop may span the prefix's end: cut again
+        t = time.time()  # a stop string may span the prefix's end: prefix + completion is cut again
+        items = [(problems[of[a]], sandbox.cut_at_stop(prefixes[a] + c, stops[of[a]]))
+                 for a, cs in zip(todo, conts) for c in cs]
+        verdicts = sandbox.check_many(items, args.workers, args.timeout)
         timing["judge"] += time.time() - t
-        for w, i in enumerate(todo):
-            ok[i] = any(v.passed for v in verdicts[w * wave:(w + 1) * wave])  # best-of-K
-            programs[i] += wave
-        todo = [i for i in todo if not ok[i]]
+        for w, a in enumerate(todo):
+            ok[a] = any(v.passed for v in verdicts[w * wave:(w + 1) * wave])  # best-of-K
+            programs[a] += wave
+        todo = [a for a in todo if not ok[a]]
     return ok, programs
 
 
@@ -181,11 +186,12 @@ def label_chunk(model, tok, problems, args, timing):
     t = time.time()
     responses = sample(model, tok, prompts, args.n, args.temperature, stops, args, "sample")
     timing["sample"] += time.time() - t
-    rows = [{"task_id": p.task_id, "policy": args.current, "sample": j, "prompt": p.prompt, "response": resp, "checks": 0,
-             "programs": 0, "_i": i, "_code": [s for s in sandbox.split_steps(resp) if not s[2]]}
+    rows = [{"task_id": p.task_id, "policy": args.current, "sample": j, "prompt": p.prompt, "response": resp,
+             "checks": 0, "programs": 0, "_i": i, "_code": [s for s in sandbox.split_steps(resp) if not s[2]]}
             for i, p in enumerate(problems) for j, resp in enumerate(responses[i])]
     t = time.time()
-    for r, v in zip(rows, sandbox.check_many([(problems[r["_i"]], r["response"]) for r in rows], args.workers, args.timeout)):
+    verdicts = sandbox.check_many([(problems[r["_i"]], r["response"]) for r in rows], args.workers, args.timeout)
+    for r, v in zip(rows, verdicts):
         r["passed"] = v.passed
     timing["judge"] += time.time() - t
 
@@ -198,8 +204,8 @@ def label_chunk(model, tok, problems, args, timing):
         r["_lo"], r["_hi"] = 0, len(r["_code"])
     while open_ := [r for r in searching if r["_hi"] - r["_lo"] > 1]:
         mids = [(r["_lo"] + r["_hi"]) // 2 for r in open_]
-        asks = [(prompts[r["_i"]], r["response"], r["_code"][m - 1], r["_i"]) for r, m in zip(open_, mids)]
-        for r, m, ok, n_programs in zip(open_, mids, *prefixes_ok(model, tok, problems, stops, asks, args, timing)):
+        answers = prefixes_ok(model, tok, problems, prompts, stops, list(zip(open_, mids)), args, timing)
+        for r, m, ok, n_programs in zip(open_, mids, *answers):
             r["_lo" if ok else "_hi"] = m
             r["checks"] += 1
             r["programs"] += n_programs
@@ -273,8 +279,9 @@ def too_few(rows, kept, select, few=10):
         return None
     fail = [r for r in rows if not r["passed"]]
     why = ("every response passed: there was no failing one to search" if not fail else
-           f"{sum(r['correct_steps'] > 0 for r in fail)} of {len(fail)} failing responses have a correct prefix (in the others no "
-           f"completion of any prefix passed: the policy cannot recover from their first line)" if select == "revised_only" else
+           f"{sum(r['correct_steps'] > 0 for r in fail)} of {len(fail)} failing responses have a correct prefix (in the "
+           f"others no completion of any prefix passed: the policy cannot recover from their first line)"
+           if select == "revised_only" else
            f"{len(fail)} of {len(rows)} responses fail")
     return f"--select {select} kept {len(kept)} of {len(rows)} labeled responses: {why}"
 
@@ -306,7 +313,7 @@ def main():
         problems = sandbox.load_problems(args.dataset, args.split)
     random.Random(args.seed).shuffle(problems)
     problems = problems[:args.max_prompts] if args.max_prompts >= 0 else problems
-    with sandbox.bad_data_exits("--policy "):  # every policy up front (config, tokenizer, weights): not after hours of labeling
+    with sandbox.bad_data_exits("--policy "):  # every policy up front, not after hours of labeling
         for path in args.policy:
             sandbox.find_model(path, args.revision)
     os.makedirs(args.out, exist_ok=True)
@@ -329,9 +336,11 @@ def main():
             continue
         tok, args.eos = sandbox.load_tokenizer(path, args.revision)
         model = None  # the previous checkpoint's weights go before the next one's load (a 7B policy is 15 GB in bf16)
-        model = sandbox.load_model(AutoModelForCausalLM, path, args.device, torch.bfloat16 if args.bf16 else torch.float32, args.revision).eval()
+        dtype = torch.bfloat16 if args.bf16 else torch.float32
+        model = sandbox.load_model(AutoModelForCausalLM, path, args.device, dtype, args.revision).eval()
         args.current = path
-        for s in tqdm(range(0, len(todo), args.chunk), desc=f"label {os.path.basename(path.rstrip('/'))}", disable=args.rank > 0):
+        name = os.path.basename(path.rstrip("/"))
+        for s in tqdm(range(0, len(todo), args.chunk), desc=f"label {name}", disable=args.rank > 0):
             rows = label_chunk(model, tok, todo[s:s + args.chunk], args, timing)
             timing["responses"] += len(rows)
             with open(mine, "a") as f:

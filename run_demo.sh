@@ -2,10 +2,11 @@
 # The whole psgpo pipeline on the built-in demo tasks, in the paper's order, on the CPU:
 #   SFT policy -> sparse RL baseline (saving checkpoints) -> PRM labels from 4 baseline checkpoints
 #   -> PRM -> PSGPO from the SFT policy (dense reward + value init) -> evaluate all three.
-# Every script's defaults are the demo's settings, so each stage is the plain command a user would type.
-# Stage 0 starts from the shipped SFT policy, checkpoints/demo-sft (train_sft.py's output with its defaults,
+# Every script's defaults are the demo's settings, so each step is the plain command a user would type.
+# The steps are numbered 0-5 in the paper's order, as every script's docstring numbers them (README).
+# Step 0 starts from the shipped SFT policy, checkpoints/demo-sft (train_sft.py's output with its defaults,
 # sha256-checked), as a user starts from a pretrained model: the same starting point on every machine.
-# SFT=train trains it here instead (8-24 min on 2 CPU cores). A re-run skips the stages whose outputs are
+# SFT=train trains it here instead (8-24 min on 2 CPU cores). A re-run skips the steps whose outputs are
 # complete (and a PPO run that was cut off resumes). RUNS=dir puts everything elsewhere; ITERS=N PPO iterations.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -20,9 +21,9 @@ R=${RUNS:-runs}
 ITERS=${ITERS:-16}                                    # PPO iterations per run
 PPO="--iterations $ITERS --save_every $((ITERS / 4))" # 4 evenly spaced baseline checkpoints for labeling
 last() { printf '%s/ckpt-%04d' "$1" "$ITERS"; }
-stage() { printf '\n=== %s (%s)\n' "$*" "$(date +%T)"; }
+step() { printf '\n=== %s (%s)\n' "$*" "$(date +%T)"; }
 
-stage "0. SFT: the warm-up policy"
+step "0. SFT: the warm-up policy"
 if [ "${SFT:-shipped}" = train ]; then
   SFT=$R/sft
   [ -f $SFT/model.safetensors ] || python train_sft.py --out $SFT
@@ -31,20 +32,20 @@ else
   (cd $SFT && sha256sum -c --quiet SHA256SUMS)
 fi
 
-stage "1. RL baseline: PPO with the unit-test reward only"
+step "1. RL baseline: PPO with the unit-test reward only"
 [ -d "$(last $R/baseline)" ] || python train_psgpo.py --policy $SFT --dense_reward false --value_init policy $PPO --resume true --out $R/baseline
 
-stage "2. PRM data: binary search from 4 checkpoints of the baseline run"
+step "2. PRM data: binary search from 4 checkpoints of the baseline run"
 [ -f $R/prm_data/summary.json ] || python label_prm_data.py --out $R/prm_data --policy \
   $(for i in 1 2 3 4; do printf '%s/ckpt-%04d ' $R/baseline $((i * ITERS / 4)); done)
 
-stage "3. The PRM"
+step "3. The PRM"
 [ -f $R/prm/metrics.json ] || python train_prm.py --data $R/prm_data --init $SFT --out $R/prm
 
-stage "4. PSGPO: PPO from the SFT policy with the PRM as dense reward and value init"
+step "4. PSGPO: PPO from the SFT policy with the PRM as dense reward and value init"
 [ -d "$(last $R/psgpo)" ] || python train_psgpo.py --policy $SFT --prm $R/prm $PPO --resume true --out $R/psgpo
 
-stage "5. Evaluate SFT, the baseline and PSGPO on the held-out demo tasks"
+step "5. Evaluate SFT, the baseline and PSGPO on the held-out demo tasks"
 [ -f $R/eval/by_length.png ] || python evaluate.py --model $SFT "$(last $R/baseline)" "$(last $R/psgpo)" --n 4 --out $R/eval
-stage "done"
+step "done"
 echo "plots: $R/eval/bestofk.png $R/eval/by_length.png"

@@ -38,11 +38,18 @@ IGNORE = -100.0  # target on tokens that carry no label
 
 @dataclass
 class Args:
-    data: str = field(default="runs/prm_data", metadata={"help": "label_prm_data.py output folder, or a labels .jsonl file"})
-    init: str = field(default="checkpoints/demo-sft", metadata={"help": "policy checkpoint the PRM starts from (body; the scalar head is new)"})
-    out: str = field(default="runs/prm", metadata={"help": "output folder (save_pretrained PRM + tokenizer + metrics.json)"})
-    labels: str = field(default="process", metadata={"help": "process: the binary search's line labels (a PRM); outcome: every code line labeled with the response's verdict (an outcome reward model, the control for value init)"})
-    rows: str = field(default="selected", metadata={"help": "with a label_prm_data.py folder: selected (labels.jsonl, the rows its --select kept) | all (rows.jsonl: every labeled response; with --labels outcome, an ORM on every verdict labeling bought)"})
+    data: str = field(default="runs/prm_data", metadata={"help": (
+        "label_prm_data.py output folder, or a labels .jsonl file")})
+    init: str = field(default="checkpoints/demo-sft", metadata={"help": (
+        "policy checkpoint the PRM starts from (body; the scalar head is new)")})
+    out: str = field(default="runs/prm", metadata={"help": (
+        "output folder (save_pretrained PRM + tokenizer + metrics.json)")})
+    labels: str = field(default="process", metadata={"help": (
+        "process: the binary search's line labels (a PRM); outcome: every code line labeled with the response's "
+        "verdict (an outcome reward model, the control for value init)")})
+    rows: str = field(default="selected", metadata={"help": (
+        "with a label_prm_data.py folder: selected (labels.jsonl, the rows its --select kept) | all (rows.jsonl: "
+        "every labeled response; with --labels outcome, an ORM on every verdict labeling bought)")})
     holdout: float = field(default=0.15, metadata={"help": "share of prompts held out for evaluation"})
     epochs: int = field(default=8, metadata={"help": "passes over the training rows"})
     batch_size: int = field(default=16, metadata={"help": "sequences per step"})
@@ -51,16 +58,22 @@ class Args:
     max_len: int = field(default=1024, metadata={"help": "drop rows longer than this many tokens"})
     show: int = field(default=0, metadata={"help": "print this many held-out responses with every line's score"})
     device: str = field(default="cpu", metadata={"help": "cpu | cuda"})
-    bf16: bool = field(default=False, metadata={"help": "compute in bfloat16 (GPUs): the trained weights stay fp32 under autocast"})
+    bf16: bool = field(default=False, metadata={"help": (
+        "compute in bfloat16 (GPUs): the trained weights stay fp32 under autocast")})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory (large models)"})
-    fsdp: bool = field(default=False, metadata={"help": "under torchrun: shard the model with PyTorch FSDP2 (fully_shard), the batch split across ranks"})
-    chat_template: bool = field(default=False, metadata={"help": "prompts through the tokenizer's chat template, as the policy was sampled (sandbox.prompt_ids)"})
-    revision: str = field(default=None, metadata={"help": "Hub revision (branch, tag or commit) of a Hub id given as --init"})
+    fsdp: bool = field(default=False, metadata={"help": (
+        "under torchrun: shard the model with PyTorch FSDP2 (fully_shard), the batch split across ranks")})
+    chat_template: bool = field(default=False, metadata={"help": (
+        "prompts through the tokenizer's chat template, as the policy was sampled (sandbox.prompt_ids)")})
+    revision: str = field(default=None, metadata={"help": (
+        "Hub revision (branch, tag or commit) of a Hub id given as --init")})
     seed: int = field(default=1, metadata={"help": "random seed"})
 
     def __post_init__(self):  # a value out of range stops here, in one line naming the flag, before anything loads
-        sandbox.check_flags(self, positive="epochs batch_size lr max_len", nonnegative="warmup show", fraction="holdout",
-                            choices={"labels": ("process", "outcome"), "rows": ("selected", "all"), "device": ("cpu", "cuda")})
+        sandbox.check_flags(self, positive="epochs batch_size lr max_len", nonnegative="warmup show",
+                            fraction="holdout",
+                            choices={"labels": ("process", "outcome"), "rows": ("selected", "all"),
+                                     "device": ("cpu", "cuda")})
 
 
 def prm_example(tok, row, chat=False):
@@ -135,7 +148,8 @@ def read_rows(path):
     rows = []
     with sandbox.bad_data_exits():
         for i, row in sandbox.read_jsonl(path):
-            missing = [k for k in ("task_id", "prompt", "response", "steps", "labels", "passed", "first_error") if k not in row]
+            need = ("task_id", "prompt", "response", "steps", "labels", "passed", "first_error")
+            missing = [k for k in need if k not in row]
             if missing:
                 raise sandbox.DataError(f"{path}:{i}: missing field(s) {', '.join(missing)}")
             if len(row["steps"]) != len(row["labels"]):
@@ -177,10 +191,11 @@ def main():
     rank, world, args.device = sandbox.start_ranks(args.device)
     set_seed(args.seed)
     folder = os.path.isdir(args.data)
-    train_rows = read_rows(os.path.join(args.data, "labels.jsonl" if args.rows == "selected" else "rows.jsonl") if folder else args.data)
+    every, kept = (os.path.join(args.data, f) for f in ("rows.jsonl", "labels.jsonl"))  # label_prm_data.py's two files
+    train_rows = read_rows((every if args.rows == "all" else kept) if folder else args.data)
     if args.labels == "outcome":
         train_rows = [r | {"labels": outcome_labels(r)} for r in train_rows]
-    all_rows = read_rows(os.path.join(args.data, "rows.jsonl")) if folder and os.path.exists(os.path.join(args.data, "rows.jsonl")) else train_rows
+    all_rows = read_rows(every) if folder and os.path.exists(every) else train_rows
     # held out by prompt text, not task id: the demo's train split repeats a few short prompts
     held = lambda r: zlib.crc32(f"{args.seed}/{r['prompt']}".encode()) % 10000 < args.holdout * 10000  # noqa: E731
     train = [r for r in train_rows if not held(r)]
@@ -189,7 +204,8 @@ def main():
         sandbox.find_model(args.init, args.revision)
     tok, _ = sandbox.load_tokenizer(args.init, args.revision)
     # fp32 weights (--bf16 autocasts); a fresh scalar head on the policy's body
-    model = sandbox.load_model(AutoModelForTokenClassification, args.init, args.device, torch.float32, args.revision, args.fsdp, args.bf16, num_labels=1)
+    model = sandbox.load_model(AutoModelForTokenClassification, args.init, args.device, torch.float32, args.revision,
+                               args.fsdp, args.bf16, num_labels=1)
     if args.gradient_checkpointing:
         sandbox.checkpoint_activations(model)
     examples = [e[:2] for e in (prm_example(tok, r, args.chat_template) for r in train) if len(e[0]) <= args.max_len]
@@ -207,11 +223,11 @@ def main():
             batch = examples[s:s + args.batch_size]
             batch = batch[rank::world] or batch[-1:]  # FSDP: this rank's share (never empty: every rank steps together)
             width = max(len(ids) for ids, _ in batch)
-            ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in batch], device=args.device)          # [B, T]
-            targets = torch.tensor([t + [IGNORE] * (width - len(t)) for _, t in batch], device=args.device)        # [B, T]
-            mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch], device=args.device)     # [B, T]
+            ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in batch], device=args.device)      # [B, T]
+            targets = torch.tensor([t + [IGNORE] * (width - len(t)) for _, t in batch], device=args.device)    # [B, T]
+            mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch], device=args.device)  # [B, T]
             with torch.autocast(args.device.split(":")[0], torch.bfloat16, enabled=args.bf16):
-                scores = model(input_ids=ids, attention_mask=mask).logits[..., 0].float()                          # [B, T]
+                scores = model(input_ids=ids, attention_mask=mask).logits[..., 0].float()                     # [B, T]
             loss = prm_loss(scores, targets)
             opt.zero_grad()
             loss.backward()
@@ -224,10 +240,11 @@ def main():
     model.eval()
     # held-out rows keep the search's labels, whatever --labels trained on: a PRM and an ORM are measured alike
     metrics = prm_metrics(test, score_steps(model, tok, test, args)) if test else {}
-    metrics |= {"train_rows": len(examples), "train_labeled_steps": sum(sum(t != IGNORE for t in e[1]) for e in examples),
+    metrics |= {"train_rows": len(examples),
+                "train_labeled_steps": sum(sum(t != IGNORE for t in e[1]) for e in examples),
                 "final_loss": loss.item(), "init": args.init, "labels": args.labels}
     shown = score_steps(model, tok, test[:args.show], args) if args.show and test else None
-    sandbox.save_model(model, args.out, tok, args.fsdp)  # FSDP: every rank helps gather the full weights; every rank scored above
+    sandbox.save_model(model, args.out, tok, args.fsdp)  # FSDP: every rank helps gather the weights (each scored above)
     if rank != 0:
         return
     for name, content in (("args.json", asdict(args)), ("metrics.json", metrics)):

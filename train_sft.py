@@ -1,10 +1,12 @@
-"""train_sft.py - step 0 of the pipeline: the supervised starting policy (the paper's "SFT policy", section 5 / Table 1).
+"""train_sft.py - step 0 of the pipeline: the supervised starting policy (the paper's "SFT policy", section 5,
+Table 1).
 
 The paper starts every RL run from a supervised policy. With a real instruct model you skip this stage;
 the offline demo needs it. Two modes:
 
   default   train a byte-level BPE tokenizer on the demo training split, build a tiny Llama from a
-            config (0.9M parameters; --arch gpt2 a GPT-2) and train it on prompt -> reference completion (on the demo: the
+            config (0.9M parameters; --arch gpt2 a GPT-2) and train it on prompt -> reference completion (on the
+            demo: the
             *flawed* reference, `meta["flawed_solution"]`, whose planted systematic mistakes RL is
             later meant to fix; `--planted false` trains on the correct one). 8-24 minutes on 2 CPU cores;
             run_demo.sh starts from checkpoints/demo-sft, which is this command's output (README).
@@ -42,33 +44,44 @@ class Args:
     device: str = field(default="cpu", metadata={"help": "cpu | cuda"})
     threads: int = field(default=2, metadata={"help": "torch CPU threads"})
     # data
-    dataset: str = field(default="demo", metadata={"help": "demo | demo-long | humaneval | mbpp | livecodebench | FILE.jsonl"})
+    dataset: str = field(default="demo", metadata={"help": (
+        "demo | demo-long | humaneval | mbpp | livecodebench | FILE.jsonl")})
     split: str = field(default="train", metadata={"help": "split of the problem set to train on"})
-    planted: bool = field(default=True, metadata={"help": "demo: train on the flawed reference (planted mistakes); false: the correct one"})
+    planted: bool = field(default=True, metadata={"help": (
+        "demo: train on the flawed reference (planted mistakes); false: the correct one")})
     max_problems: int = field(default=0, metadata={"help": "use only the first N problems (0: all)"})
     max_len: int = field(default=1024, metadata={"help": "drop examples longer than this many tokens"})
     # model: a tiny Llama (or GPT-2) from a config, or a pretrained one
-    model: str = field(default="", metadata={"help": "Hugging Face causal LM name or folder; empty: a tiny model + BPE trained here"})
-    revision: str = field(default=None, metadata={"help": "Hub revision (branch, tag or commit) of a Hub id given as --model"})
-    arch: str = field(default="llama", metadata={"help": "tiny model: llama (RoPE: learns to copy from the docstring faster) | gpt2"})
-    vocab_size: int = field(default=512, metadata={"help": "tiny model: BPE vocabulary size (256 bytes + merges + specials)"})
+    model: str = field(default="", metadata={"help": (
+        "Hugging Face causal LM name or folder; empty: a tiny model + BPE trained here")})
+    revision: str = field(default=None, metadata={"help": (
+        "Hub revision (branch, tag or commit) of a Hub id given as --model")})
+    arch: str = field(default="llama", metadata={"help": (
+        "tiny model: llama (RoPE: learns to copy from the docstring faster) | gpt2")})
+    vocab_size: int = field(default=512, metadata={"help": (
+        "tiny model: BPE vocabulary size (256 bytes + merges + specials)")})
     n_layer: int = field(default=4, metadata={"help": "tiny model: transformer layers"})
     n_embd: int = field(default=128, metadata={"help": "tiny model: width"})
     n_head: int = field(default=4, metadata={"help": "tiny model: attention heads"})
     # optimisation
-    steps: int = field(default=6400, metadata={"help": "optimizer steps (the copy skill appears late: shorter runs broke the demo, docs/demo.md)"})
+    steps: int = field(default=6400, metadata={"help": (
+        "optimizer steps (the copy skill appears late: shorter runs broke the demo, docs/demo.md)")})
     batch_size: int = field(default=16, metadata={"help": "sequences per step"})
     lr: float = field(default=3e-3, metadata={"help": "peak AdamW learning rate"})
     warmup: int = field(default=50, metadata={"help": "linear warmup steps, then cosine decay to lr/10"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (matrices only)"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
-    bf16: bool = field(default=False, metadata={"help": "compute in bfloat16 (GPUs): the trained weights stay fp32 under autocast"})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "GPU: trade compute for memory on big models"})
+    bf16: bool = field(default=False, metadata={"help": (
+        "compute in bfloat16 (GPUs): the trained weights stay fp32 under autocast")})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": (
+        "GPU: trade compute for memory on big models")})
     save_every: int = field(default=0, metadata={"help": "also save a checkpoint every N steps (0: only at the end)"})
-    fsdp: bool = field(default=False, metadata={"help": "under torchrun: shard the model with PyTorch FSDP2 (fully_shard), each batch split across ranks"})
+    fsdp: bool = field(default=False, metadata={"help": (
+        "under torchrun: shard the model with PyTorch FSDP2 (fully_shard), each batch split across ranks")})
 
     def __post_init__(self):  # a value out of range stops here, in one line naming the flag, before anything loads
-        sandbox.check_flags(self, positive="threads max_len vocab_size n_layer n_embd n_head steps batch_size lr max_grad_norm",
+        sandbox.check_flags(self, positive="threads max_len vocab_size n_layer n_embd n_head steps batch_size lr "
+                                           "max_grad_norm",
                             nonnegative="max_problems warmup weight_decay save_every",
                             choices={"arch": ("llama", "gpt2"), "device": ("cpu", "cuda")})
 
@@ -134,7 +147,8 @@ def collate(examples, pad_id):
 
 
 def load_policy(args, texts):
-    """(model, tokenizer): a pretrained causal LM, or a tiny Llama (or GPT-2) with a BPE tokenizer trained on `texts`."""
+    """(model, tokenizer): a pretrained causal LM, or a tiny Llama (or GPT-2) with a BPE tokenizer trained on
+    `texts`."""
     if not args.model:
         tok = train_tokenizer(texts, args.vocab_size)
         ids = dict(bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
@@ -151,8 +165,11 @@ def load_policy(args, texts):
         return sandbox.shard(model, args.bf16) if args.fsdp else model, tok
     with sandbox.bad_data_exits("--model "):  # a local folder or a Hub id: config, tokenizer and weights
         sandbox.find_model(args.model, args.revision)
-    tok, _ = sandbox.load_tokenizer(args.model, args.revision)  # fp32 weights (--bf16 autocasts); FSDP: sharded as they load
-    return sandbox.load_model(AutoModelForCausalLM, args.model, args.device, torch.float32, args.revision, args.fsdp, args.bf16), tok
+    tok, _ = sandbox.load_tokenizer(args.model, args.revision)
+    # fp32 weights (--bf16 autocasts); FSDP: sharded as they load
+    model = sandbox.load_model(AutoModelForCausalLM, args.model, args.device, torch.float32, args.revision, args.fsdp,
+                               args.bf16)
+    return model, tok
 
 
 def save(model, tok, args, out, summary=None):
@@ -172,7 +189,8 @@ def main():
         sandbox.fail("--fsdp true shards the model across torchrun's ranks: use both or neither")
     if os.path.exists(os.path.join(args.out, "summary.json")):
         sandbox.fail(f"{args.out} already holds a trained policy (summary.json): choose another --out")
-    rank, world, args.device = sandbox.start_ranks(args.device, threads=max(1, args.threads // int(os.environ.get("WORLD_SIZE", 1))))
+    threads = max(1, args.threads // int(os.environ.get("WORLD_SIZE", 1)))
+    rank, world, args.device = sandbox.start_ranks(args.device, threads=threads)
     set_seed(args.seed)
     t0 = time.time()
     with sandbox.bad_data_exits():
@@ -237,7 +255,8 @@ def main():
     summary = {"steps": args.steps, "epochs": round(args.steps * args.batch_size / len(examples), 2),
                "final_loss": round(sum(tail) / len(tail), 4), "train_s": round(train_s, 1),
                "steps_per_s": round(args.steps / train_s, 2), "total_s": round(time.time() - t0, 1),
-               "params_M": round(n_params / 1e6, 3), "vocab": len(tok), "tokens_per_example": round(sum(lengths) / len(lengths), 1)}
+               "params_M": round(n_params / 1e6, 3), "vocab": len(tok),
+               "tokens_per_example": round(sum(lengths) / len(lengths), 1)}
     save(model, tok, args, args.out, summary)
     if rank != 0:
         return
