@@ -178,6 +178,26 @@ def prefixes_ok(model, tok, problems, prompts, stops, asks, args, timing):
     return ok, programs
 
 
+def search(model, tok, problems, prompts, stops, rows, args, timing):
+    """Algorithm 1 for every failing response in `rows` at once, each row's "correct_steps" (its correct code lines),
+    "probes" ([m, correct, completions judged] in the order asked), "checks" and "programs" filled in. Each search
+    keeps binary_search_first_error's interval: lo, the longest prefix known correct, hi, the shortest known wrong. The whole failing response is known wrong,
+    so a response of L code lines searches its first L - 1: (lo, hi) = (0, L). Each round asks every open search's
+    midpoint; all of them are completed in one sampling pass and judged in one check_many call (prefixes_ok)."""
+    for r in rows:
+        r["_lo"], r["_hi"] = 0, len(r["_code"])
+    while open_ := [r for r in rows if r["_hi"] - r["_lo"] > 1]:
+        mids = [(r["_lo"] + r["_hi"]) // 2 for r in open_]
+        answers = prefixes_ok(model, tok, problems, prompts, stops, list(zip(open_, mids)), args, timing)
+        for r, m, ok, n_programs in zip(open_, mids, *answers):
+            r["_lo" if ok else "_hi"] = m
+            r["probes"].append([m, ok, n_programs])
+            r["checks"] += 1
+            r["programs"] += n_programs
+    for r in rows:
+        r["correct_steps"] = r["_lo"]
+
+
 def label_chunk(model, tok, problems, args, timing):
     """Sample n responses per problem, judge them, and binary-search every failing one, all in lockstep. Returns
     the rows (labels, the search's cost, and on the demo the exact scorer's labels beside them)."""
@@ -187,7 +207,7 @@ def label_chunk(model, tok, problems, args, timing):
     responses = sample(model, tok, prompts, args.n, args.temperature, stops, args, "sample")
     timing["sample"] += time.time() - t
     rows = [{"task_id": p.task_id, "policy": args.current, "sample": j, "prompt": p.prompt, "response": resp,
-             "checks": 0, "programs": 0, "_i": i, "_code": [s for s in sandbox.split_steps(resp) if not s[2]]}
+             "checks": 0, "programs": 0, "probes": [], "_i": i, "_code": [s for s in sandbox.split_steps(resp) if not s[2]]}
             for i, p in enumerate(problems) for j, resp in enumerate(responses[i])]
     t = time.time()
     verdicts = sandbox.check_many([(problems[r["_i"]], r["response"]) for r in rows], args.workers, args.timeout)
@@ -195,23 +215,10 @@ def label_chunk(model, tok, problems, args, timing):
         r["passed"] = v.passed
     timing["judge"] += time.time() - t
 
-    # Algorithm 1 for every failing response at once: each search keeps binary_search_first_error's interval, lo the
-    # longest prefix known correct, hi the shortest known wrong. The whole failing response is known wrong, so a
-    # response of L code lines searches its first L - 1: (lo, hi) = (0, L). Each round asks every open search's
-    # midpoint; all of them are completed in one sampling pass and judged in one check_many call (prefixes_ok).
-    searching = [r for r in rows if not r["passed"]]
-    for r in searching:
-        r["_lo"], r["_hi"] = 0, len(r["_code"])
-    while open_ := [r for r in searching if r["_hi"] - r["_lo"] > 1]:
-        mids = [(r["_lo"] + r["_hi"]) // 2 for r in open_]
-        answers = prefixes_ok(model, tok, problems, prompts, stops, list(zip(open_, mids)), args, timing)
-        for r, m, ok, n_programs in zip(open_, mids, *answers):
-            r["_lo" if ok else "_hi"] = m
-            r["checks"] += 1
-            r["programs"] += n_programs
-    for r in rows:
+    search(model, tok, problems, prompts, stops, [r for r in rows if not r["passed"]], args, timing)
+    for r in rows:  # every prefix of a passing program can be completed: no search, every code line correct
         steps = sandbox.split_steps(r["response"])
-        r["correct_steps"] = len(r["_code"]) if r["passed"] else r["_lo"]
+        r["correct_steps"] = len(r["_code"]) if r["passed"] else r["correct_steps"]
         r["steps"] = [list(s) for s in steps]
         r["labels"] = step_labels(steps, r["passed"], r["correct_steps"])
         r["first_error"] = next((m for m, l in enumerate(r["labels"]) if l == -1), None)

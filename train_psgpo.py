@@ -228,6 +228,12 @@ def token_logp(model, seq, mask, P, temperature):
     return torch.gather(F.log_softmax(logits, -1), 2, seq[:, P:, None])[..., 0]
 
 
+def token_values(value, seq, mask, P):
+    """V(s_t) of each response token, [B, R]: the value of the state before token t, read at column P + t - 1 (the
+    critic's output after the prompt and y<t). The reward r_t sits on token t itself; GAE pairs them."""
+    return forward(value, seq, mask)[:, P - 1:-1, 0].float()
+
+
 def exact_kl(ref, logp_all, s, sm, m, P, temperature, autocast):
     """The exact KL(pi || pi_ref) per token over the whole vocabulary, sum_v pi(v) (log pi(v) - log pi_ref(v)),
     its masked mean over the minibatch's response tokens (--kl_loss_coef: added to the policy's loss)."""
@@ -377,7 +383,7 @@ def main():
         with torch.no_grad(), autocast:  # in minibatches: [B, R, V] logits need not fit at once
             old_logp = torch.cat([token_logp(policy, seq[i], seq_mask[i], P, args.temperature) for i in chunks])
             ref_logp = torch.cat([token_logp(ref, seq[i], seq_mask[i], P, args.temperature) for i in chunks])
-            old_values = torch.cat([forward(value, seq[i], seq_mask[i])[:, P - 1:-1, 0].float() for i in chunks])
+            old_values = torch.cat([token_values(value, seq[i], seq_mask[i], P) for i in chunks])
             old_values = old_values * rmask  # [B, R]: V(s_t)
         laps("score")
 
@@ -392,14 +398,14 @@ def main():
         # 6. PPO epochs over minibatches: the clipped policy loss (+ the exact KL to the reference), the clipped
         #    value loss
         actor = it >= args.critic_warmup  # --critic_warmup: the first iterations train the value model alone
-        stats = {k: [] for k in ("pg", "vf", "clipfrac", "approx_kl", "entropy", "exact_kl")}
+        stats = {k: [] for k in ("pg", "vf", "clipfrac", "approx_kl", "entropy", "exact_kl", "ratio_error")}
         policy.train(), value.train()  # train mode for the update (gradient checkpointing needs it)
         for _ in range(args.ppo_epochs):
             for idx in torch.randperm(len(batch), device=device).split(mb):
                 m, s, sm = rmask[idx], seq[idx], seq_mask[idx]
                 with autocast:
                     logits = forward(train_policy, s, sm)[:, P - 1:-1].float() / args.temperature  # [b, R, V]
-                    vpred = forward(train_value, s, sm)[:, P - 1:-1, 0].float()                   # [b, R]: V(s_t)
+                    vpred = token_values(train_value, s, sm, P)                                     # [b, R]: V(s_t)
                 logp_all = F.log_softmax(logits, -1)
                 logp = torch.gather(logp_all, 2, response[idx][..., None])[..., 0]                 # [b, R]
                 pg, clipfrac = policy_loss(logp, old_logp[idx], advantages[idx], m, args.clip)
@@ -415,6 +421,7 @@ def main():
                     for k, x in (("pg", pg), ("vf", vf), ("clipfrac", clipfrac)):
                         stats[k].append(x.item())
                     stats["approx_kl"].append(masked_mean(0.5 * (logp - old_logp[idx]) ** 2, m).item())
+                    stats["ratio_error"].append(((logp - old_logp[idx]).abs() * m).max().item())  # 0 before the 1st step
                     stats["entropy"].append(masked_mean(-(logp_all.exp() * logp_all).sum(-1), m).item())
         laps("update")
 
@@ -449,8 +456,15 @@ def log_row(it, args, verdicts, dense, kl, stats, returns, old_values, rmask,
     row |= {f"verdicts/{s}": sum(v.status == s for v in verdicts) / len(verdicts) for s in sandbox.VERDICTS}
     if stats["exact_kl"]:
         row["charts/exact_kl"] = np.mean(stats["exact_kl"])
+    # the first minibatch runs before any step: its ratios must be 1 (|log ratio| ~1e-7 in fp32) and none clipped
+    row["charts/first_log_ratio"], row["charts/first_clipfrac"] = stats["ratio_error"][0], stats["clipfrac"][0]
     if sandbox.is_demo(args.dataset):  # demo: how often each planted mistake is still written
         counts = [sandbox.demo.planted_mistakes(p, t) for p, t in zip(batch, texts)]
         for kind in sandbox.demo.PLANTED_RATES:
             row[f"planted/{kind}"] = sum(c[kind][0] for c in counts) / max(1, sum(c[kind][1] for c in counts))
     return row
+
+
+if __name__ == "__main__":
+    main()
+    sandbox.stop_ranks()  # torchrun: all ranks leave together, once main()'s models are gone

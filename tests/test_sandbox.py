@@ -154,8 +154,9 @@ def test_early_exit_never_passes_at_call_time(completion):
 
 @pytest.mark.parametrize("completion", HOSTILE_EARLY_EXITS)
 def test_early_exit_never_passes_at_import_time(completion):
-    # the same, at module level: the tests are never even defined
-    body = "    return a + 1\n" + completion.replace("    ", "", 1)
+    # the same, at module level after a correct body: the tests are never even defined
+    body = fn_problem().solution + completion.replace("    ", "", 1)
+    assert check(fn_problem(), fn_problem().solution).passed
     assert not check(fn_problem(), body).passed
 
 

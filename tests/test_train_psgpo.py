@@ -172,7 +172,7 @@ def test_one_iteration_each_setting(monkeypatch, tmp_path, tiny_policy, tiny_prm
         "--value_init", value_init, *SMALL, *extra)
     (row,) = [json.loads(l) for l in open(tmp_path / "log.jsonl")]
     assert row["charts/kl_per_seq"] == pytest.approx(0.0, abs=1e-5)  # policy == reference before the first update
-    assert (row["rewards/dense"] != 0) == (dense == "true") or row["response/steps"] == 0
+    assert row["response/steps"] > 0 and (row["rewards/dense"] != 0) == (dense == "true")
     assert json.load(open(tmp_path / "args.json"))["dense_reward"] == (dense == "true")
     policy = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt-0001").state_dict()  # a checkpoint label_prm_data.py can load
     start = AutoModelForCausalLM.from_pretrained(tiny_policy(arch)).state_dict()
@@ -192,7 +192,7 @@ def test_group_advantages_sample_each_prompt_group_size_times(monkeypatch, tmp_p
     (ids,) = seen
     assert len(ids) == 4 and ids[0] == ids[1] and ids[2] == ids[3] and ids[0] != ids[2]
     (row,) = [json.loads(l) for l in open(tmp_path / "log.jsonl")]
-    assert row["rewards/dense"] != 0 or row["response/steps"] == 0
+    assert row["response/steps"] > 0 and row["rewards/dense"] != 0
 
 
 def test_value_init_copies_the_prm_or_maps_it_to_the_returns_scale(tiny_policy, tiny_prm):
@@ -209,12 +209,36 @@ def test_value_init_copies_the_prm_or_maps_it_to_the_returns_scale(tiny_policy, 
     assert torch.allclose(tp.forward(tp.init_value_model(args, load), seq, torch.ones_like(seq)), (r + 1) / 2, atol=1e-6)
 
 
+def test_the_critic_reads_v_of_the_state_before_each_token(tiny_prm):
+    """V(s_t), at a response token t's column in the advantages, is the value before token t: with the critic copied
+    from the PRM (value init), V(s_{t+1}) is the PRM's score of the prefix through token t, the score a line ending at
+    token t earns its dense reward from (place_dense_rewards reads it at column P + t)."""
+    from transformers import AutoModelForTokenClassification
+    prm = AutoModelForTokenClassification.from_pretrained(tiny_prm("qwen2"))
+    P, seq = 3, torch.tensor([[0, 5, 9, 30, 41, 7, 12]])  # a prompt of 3 tokens (one of them padding), 4 response tokens
+    mask = torch.tensor([[0, 1, 1, 1, 1, 1, 1]])
+    scores = tp.forward(prm, seq, mask)[:, P:, 0]  # [1, R]: R_phi(x, y<=t) after token t, what Eq. 3 rewards at t
+    values = tp.token_values(prm, seq, mask, P)     # [1, R]: V(s_t)
+    assert values.shape == scores.shape == (1, 4)
+    assert torch.equal(values[:, 1:], scores[:, :-1]) and not torch.equal(values, scores)
+    assert torch.equal(values[:, 0], tp.forward(prm, seq, mask)[:, P - 1, 0])  # V(s_0): after the prompt alone
+
+
+def test_the_first_minibatch_is_on_policy(monkeypatch, tmp_path, tiny_policy):
+    """Before the first optimizer step the policy is the one that sampled the rollout: every ratio is 1 (log ratio
+    at rounding level) and no token is clipped."""
+    run(monkeypatch, "--policy", tiny_policy("llama"), "--dense_reward", "false", "--value_init", "policy", "--out", tmp_path, *SMALL)
+    (row,) = [json.loads(l) for l in open(tmp_path / "log.jsonl")]
+    assert row["charts/first_log_ratio"] < 1e-5 and row["charts/first_clipfrac"] == 0.0
+    assert row["charts/approx_kl"] > 0  # later minibatches ran after a step
+
+
 def test_oracle_prm_as_dense_reward(monkeypatch, tmp_path, tiny_policy):
     run(monkeypatch, "--policy", tiny_policy("gpt2"), "--prm", "oracle", "--value_init", "policy", "--out", tmp_path, *SMALL,
         "--gradient_checkpointing", "true")
     (row,) = [json.loads(l) for l in open(tmp_path / "log.jsonl")]
     # a random policy writes no demo arithmetic: every line it writes is scored -1 (or it writes nothing)
-    assert row["response/prm_negative_share"] == 1.0 or row["response/steps"] == 0
+    assert row["response/steps"] > 0 and row["response/prm_negative_share"] == 1.0
     assert row["rewards/dense"] < 0
 
 
@@ -284,29 +308,39 @@ def torchrun(policy, prm, out, iterations, *extra):
     return [{k: v for k, v in json.loads(l).items() if not k.startswith(("time/", "memory/", "charts/sampler_gap"))} for l in open(out / "log.jsonl")]
 
 
-def test_ddp_resumes_exactly_and_an_fsdp_step_is_a_ddp_step(tmp_path, tiny_policy, tiny_prm):
-    """2 ranks (gloo), DDP: a run stopped after one iteration and resumed logs what an uninterrupted run logs, each
-    rank drawing its prompts again; a half-written checkpoint is never resumed from; the checkpoint loads with the
-    Auto classes. FSDP2 from the same start, one iteration (DDP's step is the one-process step on both ranks'
-    batch, gradients averaged): the same samples and logs, the same weights after, within float tolerance."""
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory, tiny_policy, tiny_prm):
+    """2 ranks (gloo) from one start: DDP for 2 iterations; DDP for 1, then resumed to 2 with a half-written
+    checkpoint lying beside the last one; FSDP2 for 1."""
+    policy, prm, tmp = tiny_policy("llama"), tiny_prm("llama"), tmp_path_factory.mktemp("ddp")
+    runs = {"whole": torchrun(policy, prm, tmp / "a", 2), "one": torchrun(policy, prm, tmp / "b", 1)}
+    os.makedirs(tmp / "b" / "ckpt-0002.tmp")  # a save cut off half-way: ignored
+    runs["fsdp"] = torchrun(policy, prm, tmp / "f", 1, "--fsdp", "true")
+    runs["resumed"] = torchrun(policy, prm, tmp / "b", 2, "--resume", "true")
+    return runs | {"dir": tmp, "policy": policy, "prm": prm}
+
+
+def test_ddp_resumes_exactly(ddp_runs):
+    """A DDP run stopped after one iteration and resumed logs what an uninterrupted run logs, each rank drawing its
+    prompts again (never from the half-written checkpoint), and its checkpoint loads with the Auto classes."""
+    from transformers import AutoModelForCausalLM
+    assert len(ddp_runs["whole"]) == 2 and ddp_runs["one"] == ddp_runs["whole"][:1] and ddp_runs["resumed"] == ddp_runs["whole"]
+    AutoModelForCausalLM.from_pretrained(ddp_runs["dir"] / "b" / "ckpt-0002")
+
+
+def test_an_fsdp_step_is_a_ddp_step(ddp_runs):
+    """FSDP2 from the same start, one iteration (DDP's step is the one-process step on both ranks' batch, gradients
+    averaged): the same samples and logs, the same weights after, within float tolerance."""
     from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
-    policy, prm = tiny_policy("llama"), tiny_prm("llama")
-    whole = torchrun(policy, prm, tmp_path / "a", 2)
-    one = torchrun(policy, prm, tmp_path / "b", 1)
-    os.makedirs(tmp_path / "b" / "ckpt-0002.tmp")  # a save cut off half-way: ignored
-    fsdp = torchrun(policy, prm, tmp_path / "f", 1, "--fsdp", "true")
-    resumed = torchrun(policy, prm, tmp_path / "b", 2, "--resume", "true")
-    assert len(whole) == 2 and resumed == whole and one == whole[:1]
-    for k, v in one[0].items():
-        assert fsdp[0][k] == pytest.approx(v, rel=1e-4, abs=1e-5), k
+    for k, v in ddp_runs["one"][0].items():
+        assert ddp_runs["fsdp"][0][k] == pytest.approx(v, rel=1e-4, abs=1e-5), k
     for load, sub in [(AutoModelForCausalLM, ""), (AutoModelForTokenClassification, "value")]:
-        a, b = (load.from_pretrained(tmp_path / e / "ckpt-0001" / sub).state_dict() for e in ("b", "f"))
-        start = load.from_pretrained(policy if sub == "" else prm).state_dict()
+        a, b = (load.from_pretrained(ddp_runs["dir"] / e / "ckpt-0001" / sub).state_dict() for e in ("b", "f"))
+        start = load.from_pretrained(ddp_runs["policy"] if sub == "" else ddp_runs["prm"]).state_dict()
         assert a.keys() == b.keys()
         assert max((a[k] - start[k]).abs().max().item() for k in a) > 1e-4  # the step did something
         for k in a:
             assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
-    AutoModelForCausalLM.from_pretrained(tmp_path / "b" / "ckpt-0002")
 
 
 def test_fsdp_bf16_with_readmes_flags(tmp_path, tiny_policy, tiny_prm):

@@ -1,0 +1,381 @@
+"""One response through the whole method, line by line: a worked example for teaching (issue 43).
+
+For demo tasks, one response that passes its tests and one that fails with a planted slip (sampled from the
+SFT policy at a fixed seed), every line with what each stage makes of it:
+  exact    the demo's exact step label (sandbox.demo.oracle_step_scores): the yardstick
+  search   the binary search's label (paper 3, Algorithm 1, Fig. 2): label_prm_data.binary_search_first_error,
+           each prefix checked by K completions of the labeling policy judged by sandbox.check_many (best-of-K),
+           then label_prm_data.step_labels; and the search's probes, in the order it asked them
+  R_phi    the PRM's score on the token holding the line's last character (sandbox.line_end_tokens: where
+           train_prm.prm_example puts the line's label)
+  r_t      Eq. 3's dense reward on that token (train_psgpo.place_dense_rewards); the outcome reward on the last token
+  V        the critic's V(s_t) at that token: as PSGPO starts it (train_psgpo.init_value_model, --value_init prm:
+           a copy of the PRM) and trained (the PSGPO checkpoint's value/)
+  A        GAE advantages over the line's tokens (train_psgpo.compute_gae, gamma 1, lambda 0.95) on rewards =
+           outcome + Eq. 3, with either critic's values
+Draws one PNG (a panel per response) and prints the same tables as markdown.
+
+    bash run_demo.sh                                               # runs/baseline, runs/prm, runs/psgpo
+    python experiments/anatomy.py                                  # -> docs/anatomy.png
+    python experiments/anatomy.py --split train --responses task   # the tasks' reference and flawed solutions, no sampling
+
+Token layout: one response at a time, no padding: seq = [prompt ids | response ids], response token t at column
+P + t. As in train_psgpo.py: the PRM's R_phi(x, y<=t) is read at column P + t, V(s_t) (the state before token t)
+at column P + t - 1, a line's dense reward sits on the token holding its last character, the outcome reward
+on the response's last token (its EOS).
+"""
+import os
+import random
+import sys
+import textwrap
+from dataclasses import dataclass, field
+
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, set_seed
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import label_prm_data as lpd  # noqa: E402
+import sandbox  # noqa: E402
+import train_psgpo as tp  # noqa: E402
+
+
+@dataclass
+class Args:
+    sft: str = field(default="checkpoints/demo-sft", metadata={"help": "the policy whose sampled responses are shown (PSGPO starts from it)"})
+    label_policy: str = field(default="runs/baseline/ckpt-0016", metadata={"help": "the policy whose K completions check each prefix, as label_prm_data.py --policy"})
+    prm: str = field(default="runs/prm", metadata={"help": "the PRM (train_prm.py): line scores, Eq. 3 and the starting critic"})
+    psgpo: str = field(default="runs/psgpo/ckpt-0016", metadata={"help": "a PSGPO checkpoint: its value/ folder is the trained critic"})
+    out: str = field(default="docs/anatomy.png", metadata={"help": "the picture"})
+    split: str = field(default="test", metadata={"help": "demo split the tasks come from"})
+    responses: str = field(default="sample", metadata={"help": "sample: sampled from --sft at --seed; task: the tasks' own texts, the reference solution (passes) and, on train, the flawed_solution (a planted slip)"})
+    failing: int = field(default=1, metadata={"help": "failing responses shown (each with a planted slip), besides the passing one"})
+    max_tasks: int = field(default=64, metadata={"help": "tasks tried, in a seeded order, for a response of each kind"})
+    samples: int = field(default=4, metadata={"help": "responses sampled per task"})
+    max_lines: int = field(default=10, metadata={"help": "longest response shown, in lines (the picture stays legible)"})
+    k: int = field(default=20, metadata={"help": "completions per prefix check (best-of-K), as label_prm_data.py --k"})
+    k_first: int = field(default=4, metadata={"help": "completions sampled first; the other K - k_first only if none passes, as label_prm_data.py"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the responses"})
+    prefix_temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the K completions of a prefix"})
+    max_new_tokens: int = field(default=160, metadata={"help": "longest response and completion in tokens"})
+    batch_size: int = field(default=256, metadata={"help": "sequences per generate call"})
+    workers: int = field(default=2, metadata={"help": "judge worker processes"})
+    timeout: float = field(default=3.0, metadata={"help": "seconds per program"})
+    seed: int = field(default=1, metadata={"help": "random seed (task order, responses, completions)"})
+
+    def __post_init__(self):  # a value out of range stops here, in one line naming the flag, before anything loads
+        sandbox.check_flags(self, positive="failing max_tasks samples max_lines k temperature prefix_temperature max_new_tokens "
+                                           "batch_size workers timeout", nonnegative="k_first",
+                            choices={"responses": ("sample", "task"), "split": ("train", "valid", "test")})
+
+
+# ------------------------------------------------------------------ picking the responses
+def candidates(policy, tok, problems, a):
+    """(problem, text, response ids, source) to choose from, a chunk of tasks at a time. sample: the policy's
+    responses as train_psgpo.py's phase 1 draws and ends them; task: the task's own texts, each ended by an EOS."""
+    for s in range(0, len(problems), 16):
+        chunk = problems[s:s + 16]
+        if a.responses == "task":
+            texts = [(p, p.solution, "reference solution") for p in chunk]
+            texts += [(p, p.meta["flawed_solution"], "flawed_solution") for p in chunk if "flawed_solution" in p.meta]
+            yield [(p, t, tok(t, add_special_tokens=False)["input_ids"] + [a.eos[0]], src) for p, t, src in texts]
+            continue
+        batch = [p for p in chunk for _ in range(a.samples)]
+        stops = [sandbox.stop_strings(p) for p in batch]
+        seq, qmask = sandbox.generate(policy, tok, [sandbox.prompt_ids(tok, p.prompt) for p in batch], a.eos, sorted({s for st in stops for s in st}),
+                                      do_sample=True, temperature=a.temperature, top_k=0, top_p=1.0, max_new_tokens=a.max_new_tokens)
+        out = []
+        for j, (p, row, st) in enumerate(zip(batch, seq[:, qmask.shape[1]:].tolist(), stops)):
+            text, n = sandbox.end_response(tok, row, a.eos, st)
+            out.append((p, text, row[:n], f"sampled from {a.sft}, seed {a.seed}, sample {j % a.samples + 1}"))
+        yield out
+
+
+def preference(problem, text, passed, max_lines):
+    """(kind, rank) of a candidate, or None: a passing response, best with a neutral line (label 0) and several
+    code lines; a failing one with a planted slip, best when the slip is the first wrong line (the exact scorer)
+    and has correct code lines before it (a prefix the search can find). Ranks: bools first, then length."""
+    steps = sandbox.split_steps(text)
+    n_code = sum(not s[2] for s in steps)
+    if not n_code or len(steps) > max_lines:
+        return None
+    if passed:
+        return "pass", (any(s[2] for s in steps), n_code >= 4, n_code)
+    slips = [i for i, (b, e, _) in enumerate(steps) if sandbox.demo.planted_kind(problem, text[b:e].rstrip("\n"))]
+    if not slips:
+        return None
+    first_wrong = next((i for i, o in enumerate(sandbox.demo.oracle_step_scores(problem, text)) if o < 0), None)
+    before = sum(not s[2] for s in steps[:slips[0]])
+    return "fail", (first_wrong == slips[0], before >= 2, n_code >= 4, n_code)
+
+
+def pick(policy, tok, problems, a):
+    """The passing response and a.failing failing ones (distinct tasks), the most preferred of the candidates,
+    trying tasks until every kind has an ideal one (all its bools true) or the tasks run out."""
+    found = {"pass": [], "fail": []}
+    need = {"pass": 1, "fail": a.failing}
+    for chunk in candidates(policy, tok, problems, a):
+        verdicts = sandbox.check_many([(p, t) for p, t, _, _ in chunk], a.workers, a.timeout)
+        for (p, text, ids, src), v in zip(chunk, verdicts):
+            if kind_rank := preference(p, text, v.passed, a.max_lines):
+                kind, rank = kind_rank
+                found[kind].append((rank, len(found[kind]), dict(problem=p, text=text, ids=ids, source=src, passed=v.passed, eos=ids[-1] in a.eos)))
+        if all(len({c[2]["problem"].task_id for c in found[k] if all(c[0][:-1])}) >= need[k] for k in found):
+            break
+    chosen = []
+    for kind, n in need.items():
+        tasks = set()
+        for _, _, c in sorted(found[kind], key=lambda c: (c[0], -c[1]), reverse=True):  # ties: the first found
+            if len(tasks) < n and c["problem"].task_id not in tasks:
+                tasks.add(c["problem"].task_id)
+                chosen.append(c)
+        if len(tasks) < n:
+            what = "passing responses" if kind == "pass" else "failing responses with a planted slip"
+            raise SystemExit(f"anatomy.py: found {len(tasks)} of {n} {what} (distinct tasks, at most {a.max_lines} lines) among {len(problems)} "
+                             f"{a.split} tasks ({a.responses}); raise --max_tasks, --samples or --max_lines")
+    return chosen
+
+
+# ------------------------------------------------------------------ the method, applied to one response
+def search(labeler, tok, problem, text, a):
+    """Paper 3: a failing response's first unrecoverable line by binary search, with label_prm_data.py's own search
+    (its prefixes in whole tokens, best-of-K in two waves, the probes in the order asked). Returns (correct code
+    lines, [[m, correct, completions judged]])."""
+    row = {"response": text, "_i": 0, "_code": [s for s in sandbox.split_steps(text) if not s[2]], "checks": 0,
+           "programs": 0, "probes": []}
+    lpd.search(labeler, tok, [problem], [sandbox.prompt_ids(tok, problem.prompt)], [sandbox.stop_strings(problem)], [row], a,
+               {"sample": 0.0, "judge": 0.0})
+    return row["correct_steps"], row["probes"]
+
+
+@torch.no_grad()
+def trace(c, tok, prm, critics, targs):
+    """Phases 2-5 of train_psgpo.py for one response: outcome reward, Eq. 3 on the PRM's line scores, the
+    critics' values V(s_t), GAE. Returns (line ends, R_phi per line, Eq. 3's rewards [R], all rewards [R], {critic: (values [R], advantages [R])})."""
+    prompt = sandbox.prompt_ids(tok, c["problem"].prompt)
+    P, R = len(prompt), len(c["ids"])
+    seq = torch.tensor([prompt + c["ids"]])                                      # [1, P + R]
+    mask, rmask = torch.ones_like(seq), torch.ones(1, R)                         # [1, P + R], [1, R]
+    response, steps = seq[:, P:], sandbox.split_steps(c["text"])
+    passed = torch.tensor([float(c["passed"])])
+    rewards = torch.zeros(1, R)
+    rewards[0, R - 1] += passed[0]                                               # phase 2: outcome reward on the last token
+    scores = tp.forward(prm, seq, mask)[:, P:, 0]                                # [1, R]: R_phi(x, y<=t) after token t
+    dense, step_scores = tp.place_dense_rewards(tok, response, [R], [steps], scores, [c["problem"]], [c["text"]], passed, targs)
+    rewards += dense                                                             # phase 3: Eq. 3 on each code line's last token
+    out = {}
+    for name, value in critics.items():
+        values = tp.token_values(value, seq, mask, P) * rmask                    # [1, R]: V(s_t), phase 4
+        adv, _ = tp.compute_gae(rewards * rmask, values, rmask, targs.gamma, targs.gae_lambda)  # phase 5 (KL: kl_coef 0)
+        out[name] = (values[0], adv[0])
+    return sandbox.line_end_tokens(tok, c["ids"], steps), step_scores[0], dense[0], rewards[0], out
+
+
+def table(c, ends, scores, dense, rewards, critics):
+    """One dict per line (and one for the last token): every column of the picture."""
+    text, steps = c["text"], sandbox.split_steps(c["text"])
+    exact = sandbox.demo.oracle_step_scores(c["problem"], text)
+    indent = min(len(text[b:e]) - len(text[b:e].lstrip(" ")) for b, e, _ in steps)
+    probe_at = {m: (i + 1, ok, k) for i, (m, ok, k) in enumerate(c["probes"])}
+    rows, code_seen, start = [], 0, 0
+    for i, ((b, e, neutral), t) in enumerate(zip(steps, ends)):
+        code_seen += not neutral
+        line = text[b:e].rstrip("\n")
+        rows.append({"line": i + 1, "text": line[indent:], "slip": sandbox.demo.planted_kind(c["problem"], line),
+                     "exact": int(exact[i]), "search": c["labels"][i], "probe": None if neutral else probe_at.get(code_seen),
+                     "R_phi": scores[i], "r": dense[t].item(), "neutral": neutral,
+                     **{f"V {k}": v[t].item() for k, (v, _) in critics.items()},
+                     **{f"A {k}": adv[start:t + 1].mean().item() for k, (_, adv) in critics.items()}})
+        start = t + 1
+    last = len(c["ids"]) - 1  # the response's last token (its EOS): the outcome reward; A over the tokens after the last line
+    rows.append({"line": "end", "text": f"{'<EOS>' if c['eos'] else '(its last token)'}: the outcome reward", "slip": None,
+                 "exact": None, "search": None, "probe": None, "R_phi": None, "r": (rewards - dense)[last].item(), "neutral": True,
+                 **{f"V {k}": v[last].item() for k, (v, _) in critics.items()},
+                 **{f"A {k}": adv[min(start, last):].mean().item() for k, (_, adv) in critics.items()}})
+    return rows
+
+
+def main():
+    a = sandbox.parse_args(Args)
+    for flag, path, tokenizer in (("sft", a.sft, True), ("label_policy", a.label_policy, False), ("prm", a.prm, False),
+                                  ("psgpo", os.path.join(a.psgpo, "value"), False)):
+        try:
+            sandbox.find_model(path, tokenizer=tokenizer)
+        except sandbox.DataError as e:
+            raise SystemExit(f"anatomy.py: --{flag} {e} (run the quick start, bash run_demo.sh, first)")
+    set_seed(a.seed)
+    problems = sandbox.load_problems("demo", a.split)
+    random.Random(a.seed).shuffle(problems)
+    problems = problems[:a.max_tasks]
+    tok, a.eos = sandbox.load_tokenizer(a.sft)  # every stage saves the SFT policy's tokenizer with its model
+    a.rank, a.chat_template = 0, False  # label_prm_data's search reads these of its args, with batch_size, k, ...
+    load = lambda cls, path, **kw: sandbox.load_model(cls, path, "cpu", torch.float32, **kw).eval()  # noqa: E731
+    # 1. the responses: a passing one and failing ones with a planted slip, sampled from the SFT policy
+    chosen = pick(load(AutoModelForCausalLM, a.sft), tok, problems, a)
+
+    # 2. the binary search's labels, each prefix checked by the labeling policy's completions (label_prm_data.py)
+    labeler = load(AutoModelForCausalLM, a.label_policy)
+    for c in chosen:
+        code = [s for s in sandbox.split_steps(c["text"]) if not s[2]]
+        c["correct"], c["probes"] = (len(code), []) if c["passed"] else search(labeler, tok, c["problem"], c["text"], a)
+        c["labels"] = lpd.step_labels(sandbox.split_steps(c["text"]), c["passed"], c["correct"])
+
+    # 3. the PRM's line scores, Eq. 3, the critic as PSGPO starts it (a copy of the PRM) and as it ends, GAE (train_psgpo.py)
+    targs = tp.Args(policy=a.sft, prm=a.prm, value_init="prm")  # train_psgpo.py's defaults: lam 0.25 / 0.025, 1/T, gamma 1, GAE lambda 0.95
+    prm = load(AutoModelForTokenClassification, a.prm)
+    critics = {"before": tp.init_value_model(targs, lambda cls, path, dtype, **kw: load(cls, path, **kw)),
+               "after": load(AutoModelForTokenClassification, os.path.join(a.psgpo, "value"))}
+    for c in chosen:
+        c["rows"] = table(c, *trace(c, tok, prm, critics, targs))
+    print(markdown(chosen, a, targs))
+    draw(chosen, a, targs)
+    print(f"wrote {a.out}")
+
+
+# ------------------------------------------------------------------ output: markdown and the picture
+COLUMNS = [  # key, header in the picture, width in inches (None: the line's text, as wide as the longest)
+    ("line", "#", 0.32), ("text", "line of the response", None), ("exact", "exact", 0.52), ("search", "search", 0.56),
+    ("probe", "search probe", 1.0), ("R_phi", "PRM $R_\\phi$", 0.62), ("r", "reward $r_t$", 0.72),
+    ("V before", "before", 0.66), ("V after", "after", 0.66), ("A before", "V before", 0.7), ("A after", "V after", 0.7)]
+GROUPS = [("exact", "search", "line labels (section 3)"), ("probe", "probe", ""), ("R_phi", "r", "PRM, Eq. 3"),
+          ("V before", "V after", "critic V(s_t)"), ("A before", "A after", "GAE advantage, with")]
+ORDINAL = {1: "1st", 2: "2nd", 3: "3rd"}
+
+
+def header(c, a, targs):
+    p, code = c["problem"], sum(not s[2] for s in sandbox.split_steps(c["text"]))
+    slips = [f"line {r['line']} ({r['slip']})" for r in c["rows"] if r["slip"]]
+    verdict = "passes its tests: outcome reward 1" if c["passed"] else "fails its tests: outcome reward 0"
+    lam = targs.lam_pass if c["passed"] else targs.lam_fail
+    first = (f"{p.task_id} ({c['source']}) {verdict}; T = {code} code lines, lam = {lam}"
+             + (f"; planted slip on {', '.join(slips)}" if slips else ""))
+    if c["passed"]:
+        second = "Binary search: not needed, every prefix of a passing program can be completed: every code line is labeled +1."
+    else:
+        line_of = [r["line"] for r in c["rows"] if not r["neutral"]]  # code line m is the picture's line line_of[m - 1]
+        asked = " -> ".join(f"m = {m} (line {line_of[m - 1]}) {'yes' if ok else 'no'} ({k} completions judged)"
+                            for m, ok, k in c["probes"]) or "nothing to ask"
+        second = (f"Binary search over code lines 1-{code - 1} (the whole response is known to fail): {asked}. Correct prefix: "
+                  f"{c['correct']} code line{'s' * (c['correct'] != 1)}; first unrecoverable: code line {c['correct'] + 1} (line {line_of[c['correct']]}).")
+    return first, second
+
+
+def cell(r, key, digits=3):
+    """A cell's text; markdown gives more digits (the tests check the numbers)."""
+    v = r[key]
+    if v is None or (key == "r" and r["neutral"] and r["line"] != "end"):  # a neutral line earns no dense reward
+        return ""
+    if key == "r" and r["line"] == "end" and digits == 3:
+        return f"{v:g}"
+    if key == "probe":
+        i, ok, k = v
+        return f"{ORDINAL.get(i, f'{i}th')}: {'yes' if ok else 'no'} of {k}"
+    if key in ("exact", "search"):
+        return f"{v:+d}" if v else "0"
+    return f"{v:+.{digits + (key == 'r')}f}" if isinstance(v, float) else str(v)
+
+
+def markdown(chosen, a, targs):
+    names = ["line", "text", "exact", "search", "probe (order: answer, of completions)", "R_phi", "r_t", "V before (PRM copy)",
+             "V after (trained)", "A with V before", "A with V after"]
+    out = []
+    for c in chosen:
+        first, second = header(c, a, targs)
+        out += [f"\n### {first}", "", second, "", "| " + " | ".join(names) + " |", "|---" * len(names) + "|"]
+        for r in c["rows"]:
+            cells = [cell(r, k, digits=5) for k, _, _ in COLUMNS]
+            cells[1] = "`" + r["text"].replace("|", "\\|") + "`" + (f" (slip: {r['slip']})" if r["slip"] else "")
+            out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def draw(chosen, a, targs):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LinearSegmentedColormap
+    cmap = LinearSegmentedColormap.from_list("rwg", ["#e57373", "#ffffff", "#66bb6a"])
+    mono = 0.6 * 9 / 72  # inches per character of 9 pt DejaVu Sans Mono
+    chars = max(len(r["text"]) + (len(r["slip"]) + 10 if r["slip"] else 0) for c in chosen for r in c["rows"])
+    widths = [w if w else max(2.3, mono * chars + 0.15) for _, _, w in COLUMNS]
+    W = sum(widths) + 0.3
+    wrap = lambda text, pt, em=0.57: textwrap.wrap(text, int((W - 0.3) / (em * pt / 72)))  # noqa: E731  (DejaVu Sans: ~0.57 em a character, bold ~0.63)
+    # the colour scale of each column: labels and R_phi on the labels' [-1, 1]; r, V and A on the largest |value| shown
+    big = lambda keys: max([abs(r[k]) for c in chosen for r in c["rows"] for k in keys if isinstance(r[k], float)] + [1e-9])  # noqa: E731
+    scale = {"exact": 1, "search": 1, "R_phi": 1, "r": big(["r"]), "V before": big(["V before", "V after"]),
+             "V after": big(["V before", "V after"]), "A before": big(["A before", "A after"]), "A after": big(["A before", "A after"])}
+    heads = [(wrap(first, 10, 0.63), wrap(second, 8.6)) for first, second in (header(c, a, targs) for c in chosen)]
+    note = [line for part in footnote(a, targs) for line in wrap(part, 7.8)]
+    row, top = 0.25, 0.72
+    H = top + sum(0.17 * len(f) + 0.15 * len(s) + 0.12 + 0.5 + row * len(c["rows"]) + 0.3 for c, (f, s) in zip(chosen, heads)) + 0.148 * len(note) + 0.1
+    fig = plt.figure(figsize=(W, H))
+    ax = fig.add_axes([0, 0, 1, 1])
+    ax.set_xlim(0, W), ax.set_ylim(H, 0), ax.axis("off")
+    ax.text(0.15, 0.28, "Anatomy of PSGPO, line by line: labels, PRM, Eq. 3, critic, GAE", fontsize=13, weight="bold", va="center")
+    ax.text(0.15, 0.54, f"policy {a.sft} · labeling policy {a.label_policy} · PRM {a.prm} · trained critic {a.psgpo}/value",
+            fontsize=8.6, va="center", color="#444")
+    y = top
+    x0 = [0.15 + sum(widths[:i]) for i in range(len(widths))]  # each column's left edge
+    col = {key: i for i, (key, _, _) in enumerate(COLUMNS)}
+    for c, (first, second) in zip(chosen, heads):
+        for line in first:
+            ax.text(0.15, y + 0.085, line, fontsize=10, weight="bold", va="center", color="#1b5e20" if c["passed"] else "#b71c1c")
+            y += 0.17
+        for line in second:
+            ax.text(0.15, y + 0.075, line, fontsize=8.6, va="center")
+            y += 0.15
+        y += 0.12
+        for lo, hi, title in GROUPS:  # column groups above the column headers
+            left, right = x0[col[lo]] + 0.04, x0[col[hi]] + widths[col[hi]] - 0.04
+            if title:
+                ax.text((left + right) / 2, y + 0.09, title, fontsize=7.8, ha="center", va="center", color="#555")
+                ax.plot([left, right], [y + 0.19] * 2, color="#aaa", lw=0.7)
+        for (key, title, _), x, w in zip(COLUMNS, x0, widths):
+            ax.text(x + (0.05 if key == "text" else w / 2), y + 0.33, title, fontsize=8.6, weight="bold", va="center",
+                    ha="left" if key == "text" else "center")
+        ax.plot([0.15, W - 0.15], [y + 0.48] * 2, color="#777", lw=0.8)
+        y += 0.5
+        for r in c["rows"]:
+            for (key, _, _), x, w in zip(COLUMNS, x0, widths):
+                v, txt = r[key], cell(r, key)
+                if key == "probe" and v:
+                    face = cmap(1.0 if v[1] else 0.0)
+                elif key in scale and txt:
+                    face = cmap(0.5 + 0.5 * max(-1.0, min(1.0, v / scale[key])))
+                else:
+                    face = "white"
+                ax.add_patch(plt.Rectangle((x + 0.012, y + 0.015), w - 0.024, row - 0.03, facecolor=face, edgecolor="none"))
+                if key == "text":
+                    ax.text(x + 0.05, y + row / 2, txt, fontsize=9, family="monospace", va="center",
+                            color="#777" if r["neutral"] else "black", style="italic" if r["line"] == "end" else "normal")
+                    if r["slip"]:
+                        ax.text(x + 0.05 + mono * (len(txt) + 1), y + row / 2, f"<- slip: {r['slip']}", fontsize=8, va="center",
+                                color="#b71c1c", weight="bold")
+                else:
+                    ax.text(x + w / 2, y + row / 2, txt, fontsize=9, va="center", ha="center")
+            y += row
+        y += 0.3
+    ax.text(0.15, y - 0.05, "\n".join(note), fontsize=7.8, va="top", linespacing=1.35, color="#333")
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    fig.savefig(a.out, dpi=150)
+    plt.close(fig)
+
+
+def footnote(a, targs):
+    parts = [
+        "exact: the demo's exact step scorer (sandbox.demo.oracle_step_scores): +1 while every code line so far computes the reference's value, -1 from the first that does not, 0 for a neutral line (a comment).",
+        f"search label: paper section 3, Algorithm 1 / Fig. 2 (label_prm_data.binary_search_first_error, step_labels): the prefix through code line m is correct when at least one of K = {a.k} completions "
+        f"sampled by the labeling policy passes the tests (best-of-K, {a.k_first} first, the rest only if none passed); +1 up to the last correct prefix, -1 after, 0 neutral. "
+        "search probe: the search's question on the prefix through that line (1st, 2nd, ...: the order asked; yes / no: did one of the completions pass; of how many were judged: the first wave's k_first, or all K).",
+        "PRM R_phi: the PRM's score R_phi(x, y<=m) on the token holding the line's last character (sandbox.line_end_tokens: where train_prm.py puts the line's label).",
+        f"reward r_t: Eq. 3's dense reward r_m = lam * clip(R_phi, -1, 1) / T on that token (train_psgpo.dense_reward; lam {targs.lam_fail} for a failing response, {targs.lam_pass} for a passing one, "
+        "T its code lines; neutral lines earn nothing); last row: the outcome reward (1 passes, 0 fails) on the response's last token (section 4.1).",
+        "V before / after: the critic's V(s_t) at that token (the value head at the column before it: the state before the token); before = PSGPO's starting critic, "
+        "a copy of the PRM (train_psgpo.init_value_model, value init, section 4.1), so V(s_t) = R_phi(x, y<t); after = the trained critic (--psgpo's value/).",
+        f"A: GAE advantages (train_psgpo.compute_gae, gamma {targs.gamma:g}, lambda {targs.gae_lambda}) on rewards = outcome + Eq. 3 (the demo's KL is in the loss: kl_coef 0), "
+        "mean over the line's tokens (last row: the tokens after the last line), with each critic's values; PSGPO whitens them over its batch before the clipped loss (masked_whiten).",
+        "Colours: green > 0, red < 0; labels and R_phi on [-1, 1], the other columns on the largest |value| in the picture (V and A: one scale for both critics)."]
+    return parts
+
+
+if __name__ == "__main__":
+    main()
