@@ -65,12 +65,13 @@ class Args:
     revision: str = field(default=None, metadata={"help": (
         "Hub revision (branch, tag or commit) of Hub ids given as --model")})
     threads: int = field(default=2, metadata={"help": "torch CPU threads"})
-    workers: int = field(default=2, metadata={"help": "judge worker processes"})
+    workers: int = field(default=0, metadata={"help": "judge worker processes per rank (0: this node's cores over its ranks)"})
     timeout: float = field(default=3.0, metadata={"help": "seconds per program (per stdin test)"})
 
     def __post_init__(self):  # a value out of range stops here, in one line naming the flag, before anything loads
-        sandbox.check_flags(self, positive="temperature max_new_tokens batch_size threads workers timeout",
-                            nonnegative="max_problems n", choices={"device": ("cpu", "cuda")})
+        sandbox.check_flags(self, positive="temperature max_new_tokens batch_size threads timeout",
+                            nonnegative="max_problems n workers", choices={"device": ("cpu", "cuda")})
+        self.workers = self.workers or sandbox.cores_per_rank()
         edges = self.length_edges.split(",") if self.length_edges else []
         if not all(e.strip().isdigit() for e in edges) or [int(e) for e in edges] != sorted({int(e) for e in edges}):
             raise ValueError(f"--length_edges must be increasing whole numbers like 50,100,200, not {self.length_edges!r}")
@@ -237,8 +238,9 @@ def main():
     # torchrun: the ranks generate apart and meet once per model (the gloo group is only for that)
     args.rank, world, args.device = sandbox.start_ranks(args.device, meet_only=True, threads=args.threads)
     set_seed(args.seed)
-    with sandbox.bad_data_exits():
+    with sandbox.bad_data_exits():  # the judge on programs of known verdict first
         problems = sandbox.load_problems(args.dataset, args.split)
+        sandbox.self_test(problems, args.workers, args.timeout)
     if args.max_problems:
         problems = problems[:args.max_problems]
     if args.oracle and not all(p.solution for p in problems):

@@ -66,7 +66,7 @@ class Args:
     neutral_comments: bool = field(default=True, metadata={"help": (
         "label neutral lines (comments, docstrings) 0 (the paper's neutral labeling); false: they take their prefix's"
         " label (shows the comment hack)")})
-    workers: int = field(default=2, metadata={"help": "judge worker processes"})
+    workers: int = field(default=0, metadata={"help": "judge worker processes per rank (0: this node's cores over its ranks)"})
     timeout: float = field(default=3.0, metadata={"help": "seconds per program"})
     device: str = field(default="cpu", metadata={"help": "cpu | cuda"})
     bf16: bool = field(default=False, metadata={"help": (
@@ -78,10 +78,11 @@ class Args:
     seed: int = field(default=1, metadata={"help": "random seed"})
 
     def __post_init__(self):  # a value out of range stops here, in one line naming the flag, before anything loads
-        sandbox.check_flags(self, positive="n k temperature prefix_temperature max_new_tokens batch_size chunk workers "
-                                           "timeout", nonnegative="k_first",
+        sandbox.check_flags(self, positive="n k temperature prefix_temperature max_new_tokens batch_size chunk timeout",
+                            nonnegative="k_first workers",
                             choices={"select": ("full", "remove_hard", "medium_only", "revised_only"),
                                      "device": ("cpu", "cuda")})
+        self.workers = self.workers or sandbox.cores_per_rank()
         for name, lowest in (("max_prompts", 1), ("max_passing", 0)):  # -1: all
             if getattr(self, name) != -1 and getattr(self, name) < lowest:
                 raise ValueError(f"--{name} must be >= {lowest} or -1 (all), not {getattr(self, name)}")
@@ -316,8 +317,9 @@ def main():
     # torchrun: the ranks label apart and meet once, at the end (the gloo group is only for that)
     args.rank, world, args.device = sandbox.start_ranks(args.device, meet_only=True)
     set_seed(args.seed + args.rank)
-    with sandbox.bad_data_exits():
+    with sandbox.bad_data_exits():  # the judge on programs of known verdict: a judge failing all would label all -1
         problems = sandbox.load_problems(args.dataset, args.split)
+        sandbox.self_test(problems, args.workers, args.timeout)
     random.Random(args.seed).shuffle(problems)
     problems = problems[:args.max_prompts] if args.max_prompts >= 0 else problems
     with sandbox.bad_data_exits("--policy "):  # every policy up front, not after hours of labeling

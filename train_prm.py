@@ -68,9 +68,10 @@ class Args:
     revision: str = field(default=None, metadata={"help": (
         "Hub revision (branch, tag or commit) of a Hub id given as --init")})
     seed: int = field(default=1, metadata={"help": "random seed"})
+    dist_timeout: float = field(default=60, metadata={"help": "under torchrun: minutes a rank waits for the others in a collective"})
 
     def __post_init__(self):  # a value out of range stops here, in one line naming the flag, before anything loads
-        sandbox.check_flags(self, positive="epochs batch_size lr max_len", nonnegative="warmup show",
+        sandbox.check_flags(self, positive="epochs batch_size lr max_len dist_timeout", nonnegative="warmup show",
                             fraction="holdout",
                             choices={"labels": ("process", "outcome"), "rows": ("selected", "all"),
                                      "device": ("cpu", "cuda")})
@@ -188,7 +189,11 @@ def main():
     args = sandbox.parse_args(Args)
     if args.fsdp != ("RANK" in os.environ):
         sandbox.fail("--fsdp true shards the model across torchrun's ranks: use both or neither")
-    rank, world, args.device = sandbox.start_ranks(args.device)
+    if os.path.exists(os.path.join(args.out, "metrics.json")):
+        sandbox.fail(f"{args.out} already holds a trained PRM (metrics.json): choose another --out")
+    with sandbox.bad_data_exits("--init "):  # a local folder, or a Hub id fetched by every rank before they meet
+        sandbox.find_model(args.init, args.revision)
+    rank, world, args.device = sandbox.start_ranks(args.device, timeout_minutes=args.dist_timeout)
     set_seed(args.seed)
     folder = os.path.isdir(args.data)
     every, kept = (os.path.join(args.data, f) for f in ("rows.jsonl", "labels.jsonl"))  # label_prm_data.py's two files
@@ -200,8 +205,6 @@ def main():
     held = lambda r: zlib.crc32(f"{args.seed}/{r['prompt']}".encode()) % 10000 < args.holdout * 10000  # noqa: E731
     train = [r for r in train_rows if not held(r)]
     test = [r for r in all_rows if held(r)]
-    with sandbox.bad_data_exits("--init "):  # a local folder or a Hub id
-        sandbox.find_model(args.init, args.revision)
     tok, _ = sandbox.load_tokenizer(args.init, args.revision)
     # fp32 weights (--bf16 autocasts); a fresh scalar head on the policy's body
     model = sandbox.load_model(AutoModelForTokenClassification, args.init, args.device, torch.float32, args.revision,

@@ -102,16 +102,18 @@ class Args:
     save_every: int = field(default=4, metadata={"help": (
         "checkpoint every N iterations (and at the end): the demo labels from 4 of them")})
     resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in --out"})
-    workers: int = field(default=2, metadata={"help": "judge worker processes per rank"})
+    workers: int = field(default=0, metadata={"help": "judge worker processes per rank (0: this node's cores over its ranks)"})
     timeout: float = field(default=3.0, metadata={"help": "seconds per program"})
+    dist_timeout: float = field(default=60, metadata={"help": "under torchrun: minutes a rank waits for the others in a collective"})
 
     def __post_init__(self):  # a value out of range stops here, in one line naming the flag, before anything loads
         sandbox.check_flags(self, positive="iterations batch_size minibatch_size ppo_epochs lr value_lr clip vf_clip "
-                                           "temperature max_new_tokens save_every workers timeout group_size",
-                            nonnegative="warmup critic_warmup kl_coef kl_loss_coef lam_fail lam_pass",
+                                           "temperature max_new_tokens save_every timeout group_size dist_timeout",
+                            nonnegative="warmup critic_warmup kl_coef kl_loss_coef lam_fail lam_pass workers",
                             fraction="gamma gae_lambda",
                             choices={"value_init": ("prm", "policy"), "value_scale": ("prm", "returns"),
                                      "advantage": ("gae", "group"), "device": ("cpu", "cuda")})
+        self.workers = self.workers or sandbox.cores_per_rank()
         g, world = self.group_size if self.advantage == "group" else 1, int(os.environ.get("WORLD_SIZE", 1))
         if self.advantage == "group" and self.group_size < 2:
             raise ValueError(f"--group_size must be >= 2 with --advantage group (the leave-one-out baseline's group), "

@@ -26,8 +26,9 @@ import sandbox
 
 def start(args):
     """torchrun (RANK set): one process per rank, each sampling its own prompts, gradients all-reduced (DDP) or
-    sharded (FSDP2). Checks the flags, the output folder, the models and the problems before any model loads;
-    seeds. Returns (rank, world, device, problems)."""
+    sharded (FSDP2). Before any model loads and before the ranks meet: the output folder, the models (a Hub id is
+    downloaded here, by every rank), the problems and the judge (sandbox.self_test); then the ranks, and the seeds.
+    Returns (rank, world, device, problems)."""
     if args.fsdp and "RANK" not in os.environ:
         sandbox.fail("--fsdp shards across ranks: run it under torchrun")
     if args.prm == "oracle" and args.value_init == "prm":
@@ -35,9 +36,10 @@ def start(args):
     used = glob.glob(os.path.join(args.out, "ckpt-[0-9][0-9][0-9][0-9]")) or os.path.exists(os.path.join(args.out, "log.jsonl"))
     if used and not args.resume:
         sandbox.fail(f"{args.out} already holds a run (log.jsonl, ckpt-NNNN/): --resume true continues it; or choose another --out")
-    with sandbox.bad_data_exits():
+    with sandbox.bad_data_exits():  # the judge on programs of known verdict: a judge failing all would train on zeros
         sandbox.find_model(args.policy, args.revision)
         problems = sandbox.load_problems(args.dataset, args.split)
+        sandbox.self_test(problems, args.workers, args.timeout)
     if args.prm == "oracle" and not sandbox.is_demo(args.dataset):
         sandbox.fail(f"--prm oracle scores demo tasks only, not {args.dataset!r}")
     if (args.dense_reward or args.value_init == "prm") and args.prm != "oracle":
@@ -47,7 +49,7 @@ def start(args):
             sandbox.fail(f"{args.prm}: --prm must be a token-classification model with one output (train_prm.py writes one)")
         if sandbox.load_tokenizer(args.prm, args.revision)[0].get_vocab() != sandbox.load_tokenizer(args.policy, args.revision)[0].get_vocab():
             sandbox.fail(f"{args.prm} and {args.policy} have different tokenizers; train the PRM from this policy")
-    rank, world, device = sandbox.start_ranks(args.device)
+    rank, world, device = sandbox.start_ranks(args.device, timeout_minutes=args.dist_timeout)
     random.seed(args.seed + rank), np.random.seed(args.seed + rank), torch.manual_seed(args.seed + rank)
     return rank, world, device, problems
 
@@ -129,7 +131,8 @@ def max_over_ranks(x, world, device):
 
 
 def newest_checkpoint(args):
-    """With --resume: the newest complete ckpt-NNNN/ in --out (never a half-written ckpt-NNNN.tmp), else None."""
+    """With --resume: the newest complete ckpt-NNNN/ in --out (never a half-written ckpt-NNNN.tmp), else None. Only the
+    newest keeps the optimizers' state (save), so it is the one a run resumes from."""
     ckpts = sorted(glob.glob(os.path.join(args.out, "ckpt-[0-9][0-9][0-9][0-9]"))) if args.resume else []
     return ckpts[-1] if ckpts else None
 
@@ -139,7 +142,9 @@ def save(out, it, policy, value, tok, opts, scheds, log_rows, rank, world, fsdp,
     trainer_state.pt: optimizers, schedulers, the log, each rank's RNGs. Written under ckpt-NNNN.tmp and renamed
     when complete, so a run cut off while saving never resumes from half a checkpoint. Every rank calls it.
     FSDP: the HF folders from the full weights gathered on rank 0, the optimizers' shards with
-    torch.distributed.checkpoint in optim/ (each rank writes its own)."""
+    torch.distributed.checkpoint in optim/ (each rank writes its own). Once the new one is complete, the older ones
+    drop trainer_state.pt and optim/ (two fp32 AdamW moments per trained weight: 122 GB at 7B) and keep their model
+    folders, which labeling and evaluation read."""
     ckpt, tmp = os.path.join(out, f"ckpt-{it:04d}"), os.path.join(out, f"ckpt-{it:04d}.tmp")
     rngs = [{"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
              "cuda": torch.cuda.get_rng_state(device) if device.startswith("cuda") else None}] * world
@@ -157,6 +162,10 @@ def save(out, it, policy, value, tok, opts, scheds, log_rows, rank, world, fsdp,
         torch.save({"iteration": it, "opts": None if fsdp else [o.state_dict() for o in opts], "scheds": [s.state_dict() for s in scheds],
                     "ranks": rngs, "log_rows": log_rows}, os.path.join(tmp, "trainer_state.pt"))
         os.replace(tmp, ckpt)
+        for old in sorted(glob.glob(os.path.join(out, "ckpt-[0-9][0-9][0-9][0-9]")))[:-1]:  # optimizers: the newest only
+            shutil.rmtree(os.path.join(old, "optim"), ignore_errors=True)
+            if os.path.exists(os.path.join(old, "trainer_state.pt")):
+                os.remove(os.path.join(old, "trainer_state.pt"))
     if world > 1:
         dist.barrier()
 

@@ -78,10 +78,11 @@ class Args:
     save_every: int = field(default=0, metadata={"help": "also save a checkpoint every N steps (0: only at the end)"})
     fsdp: bool = field(default=False, metadata={"help": (
         "under torchrun: shard the model with PyTorch FSDP2 (fully_shard), each batch split across ranks")})
+    dist_timeout: float = field(default=60, metadata={"help": "under torchrun: minutes a rank waits for the others in a collective"})
 
     def __post_init__(self):  # a value out of range stops here, in one line naming the flag, before anything loads
         sandbox.check_flags(self, positive="threads max_len vocab_size n_layer n_embd n_head steps batch_size lr "
-                                           "max_grad_norm",
+                                           "max_grad_norm dist_timeout",
                             nonnegative="max_problems warmup weight_decay save_every",
                             choices={"arch": ("llama", "gpt2"), "device": ("cpu", "cuda")})
 
@@ -163,8 +164,6 @@ def load_policy(args, texts):
                                  tie_word_embeddings=True, **ids)
         model = AutoModelForCausalLM.from_config(config).to(args.device)
         return sandbox.shard(model, args.bf16) if args.fsdp else model, tok
-    with sandbox.bad_data_exits("--model "):  # a local folder or a Hub id: config, tokenizer and weights
-        sandbox.find_model(args.model, args.revision)
     tok, _ = sandbox.load_tokenizer(args.model, args.revision)
     # fp32 weights (--bf16 autocasts); FSDP: sharded as they load
     model = sandbox.load_model(AutoModelForCausalLM, args.model, args.device, torch.float32, args.revision, args.fsdp,
@@ -189,8 +188,11 @@ def main():
         sandbox.fail("--fsdp true shards the model across torchrun's ranks: use both or neither")
     if os.path.exists(os.path.join(args.out, "summary.json")):
         sandbox.fail(f"{args.out} already holds a trained policy (summary.json): choose another --out")
+    with sandbox.bad_data_exits("--model "):  # a local folder, or a Hub id fetched by every rank before they meet
+        if args.model:
+            sandbox.find_model(args.model, args.revision)
     threads = max(1, args.threads // int(os.environ.get("WORLD_SIZE", 1)))
-    rank, world, args.device = sandbox.start_ranks(args.device, threads=threads)
+    rank, world, args.device = sandbox.start_ranks(args.device, threads=threads, timeout_minutes=args.dist_timeout)
     set_seed(args.seed)
     t0 = time.time()
     with sandbox.bad_data_exits():

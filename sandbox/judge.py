@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
+from .problems import DataError, Problem
+
 
 VERDICTS = ("passed", "failed", "error", "timeout", "died")  # every status a verdict can have
 
@@ -127,6 +129,27 @@ def check_many(items, workers=2, timeout=3.0, mem_mb=1024, progress=False):
     if bar is not None:
         bar.close()
     return verdicts
+
+
+def cores_per_rank():
+    """The CPU cores this process may use, shared among torchrun's ranks on this node (the judge's default workers)."""
+    return max(1, len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+
+
+KNOWN = Problem("judge/add", "def add(a, b):\n", "    return a + b\n", "def check(candidate):\n    assert candidate(2, 3) == 5\n", "add")
+FAILS = "\nraise AssertionError('a program known to fail')\n"  # appended at module level: the program stops there
+
+
+def self_test(problems, workers=2, timeout=3.0, n=3):
+    """The judge on programs of known verdict, before a stage trusts it: a built-in task's solution and up to n of the
+    problems' reference solutions must pass, and each of them with a failing line appended must fail. A judge that
+    fails every program (a container where the uid drop, pidfd or seccomp behave differently) would otherwise give
+    PPO all-zero rewards and labeling -1 on every line, without a word. DataError with one line on a wrong verdict."""
+    cases = [(p, p.solution + tail, tail == "") for p in [KNOWN] + [p for p in problems if p.solution][:n] for tail in ("", FAILS)]
+    for (p, _, passes), v in zip(cases, check_many([(p, c) for p, c, _ in cases], workers, timeout)):
+        if v.passed != passes:
+            raise DataError(f"the judge's self-test: {p.task_id}'s {'reference solution' if passes else 'program known to fail'} was judged "
+                            f"{v.status} ({v.detail[:100]}); the sandbox does not work here (README: At real scale, the judge)")
 
 
 def check(problem, completion, timeout=3.0, mem_mb=1024):

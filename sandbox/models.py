@@ -6,6 +6,7 @@ time on it (`find_model`), torchrun's ranks (`start_ranks`, `stop_ranks`), FSDP2
 on its device (`load_model`, `shard`, `save_model`), and the one learning-rate schedule (`lr_schedule`).
 """
 import gc
+import importlib.util
 import math
 import os
 import sys
@@ -24,15 +25,22 @@ from .problems import DataError
 from .rules import end_response
 
 
+HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]  # a Hub model's config, weights, tokenizer
+
+
 def find_model(path, revision=None, tokenizer=True):
     """Check, before a stage spends time on it, that `path` - a local folder or a Hugging Face Hub id (at
     `revision`) - has a config, weights and (unless tokenizer=False) a tokenizer; DataError with one line if
-    not. A path that looks local fails at once, not after the Hub client's retries. Returns the config."""
+    not. A path that looks local fails at once, not after the Hub client's retries; a Hub id is downloaded into the
+    local cache here, before torchrun's ranks wait on each other. Returns the config."""
+    from huggingface_hub import snapshot_download
     from transformers.utils import cached_file
     looks_local = os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") > 1 or os.path.isdir(path.split("/")[0])
     if looks_local and not os.path.isfile(os.path.join(path, "config.json")):
         raise DataError(f"{path}: {'not a model folder (no config.json)' if os.path.isdir(path) else 'no such model folder'}")
     try:
+        if not looks_local:  # a Hub id: fetched into this node's cache now, by every rank before any collective (the Hub's
+            snapshot_download(path, revision=revision, allow_patterns=HUB_FILES)  # file locks share one download per node)
         config = AutoConfig.from_pretrained(path, revision=revision)
         if tokenizer and not AutoTokenizer.from_pretrained(path, revision=revision).vocab_size:  # no files: an empty one
             raise OSError("no tokenizer files")
@@ -154,14 +162,16 @@ def lr_schedule(opt, warmup, total=None, floor=0.0):
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def start_ranks(device, meet_only=False, threads=None):
+def start_ranks(device, meet_only=False, threads=None, timeout_minutes=60):
     """(rank, world, device) of this process. Under torchrun (RANK set) it joins the process group: NCCL on
     GPUs, gloo on the CPU or when the ranks work apart and only `meet_only` to merge results (no time limit on
-    the wait); --device cuda becomes this rank's own GPU. One process: (0, 1, device). CPU threads: `threads`,
-    or the 2 cores the demo is made for, shared among the ranks."""
+    the wait); a collective waits up to `timeout_minutes` for the slowest rank (NCCL's default, 10 minutes, is
+    shorter than rank 0 writing a 7B checkpoint); --device cuda becomes this rank's own GPU. One process: (0, 1,
+    device). CPU threads: `threads`, or the 2 cores the demo is made for, shared among the ranks."""
     rank, world = 0, 1
     if "RANK" in os.environ:
-        dist.init_process_group("gloo" if meet_only or device != "cuda" else "nccl", timeout=timedelta(hours=24) if meet_only else None)
+        dist.init_process_group("gloo" if meet_only or device != "cuda" else "nccl",
+                                timeout=timedelta(hours=24) if meet_only else timedelta(minutes=timeout_minutes))
         rank, world = dist.get_rank(), dist.get_world_size()
     if device == "cuda":
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
@@ -206,8 +216,9 @@ def load_model(cls, path, device, dtype=torch.float32, revision=None, fsdp=False
     builds it on the meta device and shards it, rank 0 alone reads the weights (into CPU memory), and they are
     broadcast into each rank's shards one tensor at a time; then the buffers (RoPE's inv_freq is not in the
     state dict, and to_empty leaves it undefined)."""
-    if not fsdp:
-        return cls.from_pretrained(path, dtype=dtype, revision=revision, **kw).to(device)
+    if not fsdp:  # straight to its device when accelerate is installed (transformers' device_map needs it)
+        placed = {"device_map": device} if importlib.util.find_spec("accelerate") else {}
+        return cls.from_pretrained(path, dtype=dtype, revision=revision, **placed, **kw).to(device)
     with torch.device("meta"):
         model = cls.from_config(AutoConfig.from_pretrained(path, revision=revision, **kw), dtype=dtype)
     shard(model, bf16).to_empty(device=device)

@@ -171,3 +171,29 @@ def test_torchrun_splits_the_prompts_and_resumes_from_rank_files(tmp_path, tiny_
     (tmp_path / "rows.rank0.jsonl").write_text("{not json\n")
     r = subprocess.run([sys.executable] + cmd(4)[5:], capture_output=True, text=True, cwd=lp.__file__.rsplit("/", 1)[0])
     assert r.returncode != 0 and "rows.rank0.jsonl:1: not a labeled row" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_run_that_keeps_no_rows_says_why(tmp_path, tiny_policy):
+    """A random policy fails every response from its first line: revised_only keeps nothing to train a PRM on, and the
+    run stops with one line saying so and why (before: exit 0 without a word); the summary's costs are never negative."""
+    r = subprocess.run([sys.executable, "label_prm_data.py", "--policy", tiny_policy("gpt2"), "--out", str(tmp_path), "--max_prompts", "2",
+                        "--n", "2", "--k", "2", "--max_new_tokens", "12", "--workers", "1"],
+                       capture_output=True, text=True, cwd=lp.__file__.rsplit("/", 1)[0])
+    assert r.returncode == 1, r.stderr[-1000:]
+    assert r.stderr.strip().splitlines()[-1] == ("label_prm_data.py: --select revised_only kept 0 of 4 labeled responses: 0 of 4 failing "
+                                                 "responses have a correct prefix (in the others no completion of any prefix passed: the "
+                                                 "policy cannot recover from their first line)")
+    summary = json.load(open(tmp_path / "summary.json"))
+    costs = [k for k in summary if k.endswith("_per_failing")]
+    assert summary["kept_rows"] == 0 and len(costs) == 4 and all(summary[k] >= 0 for k in costs)  # a response with no code line: 0
+    assert all(len(row["probes"]) == row["checks"] for row in map(json.loads, open(tmp_path / "rows.jsonl")))
+
+
+def test_a_response_without_code_costs_no_search():
+    """An empty response (an instruct model that closes its code block at once) is searched over max(0, L - 1) = 0
+    prefixes: the summary's linear-scan costs were negative before (L - 1 = -1)."""
+    rows = [{"task_id": "t", "passed": False, "steps": [], "checks": 0, "programs": 0, "correct_steps": 0},
+            {"task_id": "u", "passed": False, "steps": [[0, 5, False], [5, 9, True], [9, 15, False]], "checks": 1, "programs": 4,
+             "correct_steps": 1}]
+    s = lp.summarize(rows, {"sample": 0.0, "judge": 0.0})
+    assert s["linear_checks_per_failing"] == 0.5 and s["linear_programs_per_failing"] == 2.0 and s["max_checks_minus_bound"] == 0

@@ -1,6 +1,8 @@
 """sandbox (the package): loaders, the demo task family, verdicts (right, wrong, hostile), parallel order, steps."""
 import json
 import os
+import re
+import sys
 import time
 
 import pytest
@@ -534,3 +536,111 @@ def test_checkpoint_activations_same_gradients_no_deprecation(tiny_policy):
         model(input_ids=ids, labels=ids).loss.backward()
         grads.append([p.grad for p in model.parameters()])
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+
+
+def test_prefix_through_line_is_whole_tokens_through_the_lines_end(tiny_tokenizer):
+    """The prefix the binary search completes: a prefix of the response's own tokens, holding the text through the line
+    and no more (the demo's BPE merges a newline with the next line's indent: that token is left out then)."""
+    from train_sft import train_tokenizer
+    text = "    x1 = a + 1\n    x2 = x1 * 2\n    return x2\n"
+    steps = split_steps(text)
+    for tok in (train_tokenizer(["x"], 258), tiny_tokenizer):  # bytes only; a BPE whose tokens span lines
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        for a, b, _ in steps:
+            n, prefix = sandbox.prefix_through_line(tok, ids, (a, b, False))
+            assert prefix == tok.decode(ids[:n]) and text.startswith(prefix)
+            assert len(prefix) <= b and (n == len(ids) or len(tok.decode(ids[:n + 1])) > b)  # the next token goes past the line
+            assert len(prefix) == b or b - len(prefix) < len(tok.decode(ids[n:n + 1]))  # the rest of the line: the next token
+
+
+# ------------------------------------------------------------------ the command line every stage shares
+def test_lr_schedule_warms_up_then_holds_or_decays():
+    import torch
+    def lr(**kw):
+        return sandbox.lr_schedule(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), **kw).get_last_lr()[0]
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched, seen = sandbox.lr_schedule(opt, warmup=4), []
+    for _ in range(6):
+        seen.append(sched.get_last_lr()[0]), opt.step(), sched.step()
+    assert seen == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert lr(warmup=0) == 1.0  # no warm-up: full rate at once (it divided by zero before)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    sched, seen = sandbox.lr_schedule(opt, warmup=1, total=4, floor=0.1), []
+    for _ in range(6):
+        seen.append(sched.get_last_lr()[0]), opt.step(), sched.step()
+    assert seen[0] == 1.0 and seen[2] == pytest.approx(0.55) and seen[4:] == [pytest.approx(0.1)] * 2  # cosine to the floor
+
+
+def test_check_flags_names_the_flag_and_what_it_takes():
+    from types import SimpleNamespace as NS
+    sandbox.check_flags(NS(a=1, b=0.0, c=0.5, d="x"), positive="a", nonnegative="b", fraction="c", choices={"d": ("x", "y")})
+    for args, message in [(NS(a=0), "--a must be > 0, not 0"), (NS(a=float("nan")), "--a must be > 0, not nan"),
+                          (NS(a=True), "--a must be > 0, not True")]:
+        with pytest.raises(ValueError, match=message):
+            sandbox.check_flags(args, positive="a")
+    with pytest.raises(ValueError, match="--b must be >= 0, not -1"):
+        sandbox.check_flags(NS(b=-1), nonnegative="b")
+    with pytest.raises(ValueError, match="--c must be between 0 and 1, not 1.5"):
+        sandbox.check_flags(NS(c=1.5), fraction="c")
+    with pytest.raises(ValueError, match="--d must be x or y, not 'z'"):
+        sandbox.check_flags(NS(d="z"), choices={"d": ("x", "y")})
+
+
+BAD_FLAGS = [  # (script, argv, what the one line says): every stage, before anything loads or is written
+    ("train_psgpo", ["--iterations", "-3"], "--iterations must be > 0, not -3"),
+    ("train_psgpo", ["--batch_size", "0"], "--batch_size must be > 0, not 0"),
+    ("train_psgpo", ["--temperature", "0"], "--temperature must be > 0, not 0.0"),
+    ("train_psgpo", ["--gamma", "1.5"], "--gamma must be between 0 and 1, not 1.5"),
+    ("train_psgpo", ["--advantage", "group", "--batch_size", "6"], r"--batch_size \(6\) must be a multiple of --group_size x the ranks \(4\)"),
+    ("train_psgpo", ["--iterations", "three"], "argument --iterations: invalid int value: 'three'"),
+    ("label_prm_data", ["--k", "0"], "--k must be > 0, not 0"),
+    ("label_prm_data", ["--max_prompts", "0"], r"--max_prompts must be >= 1 or -1 \(all\), not 0"),
+    ("label_prm_data", ["--samples", "-2"], "--n must be > 0, not -2"),
+    ("label_prm_data", ["--select", "best"], "--select must be full or remove_hard or medium_only or revised_only, not 'best'"),
+    ("train_prm", ["--epochs", "0"], "--epochs must be > 0, not 0"),
+    ("train_prm", ["--holdout", "1.5"], "--holdout must be between 0 and 1, not 1.5"),
+    ("train_prm", ["--labels", "lines"], "--labels must be process or outcome, not 'lines'"),
+    ("evaluate", ["--max_new_tokens", "0"], "--max_new_tokens must be > 0, not 0"),
+    ("evaluate", ["--n", "-1"], "--n must be >= 0, not -1"),
+    ("evaluate", ["--length_edges", "50,a"], "--length_edges must be increasing whole numbers"),
+    ("train_sft", ["--steps", "0"], "--steps must be > 0, not 0"),
+    ("train_sft", ["--arch", "rnn"], "--arch must be llama or gpt2, not 'rnn'"),
+]
+
+
+@pytest.mark.parametrize("script, argv, message", BAD_FLAGS)
+def test_a_bad_flag_value_stops_at_the_door(monkeypatch, tmp_path, script, argv, message):
+    """One line naming the flag and what it takes, exit status 1, before any model loads: the output folder is not made."""
+    import importlib
+    module = importlib.import_module(script)
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", "--out", str(tmp_path / "out"), *argv])
+    with pytest.raises(SystemExit) as e:
+        module.main()
+    assert re.fullmatch(f"{script}.py: .*{message}.*", str(e.value)) and "\n" not in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_flag_is_one_line_on_the_real_command_line(tmp_path):
+    import subprocess
+    r = subprocess.run([sys.executable, "train_psgpo.py", "--batch_size", "0", "--out", str(tmp_path / "o")], capture_output=True, text=True,
+                       cwd=os.path.dirname(os.path.dirname(sandbox.__file__)))
+    assert r.returncode == 1 and r.stderr == "train_psgpo.py: --batch_size must be > 0, not 0\n" and not (tmp_path / "o").exists()
+
+
+def test_the_judges_self_test_stops_a_judge_that_fails_everything_or_passes_everything(monkeypatch):
+    problems = load_problems("demo", "test")
+    sandbox.self_test(problems, workers=1)  # the real judge: references pass, the failing copies fail
+    for status in ("error", "passed"):
+        monkeypatch.setattr(sandbox.judge, "check_many", lambda items, *a, s=status: [sandbox.Verdict(s == "passed", s, "")] * len(items))
+        with pytest.raises(DataError, match=r"the judge's self-test: judge/add's (reference solution|program known to fail) was judged"):
+            sandbox.self_test(problems)
+
+
+def test_judge_workers_default_to_the_cores_of_each_local_rank(monkeypatch):
+    cores = len(os.sched_getaffinity(0))
+    assert sandbox.cores_per_rank() == cores
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(2 * cores))
+    assert sandbox.cores_per_rank() == 1
+    import train_psgpo
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert train_psgpo.Args().workers == cores and train_psgpo.Args(workers=3).workers == 3

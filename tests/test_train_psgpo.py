@@ -454,3 +454,14 @@ def test_bench_psgpo_under_torchrun_with_fsdp(tmp_path):
     assert report["engine"] == "fsdp2" and report["gpus"] == 2 and report["iterations_averaged"] == 1
     assert json.load(open(tmp_path / "run" / "args.json"))["batch_size"] == 8  # 4 per GPU
     assert all(report[f"time/{p}"] > 0 for p in ("generate", "score", "update"))
+
+
+def test_only_the_newest_checkpoint_keeps_the_optimizers(monkeypatch, tmp_path, tiny_policy):
+    """Older checkpoints keep the model folders labeling and evaluation read, not the optimizers' state (at 7B two fp32
+    AdamW moments per trained weight): the newest one is what a run resumes from."""
+    run(monkeypatch, "--policy", tiny_policy("gpt2"), "--dense_reward", "false", "--value_init", "policy", "--out", tmp_path, *SMALL[:-4],
+        "--iterations", 3, "--save_every", 1, "--warmup", 1)
+    for it, newest in ((1, False), (2, False), (3, True)):
+        ckpt = tmp_path / f"ckpt-{it:04d}"
+        assert (ckpt / "model.safetensors").exists() and (ckpt / "value" / "model.safetensors").exists()
+        assert (ckpt / "trainer_state.pt").exists() == newest
