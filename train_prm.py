@@ -187,7 +187,7 @@ def show(rows, step_scores, n):
 
 def main():
     args = sandbox.parse_args(Args)
-    if args.fsdp != ("RANK" in os.environ):
+    if args.fsdp != ("RANK" in os.environ):  # this stage's ranks exist to shard one model
         sandbox.fail("--fsdp true shards the model across torchrun's ranks: use both or neither")
     if os.path.exists(os.path.join(args.out, "metrics.json")):
         sandbox.fail(f"{args.out} already holds a trained PRM (metrics.json): choose another --out")

@@ -113,6 +113,8 @@ class Args:
                             fraction="gamma gae_lambda",
                             choices={"value_init": ("prm", "policy"), "value_scale": ("prm", "returns"),
                                      "advantage": ("gae", "group"), "device": ("cpu", "cuda")})
+        if self.prm == "oracle" and self.value_init == "prm":
+            raise ValueError("--prm oracle has no weights to start the value model from: use --value_init policy")
         self.workers = self.workers or sandbox.cores_per_rank()
         g, world = self.group_size if self.advantage == "group" else 1, int(os.environ.get("WORLD_SIZE", 1))
         if self.advantage == "group" and self.group_size < 2:

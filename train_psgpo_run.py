@@ -31,8 +31,6 @@ def start(args):
     Returns (rank, world, device, problems)."""
     if args.fsdp and "RANK" not in os.environ:
         sandbox.fail("--fsdp shards across ranks: run it under torchrun")
-    if args.prm == "oracle" and args.value_init == "prm":
-        sandbox.fail("--prm oracle has no weights to start the value model from: use --value_init policy")
     used = glob.glob(os.path.join(args.out, "ckpt-[0-9][0-9][0-9][0-9]")) or os.path.exists(os.path.join(args.out, "log.jsonl"))
     if used and not args.resume:
         sandbox.fail(f"{args.out} already holds a run (log.jsonl, ckpt-NNNN/): --resume true continues it; or choose another --out")

@@ -184,7 +184,7 @@ def save(model, tok, args, out, summary=None):
 
 def main():
     args = sandbox.parse_args(Args)
-    if args.fsdp != ("RANK" in os.environ):
+    if args.fsdp != ("RANK" in os.environ):  # this stage's ranks exist to shard one model
         sandbox.fail("--fsdp true shards the model across torchrun's ranks: use both or neither")
     if os.path.exists(os.path.join(args.out, "summary.json")):
         sandbox.fail(f"{args.out} already holds a trained policy (summary.json): choose another --out")

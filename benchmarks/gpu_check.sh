@@ -7,16 +7,21 @@
 #   4. the sharded load: peak GPU memory per rank while the four models load, the old way and
 #      sandbox.load_model's (benchmarks/sharded_load.py)
 #   5. the other shapes, then every shape under torchrun with FSDP2 on NPROC GPUs
-# README's GPU numbers come from this script.
+# README's GPU numbers come from this script. Its full run takes ~20 minutes on one H200; QUICK=1 (~10 minutes on
+# one GPU) runs 1-3 on one GPU at small sizes: one 0.5B iteration, every stage, the FSDP2 + bf16 resume. What QUICK=1
+# does not check: traffic between ranks (one GPU), the sharded load (4), the 1.5B and 7B shapes (5).
 #   bash benchmarks/gpu_check.sh [RUNS]      (default runs/gpu_check; python3 must have torch with CUDA)
+#   QUICK=1 bash benchmarks/gpu_check.sh                     # ~10 minutes on one GPU
 #   NPROC=1 SHAPES="0.5B" bash benchmarks/gpu_check.sh      # one GPU, the smallest shape
 #   DEVICE=cpu SHAPES=tiny bash benchmarks/gpu_check.sh /tmp/check     # the same steps on the CPU
 set -uo pipefail
 cd "$(dirname "$0")/.."
 R=${1:-runs/gpu_check}
 DEVICE=${DEVICE:-cuda}
-SHAPES=${SHAPES:-0.5B 1.5B}
-NPROC=${NPROC:-$( [ "$DEVICE" = cuda ] && python3 -c "import torch; print(torch.cuda.device_count())" || echo 2)}
+QUICK=${QUICK:-0}
+SHAPES=${SHAPES:-$( [ "$QUICK" = 1 ] && echo 0.5B || echo 0.5B 1.5B)}
+NPROC=${NPROC:-$( [ "$QUICK" = 1 ] && echo 1 || { [ "$DEVICE" = cuda ] && python3 -c "import torch; print(torch.cuda.device_count())" || echo 2; })}
+BENCH=$( [ "$QUICK" = 1 ] && echo "--iterations 2" )    # QUICK: the first iteration warms up, the second is timed
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 G="--device $DEVICE"
 [ "$DEVICE" = cuda ] && G="$G --bf16 true"
@@ -24,7 +29,7 @@ python3 -c "import torch, transformers; print('torch', torch.__version__, 'trans
 ok=0
 step() { printf '\n=== %s\n' "$*"; timeout 500 "$@" || { echo "FAILED ($?): $*"; ok=1; }; }
 TR="python3 -m torch.distributed.run --nproc_per_node $NPROC"
-step python3 benchmarks/bench_psgpo.py --shape ${SHAPES%% *} --device $DEVICE --out $R/bench_${SHAPES%% *}
+step python3 benchmarks/bench_psgpo.py --shape ${SHAPES%% *} --device $DEVICE $BENCH --out $R/bench_${SHAPES%% *}
 step python3 train_sft.py $G --steps 300 --out $R/sft
 step python3 label_prm_data.py $G --policy $R/sft --max_prompts 16 --k 4 --select full --out $R/prm_data
 step python3 train_prm.py $G --data $R/prm_data --init $R/sft --epochs 1 --out $R/prm
@@ -35,6 +40,7 @@ step $TR train_psgpo.py $F --out $R/fsdp_whole
 step $TR train_psgpo.py $F --iterations 1 --out $R/fsdp_resumed
 step $TR train_psgpo.py $F --resume true --out $R/fsdp_resumed
 step python3 -c "import json, sys; a, b = ([{k: v for k, v in json.loads(l).items() if not k.startswith(('time/', 'memory/', 'charts/sampler_gap'))} for l in open(f'$R/{d}/log.jsonl')] for d in ('fsdp_whole', 'fsdp_resumed')); print('FSDP2 + bf16 resume matches:', a == b); sys.exit(a != b)"
+[ "$QUICK" = 1 ] && exit $ok
 step python3 benchmarks/sharded_load.py --device $DEVICE --nproc $NPROC --out $R/sharded_load
 for shape in ${SHAPES#* }; do
   [ "$shape" = "${SHAPES%% *}" ] || step python3 benchmarks/bench_psgpo.py --shape $shape --device $DEVICE --out $R/bench_$shape

@@ -68,6 +68,7 @@ class Args:
     epochs: int = field(default=2, metadata={"help": "PPO epochs (--ppo_epochs)"})
     link_gbps: float = field(default=360.0, metadata={"help": "GPU-to-GPU bandwidth per GPU per direction, GB/s (NVLink 4: ~360 achieved)"})
     disk_gbps: float = field(default=1.0, metadata={"help": "write bandwidth of the checkpoint folder, GB/s"})
+    checkpoints: int = field(default=4, metadata={"help": "checkpoints a run keeps (README's PPO: 100 iterations, --save_every 25)"})
 
 
 def params(H, I, L, heads, kv, V, tied):
@@ -204,6 +205,9 @@ def main():
         print(f"| checkpoint (computed, --fsdp, {max(a.gpus)} GPUs): rank 0 writes {ckpt / 1e9:.0f} GB of weights, every rank "
               f"{2 * ckpt / max(a.gpus) / 1e9:.0f} GB of AdamW shards: ~{(ckpt + 2 * ckpt / max(a.gpus)) / (a.disk_gbps * 1e9):.0f} s at "
               f"{a.disk_gbps:g} GB/s | " + " | ".join("" for _ in cols) + " |")
+        print(f"| disk (computed): the newest checkpoint {3 * ckpt / 1e9:.0f} GB (weights + AdamW moments), each older one "
+              f"{ckpt / 1e9:.0f} GB (train_psgpo.py keeps the optimizers in the newest only): {a.checkpoints} checkpoints "
+              f"{(a.checkpoints + 2) * ckpt / 1e9:.0f} GB | " + " | ".join("" for _ in cols) + " |")
         if shape not in MEASURED:  # an extrapolation: the range that refits within 5% of the measurements give
             print("| phases, refits with each measured phase +-5% | " + " | ".join("{:.0f}-{:.0f}".format(*fit_range(shape, W, e, a)) for e, W in cols) + " |")
         print()
