@@ -24,7 +24,7 @@ all ranks, so each GPU's work is the same at any GPU count; only communication g
   generate  S decoding steps, each a pass over L layers at c_gen seconds per layer (eager PyTorch:
             kernel launches, not FLOPs, bound it at these sizes) plus reading the bf16 policy once,
             2 N_p / HBM bandwidth
-  score     forwards of policy, reference, PRM and value over b x T tokens, 2 N FLOPs per token, at F
+  score     (train_psgpo.py's time/dense + time/score) forwards of policy, reference, PRM and value over b x T tokens, 2 N FLOPs per token, at F
             FLOP/s, plus c_pass per layer per forward call, plus t_cpu (the dense reward's per-token
             decoding on the CPU)
   update    epochs x (policy + value) over b x T tokens, 8 N FLOPs per token with gradient checkpointing

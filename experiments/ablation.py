@@ -52,9 +52,10 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import numpy as np
-from transformers import HfArgumentParser
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, HERE)
+import sandbox  # noqa: E402
 SETTINGS = {
     "sparse": "--dense_reward false --value_init policy",
     "sparse_warm_critic": "--dense_reward false --value_init policy --critic_warmup {warm}",
@@ -115,6 +116,12 @@ class Args:
     device: str = field(default="cpu", metadata={"help": "cpu | cuda"})
     parallel: int = field(default=2, metadata={"help": "commands at once (CPU: the cores are shared among them)"})
 
+    def __post_init__(self):  # a value out of range stops here, in one line naming the flag, before anything runs
+        sandbox.check_flags(self, positive="iterations n curve_problems bootstrap parallel", nonnegative="warm",
+                            choices={"split": ("test", "valid"), "device": ("cpu", "cuda")})
+        if self.iterations % 8:
+            raise ValueError(f"--iterations must be a multiple of 8 (labels from 4 checkpoints, curves every 2), not {self.iterations}")
+
 
 def pairs(specs, flag):
     """["a:b", ...] -> [(a, b), ...]; one line if a spec is not setting:baseline of known settings."""
@@ -169,7 +176,6 @@ def run(cmd, log, threads):
 @functools.cache
 def warm_processes():
     """A forkserver that has imported what every stage imports (a process with no threads yet, so forking it is safe)."""
-    sys.path.insert(0, HERE)  # where the forkserver finds sandbox
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "transformers", "sandbox"])
     return ctx
@@ -270,13 +276,11 @@ def reach(iterations, curve, level):
 
 
 def main():
-    args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
+    args = sandbox.parse_args(Args)
     args.curves = [c for c in args.curves if c != "none"]
     settings = list(dict.fromkeys(args.settings))  # evaluated; sparse also runs (unevaluated) when labels need it
     if unknown := [s for s in settings + args.curves if s not in SETTINGS]:
         raise SystemExit(f"ablation.py: unknown settings {unknown}: choose from {', '.join(SETTINGS)}")
-    if args.iterations % 8 or args.split not in ("test", "valid"):
-        raise SystemExit("ablation.py: --iterations must be a multiple of 8 and --split test or valid")
     pairs(args.claims, "claims"), pairs(args.planned, "planned")
     args.provenance = provenance(args.plan)  # before any run: the plan was committed, and what the code was
     models = {m for st in settings + args.curves for m in starts_from(st)}

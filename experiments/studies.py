@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from transformers import HfArgumentParser
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -77,6 +76,10 @@ class Args:
     prm_flags: str = field(default="", metadata={"help": "extra train_prm.py flags"})
     evaluate: str = field(default="", metadata={"help": "extra evaluate.py flags"})
     parallel: int = field(default=2, metadata={"help": "commands at once (the cores are shared among them)"})
+    plan: str = field(default="", metadata={"help": "the plan file naming each study's question, committed before the run; empty: every reading exploratory"})
+
+    def __post_init__(self):  # a value out of range stops here, in one line naming the flag, before anything runs
+        sandbox.check_flags(self, positive="iterations n curve_problems bootstrap parallel", nonnegative="warm")
 
 
 def hack_forms(completion):
@@ -94,9 +97,10 @@ def hack_forms(completion):
 
 
 def main():
-    args = HfArgumentParser(Args).parse_args_into_dataclasses()[0]
+    args = sandbox.parse_args(Args)
     if unknown := [s for s in args.study if s not in STUDIES]:
         raise SystemExit(f"studies.py: unknown studies {unknown}: choose from {', '.join(STUDIES)}")
+    args.provenance = ablation.provenance(args.plan, "studies.py")  # before any run: the plan was committed, and what the code was
     O, B, py, t0 = args.out, args.base, sys.executable, time.time()
     threads = max(1, (os.cpu_count() or 2) // args.parallel)
     tiny = ["--ppo", args.ppo, "--label", args.label, "--prm_flags", args.prm_flags, "--evaluate", args.evaluate]
@@ -173,19 +177,23 @@ def report(study, args, seconds):
     names = list(dict.fromkeys([n for p in pairs for n in p] + variants))
     seeds, rng = args.seeds, np.random.default_rng(0)
     sampled, greedy = ablation.task_values({n: {s: where(n, args, s)[1] for s in seeds} for n in names})
-    result = {"study": study, "seeds": seeds, "iterations": args.iterations,
+    role = lambda a, b, m: ablation.role((a, b), m, args.plan, pairs[:1], pairs[1:])  # noqa: E731  the question: the first pair
+    result = {"study": study, "seeds": seeds, "iterations": args.iterations, "provenance": args.provenance,
               "settings": {n: {"pass@1": [float(np.mean(list(sampled[n][s].values()))) for s in seeds],
                                "greedy_pass@1": [float(np.mean(list(greedy[n][s].values()))) for s in seeds]} for n in names},
-              "paired": [{"setting": a, "baseline": b, "metric": m} | ablation.paired(v[a], v[b], rng, args.bootstrap)
+              "paired": [{"setting": a, "baseline": b, "metric": m, "role": role(a, b, m)} | ablation.paired(v[a], v[b], rng, args.bootstrap)
                          for a, b in pairs for m, v in (("pass@1", sampled), ("greedy_pass@1", greedy))]}
     pct, iv = ablation.pct, ablation.interval
     lines = [f"Study `{study}`: demo test split, {len(seeds)} whole-chain seeds ({', '.join(map(str, seeds))}), {args.iterations} PPO iterations "
              f"of 64 responses; percent, mean +- std over seeds.", "", "| setting | greedy pass@1 | pass@1 (T=1) |", "|---|---|---|"]
     lines += [f"| {n} | {pct(r['greedy_pass@1'])} | {pct(r['pass@1'])} |" for n, r in result["settings"].items()]
-    lines += ["", "Paired per seed (points; mean [95% t interval over seeds]; bootstrap over seeds and tasks); the first row is the question:", "",
-              "| comparison | metric | per seed | mean [t 95%] | bootstrap 95% |", "|---|---|---|---|---|"]
-    lines += [f"| {p['setting']} - {p['baseline']} | {p['metric']} | {', '.join(f'{100 * x:+.1f}' for x in p['diffs'])} | {iv(p)} | "
-              f"{iv(p, 'bootstrap95')} |" for p in result["paired"]]
+    src = args.provenance
+    lines += ["", "Paired per seed (points; mean [95% t interval over seeds], shown where it excludes 0; a bootstrap over seeds and tasks "
+                  "beside it, never read alone); the first row is the question. " + (f"Plan: {src['plan']} (commit {src['plan_commit'][:10]})."
+                  if "plan" in src else "No plan file: every row is exploratory (a hypothesis for a new plan, not a finding)."), "",
+              "| comparison | metric | role | per seed | mean [t 95%] | t interval | bootstrap 95% |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {p['setting']} - {p['baseline']} | {p['metric']} | {p['role']} | {', '.join(f'{100 * x:+.1f}' for x in p['diffs'])} | {iv(p)} | "
+              f"{'excludes 0' if p['ci95'][0] > 0 or p['ci95'][1] < 0 else 'includes 0'} | {iv(p, 'bootstrap95')} |" for p in result["paired"]]
     extra = {"lambda": over_iterations, "k": labeling, "source": labeling, "explore": exploration, "hacks": hacks, "critic": over_iterations}[study]
     lines += extra(names, args, result, rng, iv)
     result["minutes_this_call"] = seconds / 60
