@@ -244,7 +244,7 @@ def read_rows(out):
                     r = json.loads(line)
                     rows[r["policy"], r["task_id"], r["sample"]] = r
                 except (json.JSONDecodeError, KeyError, TypeError) as e:
-                    raise SystemExit(f"label_prm_data.py: {path}:{i}: not a labeled row ({type(e).__name__}: {e})")
+                    sandbox.fail(f"{path}:{i}: not a labeled row ({type(e).__name__}: {e})")
     return list(rows.values()), rank_files
 
 

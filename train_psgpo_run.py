@@ -173,8 +173,8 @@ def resume(src, policy, value, opts, scheds, args, rank, world, device):
     rank's RNGs, the log so far (the prompts drawn depend on the iteration alone). Returns (iteration, log)."""
     state = torch.load(os.path.join(src, "trainer_state.pt"), map_location=device, weights_only=False)
     if len(state.get("ranks", [])) != world:
-        raise SystemExit(f"train_psgpo.py: {src} was written by {len(state.get('ranks', []))} ranks or an older train_psgpo.py; "
-                         f"resume it with as many ranks, not {world}, or start a new --out")
+        sandbox.fail(f"{src} was written by {len(state.get('ranks', []))} ranks or an older train_psgpo.py; "
+                     f"resume it with as many ranks, not {world}, or start a new --out")
     if args.fsdp:
         osd = {"policy": get_optimizer_state_dict(policy, opts[0]), "value": get_optimizer_state_dict(value, opts[1])}
         dcp.load(osd, checkpoint_id=os.path.join(src, "optim"))

@@ -118,9 +118,7 @@ def main():
               "updated_tokens_per_s": epochs * tokens / mean["time/update"]} | mean  # policy + value, forward + backward
     with open(os.path.join(args.out, "bench.json"), "w") as f:
         json.dump(report, f, indent=1)
-    print("\n| metric | value |\n|---|---|")
-    for k, v in report.items():
-        print(f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |")
+    print("\n" + sandbox.table(["metric", "value"], report.items()))
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def main():
     out = {"prm": args.prm, "eval": [args.labels] if args.labels else args.eval, "split": split, "policies": policies} | out
     with open(args.out or os.path.join(args.prm, "quality.json"), "w") as f:
         json.dump(out, f, indent=1)
-    print("| metric | value |\n|---|---|\n" + "\n".join(f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in out.items() if k not in ("policies", "eval")))
+    print(sandbox.table(["metric", "value"], [(k, v) for k, v in out.items() if k not in ("policies", "eval")]))
 
 
 if __name__ == "__main__":

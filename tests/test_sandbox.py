@@ -644,3 +644,18 @@ def test_judge_workers_default_to_the_cores_of_each_local_rank(monkeypatch):
     import train_psgpo
     monkeypatch.delenv("LOCAL_WORLD_SIZE")
     assert train_psgpo.Args().workers == cores and train_psgpo.Args(workers=3).workers == 3
+
+
+def test_the_package_imports_one_way():
+    """rules <- problems <- demo, models, judge, cli <- the face (__init__): no module imports one above it, and none
+    imports the face (the circle sandbox.py, sandbox_demo.py and sandbox_models.py made)."""
+    import ast
+    level = {"rules": 0, "problems": 1, "demo": 2, "models": 2, "judge": 2, "cli": 2, "worker": 0}
+    folder = os.path.dirname(sandbox.__file__)
+    for name, rank in level.items():
+        tree = ast.parse(open(os.path.join(folder, f"{name}.py")).read())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names if a.name.startswith("sandbox")}
+        imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0 and (n.module or "").startswith("sandbox")}
+        assert all(m in level and level[m] < rank for m in imported), (name, imported)
+    assert sorted(f[:-3] for f in os.listdir(folder) if f.endswith(".py") and f != "__init__.py") == sorted(level)
