@@ -167,9 +167,8 @@ def prefixes_ok(model, tok, problems, prompts, stops, asks, args, timing):
         conts = sample(model, tok, [inputs[a] for a in todo], wave, args.prefix_temperature, [stops[of[a]] for a in todo],
                        args, f"prefixes x{wave}")
         timing["sample"] += time.time() - t
-        t = time.time()  # a stop string may span the prefix's end: prefix + completion is cut again
-        items = [(problems[of[a]], sandbox.cut_at_stop(prefixes[a] + c, stops[of[a]]))
-                 for a, cs in zip(todo, conts) for c in cs]
+        t = time.time()  # each completion ended where generate stopped it (a stop string may begin in the prefix)
+        items = [(problems[of[a]], prefixes[a] + c) for a, cs in zip(todo, conts) for c in cs]
         verdicts = sandbox.check_many(items, args.workers, args.timeout)
         timing["judge"] += time.time() - t
         for w, a in enumerate(todo):

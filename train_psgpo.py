@@ -358,7 +358,8 @@ def main():
                                           do_sample=True, temperature=args.temperature, top_k=0, top_p=1.0,
                                           max_new_tokens=args.max_new_tokens)
         P = qmask.shape[1]
-        texts, lengths = zip(*(sandbox.end_response(tok, row, eos, st) for row, st in zip(seq[:, P:].tolist(), stops)))
+        ends = [sandbox.end_response(tok, row, eos, st, prompt) for row, st, prompt in zip(seq[:, P:].tolist(), stops, prompts)]
+        texts, lengths = zip(*ends)  # each response ends at its first EOS or stop string (a stop may begin in the prompt)
         R = max(lengths)  # trim to the longest kept response: every later pass runs at this width
         response, seq = seq[:, P:P + R], seq[:, :P + R]                                    # [B, R], [B, P + R]
         rmask = (torch.arange(R, device=device)[None] < torch.tensor(lengths, device=device)[:, None]).float()  # [B, R]

@@ -81,11 +81,12 @@ def candidates(policy, tok, problems, a):
             continue
         batch = [p for p in chunk for _ in range(a.samples)]
         stops = [sandbox.stop_strings(p) for p in batch]
-        seq, qmask = sandbox.generate(policy, tok, [sandbox.prompt_ids(tok, p.prompt) for p in batch], a.eos, sorted({s for st in stops for s in st}),
+        prompts = [sandbox.prompt_ids(tok, p.prompt) for p in batch]
+        seq, qmask = sandbox.generate(policy, tok, prompts, a.eos, sorted({s for st in stops for s in st}),
                                       do_sample=True, temperature=a.temperature, top_k=0, top_p=1.0, max_new_tokens=a.max_new_tokens)
         out = []
         for j, (p, row, st) in enumerate(zip(batch, seq[:, qmask.shape[1]:].tolist(), stops)):
-            text, n = sandbox.end_response(tok, row, a.eos, st)
+            text, n = sandbox.end_response(tok, row, a.eos, st, prompts[j])
             out.append((p, text, row[:n], f"sampled from {a.sft}, seed {a.seed}, sample {j % a.samples + 1}"))
         yield out
 

@@ -7,6 +7,7 @@ on its device (`load_model`, `shard`, `save_model`), and the one learning-rate s
 """
 import gc
 import importlib.util
+import itertools
 import math
 import os
 import sys
@@ -149,7 +150,8 @@ def sample(model, tok, eos, rows, stops, batch_size, progress=True, desc="sample
     for s in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch", leave=False, disable=not progress):
         st = stops[s:s + batch_size]
         seq, mask = generate(model, tok, rows[s:s + batch_size], eos, sorted({x for row in st for x in row}), **sampling)
-        out += [end_response(tok, ids, eos, row) for ids, row in zip(seq[:, mask.shape[1]:].tolist(), st)]  # responses start at column P
+        out += [end_response(tok, ids, eos, row_stops, prompt)  # responses start at column P
+                for ids, row_stops, prompt in zip(seq[:, mask.shape[1]:].tolist(), st, rows[s:s + batch_size])]
     return out
 
 
@@ -218,7 +220,10 @@ def load_model(cls, path, device, dtype=torch.float32, revision=None, fsdp=False
     state dict, and to_empty leaves it undefined)."""
     if not fsdp:  # straight to its device when accelerate is installed (transformers' device_map needs it)
         placed = {"device_map": device} if importlib.util.find_spec("accelerate") else {}
-        return cls.from_pretrained(path, dtype=dtype, revision=revision, **placed, **kw).to(device)
+        model = cls.from_pretrained(path, dtype=dtype, revision=revision, **placed, **kw).to(device)
+        for t in itertools.chain(model.parameters(), model.buffers()):  # fresh memory for every tensor: CPU kernels round
+            t.data = t.data.clone()  # by alignment, and a tensor left where the safetensors file put it broke exact resume
+        return model
     with torch.device("meta"):
         model = cls.from_config(AutoConfig.from_pretrained(path, revision=revision, **kw), dtype=dtype)
     shard(model, bf16).to_empty(device=device)

@@ -75,20 +75,24 @@ def stop_strings(problem, chat=False):
     return problem.stop + [CHAT_STOP] * chat
 
 
-def cut_at_stop(text, stops):
-    """The text up to (not including) the first of the stop strings."""
-    ends = [i for i in (text.find(s) for s in stops) if i >= 0]
-    return text[:min(ends)] if ends else text
+def cut_at_stop(text, stops, lead=""):
+    """The text up to (not including) the first of the stop strings. `lead`: the text just before it (the prompt's
+    end), where a stop string may begin: generate's stop check reads the whole sequence, so a prompt ending in a
+    newline and a response beginning with `def` meet "\ndef" and the response is cut to nothing. A stop string
+    that lies within the lead alone does not count."""
+    starts = [i for s in stops for i in [(lead + text).find(s, max(0, len(lead) - len(s) + 1))] if i >= 0]
+    return text[:max(0, min(starts) - len(lead))] if starts else text
 
 
-def end_response(tok, ids, eos, stops):
+def end_response(tok, ids, eos, stops, prompt=()):
     """Where a sampled response stops, for every stage alike: at its first EOS token (any id in `eos`; the
     EOS is the response's last token, the one the outcome reward sits on) or where its text reaches one of
-    the stop strings, whichever comes first. Returns (the completion judged: the text before the stop
-    string; n: the response tokens kept, through the EOS or through the token where the stop string starts)."""
+    the stop strings, whichever comes first; a stop string may begin in the prompt (its token ids, `prompt`).
+    Returns (the completion judged: the text before the stop string; n: the response tokens kept, through the
+    EOS or through the token where the stop string starts, at least the first)."""
     n = next((t + 1 for t, i in enumerate(ids) if i in eos), len(ids))
     text = tok.decode(ids[:n - (n > 0 and ids[n - 1] in eos)], skip_special_tokens=True)  # an EOS is no text, special or not
-    cut = len(cut_at_stop(text, stops))
+    cut = len(cut_at_stop(text, stops, tok.decode(list(prompt)[-16:], skip_special_tokens=True)))
     if cut < len(text):
         n = next(k for k in range(1, n + 1) if len(tok.decode(ids[:k], skip_special_tokens=True)) > cut)
     return text[:cut], n

@@ -659,3 +659,17 @@ def test_the_package_imports_one_way():
         imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0 and (n.module or "").startswith("sandbox")}
         assert all(m in level and level[m] < rank for m in imported), (name, imported)
     assert sorted(f[:-3] for f in os.listdir(folder) if f.endswith(".py") and f != "__init__.py") == sorted(level)
+
+
+def test_a_stop_string_may_begin_in_the_prompt(tiny_tokenizer):
+    """generate's stop check reads the whole sequence: after a prompt ending in a newline, a response beginning `def`
+    completes "\\ndef" and generation stops there. The response ends there too (nothing, one sampled token kept), not
+    at "def" plus whatever followed; a stop string within the prompt alone cuts nothing."""
+    tok, eos = tiny_tokenizer, [tiny_tokenizer.eos_token_id]
+    prompt = tok("def f(a):\n    return a\n\ndef g(a):\n")["input_ids"]  # holds "\ndef" itself
+    body = tok("    return f(a)\n", add_special_tokens=False)["input_ids"]
+    assert sandbox.end_response(tok, body + eos, eos, ["\ndef"], prompt) == ("    return f(a)\n", len(body) + 1)
+    restart = tok("def h():\n", add_special_tokens=False)["input_ids"]
+    assert sandbox.end_response(tok, restart + eos, eos, ["\ndef"], prompt) == ("", 1)
+    assert sandbox.end_response(tok, restart + eos, eos, ["\ndef"])[0] == "def h():\n"  # without the prompt: its old reading
+    assert sandbox.cut_at_stop("ef x", ["\ndef"], lead="\nd") == "" and sandbox.cut_at_stop("x\ndef", ["\ndef"], lead="\ndef") == "x"
