@@ -181,9 +181,10 @@ def prefixes_ok(model, tok, problems, prompts, stops, asks, args, timing):
 def search(model, tok, problems, prompts, stops, rows, args, timing):
     """Algorithm 1 for every failing response in `rows` at once, each row's "correct_steps" (its correct code lines),
     "probes" ([m, correct, completions judged] in the order asked), "checks" and "programs" filled in. Each search
-    keeps binary_search_first_error's interval: lo, the longest prefix known correct, hi, the shortest known wrong. The whole failing response is known wrong,
-    so a response of L code lines searches its first L - 1: (lo, hi) = (0, L). Each round asks every open search's
-    midpoint; all of them are completed in one sampling pass and judged in one check_many call (prefixes_ok)."""
+    keeps binary_search_first_error's interval: lo, the longest prefix known correct, hi, the shortest known wrong.
+    The whole failing response is known wrong, so a response of L code lines searches its first L - 1: (lo, hi) =
+    (0, L). Each round asks every open search's midpoint; all of them are completed in one sampling pass and judged
+    in one check_many call (prefixes_ok)."""
     for r in rows:
         r["_lo"], r["_hi"] = 0, len(r["_code"])
     while open_ := [r for r in rows if r["_hi"] - r["_lo"] > 1]:
@@ -208,6 +209,7 @@ def label_chunk(model, tok, problems, args, timing):
     timing["sample"] += time.time() - t
     rows = [{"task_id": p.task_id, "policy": args.current, "sample": j, "prompt": p.prompt, "response": resp,
              "checks": 0, "programs": 0, "probes": [], "_i": i, "_code": [s for s in sandbox.split_steps(resp) if not s[2]]}
+            # _i: the problem's index; _code: the response's code lines (split_steps' spans of non-neutral lines)
             for i, p in enumerate(problems) for j, resp in enumerate(responses[i])]
     t = time.time()
     verdicts = sandbox.check_many([(problems[r["_i"]], r["response"]) for r in rows], args.workers, args.timeout)
