@@ -93,8 +93,8 @@ def bucket(x, edges):
 
 
 def compute_metrics(results, edges):
-    """results: one dict per problem {"greedy": bool, "samples": [bool] * n, "tokens": [int] * n,
-    "n_steps": int | None, "planted": [sandbox.demo.planted_mistakes(...)] * n (demo, optional)}. Returns every number reported."""
+    """results: one dict per problem {"greedy": bool, "samples": [bool] * n, "tokens": [int] * n, "n_steps": int | None,
+    "planted": [sandbox.demo.planted_mistakes(...)] * n (demo, optional)}. Returns every number reported."""
     n = len(results[0]["samples"])
     m = {"problems": len(results), "n": n, "greedy_pass@1": float(np.mean([r["greedy"] for r in results]))}
     if n:
@@ -107,7 +107,8 @@ def compute_metrics(results, edges):
         for ok, t in zip(r["samples"], r["tokens"]):
             by_tok.setdefault(bucket(t, edges), []).append(ok)
     labels = [bucket(e - 1, edges) for e in edges] + [bucket(edges[-1], edges)]
-    m["by_tokens"] = {b: {"pass@1": float(np.mean(by_tok[b])), "responses": len(by_tok[b])} for b in labels if b in by_tok}
+    m["by_tokens"] = {b: {"pass@1": float(np.mean(by_tok[b])), "responses": len(by_tok[b])}
+                      for b in labels if b in by_tok}
     if results[0].get("n_steps") is not None:
         steps = sorted({r["n_steps"] for r in results})
         m["by_steps"] = {s: {"greedy_pass@1": float(np.mean([r["greedy"] for r in results if r["n_steps"] == s])),

@@ -358,8 +358,9 @@ def main():
                                           do_sample=True, temperature=args.temperature, top_k=0, top_p=1.0,
                                           max_new_tokens=args.max_new_tokens)
         P = qmask.shape[1]
-        ends = [sandbox.end_response(tok, row, eos, st, prompt) for row, st, prompt in zip(seq[:, P:].tolist(), stops, prompts)]
-        texts, lengths = zip(*ends)  # each response ends at its first EOS or stop string (a stop may begin in the prompt)
+        # each response ends at its first EOS or stop string (a stop may begin in the prompt)
+        ends = [sandbox.end_response(tok, row, eos, st, pr) for row, st, pr in zip(seq[:, P:].tolist(), stops, prompts)]
+        texts, lengths = zip(*ends)
         R = max(lengths)  # trim to the longest kept response: every later pass runs at this width
         response, seq = seq[:, P:P + R], seq[:, :P + R]                                    # [B, R], [B, P + R]
         rmask = (torch.arange(R, device=device)[None] < torch.tensor(lengths, device=device)[:, None]).float()  # [B, R]
@@ -426,7 +427,7 @@ def main():
                     for k, x in (("pg", pg), ("vf", vf), ("clipfrac", clipfrac)):
                         stats[k].append(x.item())
                     stats["approx_kl"].append(masked_mean(0.5 * (logp - old_logp[idx]) ** 2, m).item())
-                    stats["ratio_error"].append(((logp - old_logp[idx]).abs() * m).max().item())  # 0 before the 1st step
+                    stats["ratio_error"].append(((logp - old_logp[idx]).abs() * m).max().item())  # 0 before step 1
                     stats["entropy"].append(masked_mean(-(logp_all.exp() * logp_all).sum(-1), m).item())
         laps("update")
 

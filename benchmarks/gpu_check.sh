@@ -7,11 +7,12 @@
 #   4. the sharded load: peak GPU memory per rank while the four models load, the old way and
 #      sandbox.load_model's (benchmarks/sharded_load.py)
 #   5. the other shapes, then every shape under torchrun with FSDP2 on NPROC GPUs
-# README's GPU numbers come from this script. Its full run takes ~20 minutes on one H200; QUICK=1 (~10 minutes on
-# one GPU) runs 1-3 on one GPU at small sizes: one 0.5B iteration, every stage, the FSDP2 + bf16 resume. What QUICK=1
-# does not check: traffic between ranks (one GPU), the sharded load (4), the 1.5B and 7B shapes (5).
+# README's GPU numbers come from this script. Its full run took ~20 minutes on one H200 (2026-11-25); QUICK=1 runs
+# 1-3 on one GPU at small sizes: one 0.5B iteration, every stage, the FSDP2 + bf16 resume; it is meant to fit in ~10
+# minutes but has not yet run on a GPU (no GPU since; on the CPU at SHAPES=tiny it runs). What QUICK=1 does not
+# check: traffic between ranks (one GPU), the sharded load (4), the 1.5B and 7B shapes (5).
 #   bash benchmarks/gpu_check.sh [RUNS]      (default runs/gpu_check; python3 must have torch with CUDA)
-#   QUICK=1 bash benchmarks/gpu_check.sh                     # ~10 minutes on one GPU
+#   QUICK=1 bash benchmarks/gpu_check.sh                     # one GPU, steps 1-3 at small sizes
 #   NPROC=1 SHAPES="0.5B" bash benchmarks/gpu_check.sh      # one GPU, the smallest shape
 #   DEVICE=cpu SHAPES=tiny bash benchmarks/gpu_check.sh /tmp/check     # the same steps on the CPU
 set -uo pipefail

@@ -17,7 +17,8 @@ def readme_commands():
     stub = 'python() { printf "%s\\x1f" "$@"; printf "\\x1e"; }; torchrun() { python "$@"; }\n'
     out = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):  # only its commands and assignments are run, stubbed
-        lines = [l for l in block.splitlines() if re.match(r"(python|torchrun) |[A-Z_]+=", l)]
+        assign = r'[A-Z_]+=("[^"]*"|\S+)'  # an assignment alone (not `VAR=1 command`, which would run the command)
+        lines = [l for l in block.splitlines() if re.match(r"(python|torchrun) ", l) or re.fullmatch(f"{assign}(; {assign})*", l)]
         expanded = subprocess.run(["bash", "-c", stub + "\n".join(lines)], capture_output=True, text=True, cwd=HERE,
                                   check=True, timeout=60).stdout
         for cmd in filter(None, expanded.split("\x1e")):
