@@ -51,7 +51,7 @@ def compare(a, b):
 
 def main():
     before, after = sys.argv[1:3]
-    print(f"| file | values compared | different | keys only before | keys only after |\n|---|---|---|---|---|")
+    print("| file | values compared | different | keys only before | keys only after |\n|---|---|---|---|---|")
     details = []
     for name in FILES:
         pa, pb = os.path.join(before, name), os.path.join(after, name)
