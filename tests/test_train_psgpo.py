@@ -465,3 +465,22 @@ def test_only_the_newest_checkpoint_keeps_the_optimizers(monkeypatch, tmp_path, 
         ckpt = tmp_path / f"ckpt-{it:04d}"
         assert (ckpt / "model.safetensors").exists() and (ckpt / "value" / "model.safetensors").exists()
         assert (ckpt / "trainer_state.pt").exists() == newest
+
+
+def test_same_numbers_finds_a_moved_metric_and_skips_timings(tmp_path):
+    """benchmarks/same_numbers.py (issue 43's before/after check): equal logs pass whatever their timings and added
+    keys; one metric moved in one iteration fails and is named."""
+    rows = [{"iteration": i, "reward/mean": 0.1 * i, "time/generate": 1.0 + i} for i in range(3)]
+    for name, moved in (("before", None), ("same", None), ("moved", 2)):
+        os.makedirs(tmp_path / name / "baseline")
+        with open(tmp_path / name / "baseline" / "log.jsonl", "w") as f:
+            for r in rows:
+                r = r | {"time/generate": r["time/generate"] * (name != "before") + 7}  # timings always differ
+                r = r | ({"verdicts/passed": 0.5} if name != "before" else {})           # a key the change added
+                r = r | ({"reward/mean": 9.0} if r["iteration"] == moved else {})
+                f.write(json.dumps(r) + "\n")
+    run = lambda b: subprocess.run([sys.executable, "benchmarks/same_numbers.py", str(tmp_path / "before"), str(tmp_path / b)],
+                                   cwd=HERE, capture_output=True, text=True, timeout=60)
+    same, moved = run("same"), run("moved")
+    assert same.returncode == 0 and "every value compared is equal" in same.stdout and "verdicts/passed" in same.stdout
+    assert moved.returncode == 1 and "row 2: reward/mean: 0.2 -> 9.0" in moved.stdout
