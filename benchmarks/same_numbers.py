@@ -9,9 +9,12 @@ import json
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import sandbox  # noqa: E402
+
 FILES = ["baseline/log.jsonl", "prm_data/rows.jsonl", "prm_data/labels.jsonl", "prm_data/summary.json", "prm/metrics.json",
          "psgpo/log.jsonl", "eval/eval.json"]
-SKIP = {"policy", "path", "seconds", "minutes", "timing"}  # paths and timings: by nature not equal twice
+SKIP = {"policy", "path", "minutes", "timing"}  # paths and timings: by nature not equal twice
 
 
 def skipped(name):
@@ -19,8 +22,11 @@ def skipped(name):
 
 
 def records(path):
+    """The rows of a .jsonl file (sandbox.read_jsonl: one line naming a bad file or line), or a .json file as one row."""
+    if path.endswith(".jsonl"):
+        return [row for _, row in sandbox.read_jsonl(path)]
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()] if path.endswith(".jsonl") else [json.load(f)]
+        return [json.load(f)]
 
 
 def flat(x, key=""):
@@ -50,17 +56,20 @@ def compare(a, b):
 
 
 def main():
-    before, after = sys.argv[1:3]
-    print("| file | values compared | different | keys only before | keys only after |\n|---|---|---|---|---|")
-    details = []
+    if len(sys.argv) != 3 or not all(os.path.isdir(d) for d in sys.argv[1:]):
+        sandbox.fail("usage: python benchmarks/same_numbers.py RUNS_BEFORE RUNS_AFTER (two run_demo.sh output folders)")
+    before, after = sys.argv[1:]
+    rows, details = [], []
     for name in FILES:
         pa, pb = os.path.join(before, name), os.path.join(after, name)
         if not (os.path.exists(pa) and os.path.exists(pb)):
-            print(f"| {name} | missing in {'before' if not os.path.exists(pa) else 'after'} | | | |")
+            rows.append([name, f"missing in {'before' if not os.path.exists(pa) else 'after'}", "", "", ""])
             continue
-        n, diff, only_a, only_b = compare(records(pa), records(pb))
-        print(f"| {name} | {n} | {len(diff)} | {', '.join(sorted(only_a)) or '-'} | {', '.join(sorted(only_b)) or '-'} |")
+        with sandbox.bad_data_exits():
+            n, diff, only_a, only_b = compare(records(pa), records(pb))
+        rows.append([name, n, len(diff), ", ".join(sorted(only_a)) or "-", ", ".join(sorted(only_b)) or "-"])
         details += [f"{name} {k}: {x!r} -> {y!r}" for k, x, y in diff[:5]]
+    print(sandbox.table(["file", "values compared", "different", "keys only before", "keys only after"], rows))
     print("\n".join(details) or "\nevery value compared is equal")
     sys.exit(1 if details else 0)
 
