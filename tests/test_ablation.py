@@ -2,6 +2,7 @@
 intervals on hand numbers, results.json's fields, the plots; a re-run does nothing."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -12,6 +13,12 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(HERE, "experiments"))
 import ablation  # noqa: E402
 import studies  # noqa: E402
+
+
+def why(r):
+    """A failed run's output tails and, where ablation.py named the failing stage's log, that log's tail."""
+    logs = re.findall(r"\(see (\S+)\)", r.stderr)
+    return r.stdout[-2000:] + r.stderr[-2000:] + "".join(f"\n--- {log}:\n" + open(os.path.join(HERE, log)).read()[-3000:] for log in logs if os.path.exists(os.path.join(HERE, log)))
 
 
 def test_paired_intervals_on_hand_numbers():
@@ -107,7 +114,7 @@ def tiny_study(tmp_path_factory, tiny_policy):
 
 def test_the_study_end_to_end_at_tiny_sizes(tiny_study):
     out, cmd, r = tiny_study
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.returncode == 0, why(r)
     # per seed: 5 PPO runs, labels, PRM, ORM, 5 final evaluations, 4 curves, the PRM's quality; the SFT policy twice
     assert r.stdout.count("$ ") == 2 * (5 + 3 + 5 + 4 + 1) + 2
     results = json.loads((out / "results.json").read_text())
@@ -130,14 +137,14 @@ def test_the_study_end_to_end_at_tiny_sizes(tiny_study):
     for png in ("curves.png", "bestofk.png", "gain_by_steps.png"):
         assert (out / png).stat().st_size > 0
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
-    assert again.returncode == 0 and "$ " not in again.stdout  # everything done: nothing re-run
+    assert again.returncode == 0 and "$ " not in again.stdout, why(again)  # everything done: nothing re-run
 
 
 def test_pooling_a_studys_seeds_from_two_runs_gives_the_one_runs_numbers(tiny_study, tmp_path):
     """experiments/pool_seeds.py: the tiny study's results.json cut into its two seeds' runs and pooled again has the
     same per-seed numbers, paired differences and t intervals; each run's bootstrap kept; other designs refused."""
     out, _, first = tiny_study
-    assert first.returncode == 0
+    assert first.returncode == 0, why(first)
     whole = json.loads((out / "results.json").read_text())
 
     def one_seed(i):  # the run seed i alone would have written (its bootstrap aside)
@@ -171,11 +178,11 @@ def test_every_reviewers_study_at_tiny_sizes(tiny_study, tiny_policy, tmp_path):
     """experiments/studies.py: all six studies on the tiny chain: each variant's labels, PRM, PPO run and evaluation,
     the reports; a re-run does nothing."""
     base, _, first = tiny_study
-    assert first.returncode == 0
+    assert first.returncode == 0, why(first)
     cmd = [sys.executable, "experiments/studies.py", "--study", *studies.STUDIES, "--seeds", "0", "--base", str(base),
            "--out", str(tmp_path), "--policy", tiny_policy("gpt2"), *TINY]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.returncode == 0, why(r)
     assert "ablation.py" not in r.stdout  # the chain was there: not run again
     # one seed (the CI's time): 10 variants' PPO runs and evaluations, 5 with labels, PRM and quality, one curve
     assert r.stdout.count("$ ") == 2 * 10 + 3 * 5 + 1
@@ -189,7 +196,7 @@ def test_every_reviewers_study_at_tiny_sizes(tiny_study, tiny_policy, tmp_path):
     hacks = json.loads((tmp_path / "hacks.json").read_text())["hacks"]
     assert hacks["no_length_norm"]["iterations"] == [2, 4, 6, 8] and np.array(hacks["sparse"]["dead"]).shape == (4, 1)
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
-    assert again.returncode == 0 and "$ " not in again.stdout
+    assert again.returncode == 0 and "$ " not in again.stdout, why(again)
 
 
 def test_hack_forms_on_hand_examples():
