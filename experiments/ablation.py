@@ -41,12 +41,13 @@ seed), curves.png (unless --curves none), bestofk.png, gain_by_steps.png and min
 import atexit
 import functools
 import json
-import multiprocessing
+import multiprocessing.connection
 import os
 import runpy
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -163,7 +164,11 @@ def run(cmd, log, threads):
     cmd = [str(c) for c in cmd]
     if cmd[0] == sys.executable and cmd[1].endswith(".py"):
         p = warm_processes().Process(target=run_script, args=(cmd[1:], log, threads))
-        p.start(), p.join()
+        with _REAPING:  # start() reads the exit code of every finished child, join() its own: one thread at a time
+            p.start()
+        multiprocessing.connection.wait([p.sentinel])  # until it ends, without reading its exit code
+        with _REAPING:
+            p.join()
         failed = p.exitcode
     else:
         env = os.environ | {"OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
@@ -171,6 +176,12 @@ def run(cmd, log, threads):
             failed = subprocess.run(cmd, cwd=HERE, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
     if failed:
         raise SystemExit(f"ablation.py: failed (exit code {failed}): {' '.join(cmd)} (see {log})")
+
+
+# A forked child's exit code can be read once only. Two of schedule()'s threads reading it at once (one in its
+# join(), the other in start(), which polls every finished child first) leave the loser 255 for a stage that
+# ended well: CPython gh-130895. This lock lets one of them read; the other then finds the code stored.
+_REAPING = threading.Lock()
 
 
 @functools.cache

@@ -5,6 +5,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -95,6 +97,33 @@ def test_a_command_runs_in_the_warm_process_as_in_a_fresh_interpreter(tmp_path, 
     ablation.run([sys.executable, *cmd, tmp_path / "warm"], tmp_path / "eval.log", 1)
     a, b = (json.loads((tmp_path / d / "eval.json").read_text())["models"][tiny_policy("gpt2")] for d in ("fresh", "warm"))
     assert a["metrics"] == b["metrics"] and a["samples"] == b["samples"]
+
+
+def test_two_threads_reading_exit_codes_at_once_do_not_turn_a_success_into_a_failure(tmp_path, monkeypatch):
+    """schedule()'s two threads: one joins its ended stage while the other starts the next stage (start() polls every
+    ended child). Here the first read of an exit code is held for a second, until the other thread's start() has
+    polled: unguarded, one thread reads the code and the other the empty pipe, exit code 255 (CPython gh-130895)."""
+    import multiprocessing.forkserver as forkserver
+    ok, read, first_read = tmp_path / "ok.py", forkserver.read_signed, threading.Event()
+    ok.write_text("")
+    ablation.run([sys.executable, str(ok)], tmp_path / "warm.log", 1)  # the forkserver up, before the slow reads
+
+    def slow_first_read(fd):  # read_signed reads a child's pid at start, its exit code in poll(): slow the first exit code
+        if sys._getframe(1).f_code.co_name == "poll" and not first_read.is_set():
+            first_read.set(), time.sleep(1.0)
+        return read(fd)
+    monkeypatch.setattr(forkserver, "read_signed", slow_first_read)
+    errors = []
+
+    def stage(name, after=None):
+        try:
+            after and after.wait(30)
+            ablation.run([sys.executable, str(ok)], tmp_path / f"{name}.log", 1)
+        except SystemExit as e:
+            errors.append(str(e))
+    threads = [threading.Thread(target=stage, args=("a",)), threading.Thread(target=stage, args=("b", first_read))]
+    [t.start() for t in threads], [t.join() for t in threads]
+    assert first_read.is_set() and errors == []
 
 
 TINY = ["--iterations", "8", "--warm", "1", "--n", "2", "--curve_problems", "3", "--bootstrap", "50",
