@@ -15,7 +15,7 @@ variance (each command is printed; a re-run skips what is done and resumes a PPO
   5. evaluation every final policy on --split (greedy and --n samples at T = 1); the --curves settings'
                 checkpoints every 2 iterations on the first --curve_problems valid tasks; the PRM against
                 exact line labels on the valid samples of the SFT policy and the last sparse and both
-                checkpoints (benchmarks/prm_quality.py)
+                checkpoints (experiments/prm_quality.py)
 Settings (train_psgpo.py flags; {prm}, {orm}, {orm_all}: the seed's own):
   sparse               --dense_reward false --value_init policy       the paper's RL baseline
   sparse_warm_critic   sparse, --critic_warmup W: the critic trains alone for W iterations before the policy
@@ -102,7 +102,7 @@ class Args:
     settings: list[str] = field(default_factory=lambda: [s for s in SETTINGS if s not in ("dense_orm", "both_orm_all")], metadata={"help": "settings run and evaluated for every seed (sparse always runs when labels are needed: they come from its checkpoints)"})
     curves: list[str] = field(default_factory=lambda: ["sparse", "sparse_warm_critic", "value_init_orm", "both"], metadata={"help": "settings whose checkpoints are evaluated every 2 iterations on valid (none: no curves)"})
     iterations: int = field(default=16, metadata={"help": "PPO iterations the policy moves (a multiple of 8: labels from 4 checkpoints, curves every 2)"})
-    warm: int = field(default=4, metadata={"help": "sparse_warm_critic: iterations the critic trains alone first (4: chosen on valid, docs/demo.md)"})
+    warm: int = field(default=4, metadata={"help": "sparse_warm_critic: iterations the critic trains alone first (4: chosen on valid, docs/results/demo.md)"})
     policy: str = field(default="checkpoints/demo-sft", metadata={"help": "the SFT policy every chain starts from"})
     n: int = field(default=4, metadata={"help": "sampled completions per task in the final evaluation (plus one greedy)"})
     curve_problems: int = field(default=200, metadata={"help": "valid tasks each curve checkpoint is evaluated on (greedy + 2 samples)"})
@@ -341,7 +341,7 @@ def main():
             jobs[f"{s}/{model}"] = ([f"{s}/labels"], step(model, [py, "train_prm.py", "--data", f"{d}/prm_data", "--init", args.policy, "--seed", s,
                                                                   "--out", f"{d}/{model}", *MODELS[model], *common, *args.prm_flags.split()], f"{d}/{model}/metrics.json", s))
         jobs[f"{s}/quality"] = ([f"{s}/prm", "sft/curve"] + [f"{s}/curve/{c}" for c in ("sparse", "both") if c in args.curves],
-                                step("quality", [py, "benchmarks/prm_quality.py", "--prm", f"{d}/prm", "--out", f"{d}/prm_quality.json", "--eval",
+                                step("quality", [py, "experiments/prm_quality.py", "--prm", f"{d}/prm", "--out", f"{d}/prm_quality.json", "--eval",
                                                  f"{O}/curves/sft/eval.json", *[f"{O}/curves/s{s}-{c}/eval.json" for c in ("sparse", "both") if c in args.curves],
                                                  "--last_only", "true"], f"{d}/prm_quality.json", s))
     jobs["sft/curve"] = ([], step("sft", [py, "evaluate.py", "--model", args.policy, "--split", "valid", "--n", 2, "--max_problems", args.curve_problems,

@@ -1,6 +1,6 @@
 """experiments/pool_seeds.py - one study's seeds from several runs of experiments/ablation.py, pooled into one report.
 
-    python experiments/pool_seeds.py --runs docs/ablation/budget48 runs/ablation-48b --out docs/ablation/budget48-5seeds
+    python experiments/pool_seeds.py --runs docs/results/ablation/budget48 runs/ablation-48b --out docs/results/ablation/budget48-5seeds
 
 For a study whose seeds ran in separate calls (e.g. on two machines, or more seeds added to a pre-registered
 design): each run's results.json must have the same design (split, iterations, warm critic, settings, curves'

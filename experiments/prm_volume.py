@@ -1,6 +1,6 @@
 """The demo PRM's quality against the volume of labeled data (the issue's lever "labeled volume"; paper
 Figure 5 varies it the same way): PRMs trained on the labels of the first N prompts of run_demo.sh's
-labeling (in its order), each measured by benchmarks/prm_quality.py on valid-split samples it never
+labeling (in its order), each measured by experiments/prm_quality.py on valid-split samples it never
 trained on, against exact line labels.
 
     bash run_demo.sh                                                 # runs/prm_data
@@ -41,7 +41,7 @@ def main():
             with open(data, "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows if r["prompt"] in keep)
             for cmd in ([sys.executable, "train_prm.py", "--data", data, "--init", a.init, "--out", folder, "--holdout", "0"],
-                        [sys.executable, "benchmarks/prm_quality.py", "--prm", folder, "--eval", a.eval]):
+                        [sys.executable, "experiments/prm_quality.py", "--prm", folder, "--eval", a.eval]):
                 print("$ " + " ".join(cmd[1:]), flush=True)
                 subprocess.run(cmd, cwd=HERE, check=True, stdout=subprocess.DEVNULL)
         with open(os.path.join(folder, "quality.json")) as f:

@@ -12,7 +12,7 @@ baseline, its labels, its PRM, and the settings sparse_warm_critic, value_init_o
 their valid curves); what is missing of it is run first by ablation.py's own command. A study then runs its
 variants (VARIANTS) with the same seed, from the same SFT policy, on the same budget, evaluates them exactly as the
 ablation does (so every comparison is paired per seed and task), and writes <out>/<study>.md, .json and .png.
-Resumable: a re-run skips what is done. The numbers, the commands and what they show: docs/studies.md.
+Resumable: a re-run skips what is done. The numbers, the commands and what they show: docs/results/studies.md.
 """
 import ast
 import json
@@ -131,7 +131,7 @@ def main():
                 jobs[f"{s}/{v}/prm"] = ([f"{s}/{v}/labels"], step(f"{d}/{v}-prm.log", [py, "train_prm.py", "--data", f"{d}/{v}-data", "--init", args.policy,
                                                                                       "--seed", s, "--out", prm, "--device", "cpu", *args.prm_flags.split()],
                                                                   f"{prm}/metrics.json"))
-                jobs[f"{s}/{v}/quality"] = ([f"{s}/{v}/prm"], step(f"{d}/{v}-quality.log", [py, "benchmarks/prm_quality.py", "--prm", prm, "--out", f"{prm}/quality.json",
+                jobs[f"{s}/{v}/quality"] = ([f"{s}/{v}/prm"], step(f"{d}/{v}-quality.log", [py, "experiments/prm_quality.py", "--prm", prm, "--out", f"{prm}/quality.json",
                                             "--eval", f"{B}/curves/sft/eval.json", f"{B}/curves/s{s}-sparse/eval.json", f"{B}/curves/s{s}-both/eval.json",
                                             "--last_only", "true"], f"{prm}/quality.json"))
             jobs[f"{s}/{v}"] = (needs, step(f"{d}/{v}.log", [py, "train_psgpo.py", "--policy", args.policy, "--seed", s, "--out", f"{d}/{v}",
@@ -242,7 +242,7 @@ def over_iterations(names, args, result, rng, iv):
 
 def blind_spots(names, args, result):
     """Does a policy learn the mistakes its PRM does not see? Per seed and planted kind: the share of first wrong lines
-    of that kind the seed's PRM scores below 0 (benchmarks/prm_quality.py), and the share of lines each setting's test
+    of that kind the seed's PRM scores below 0 (experiments/prm_quality.py), and the share of lines each setting's test
     samples write in that wrong form (evaluate.py's planted/<kind>)."""
     quality = {s: json.load(open(f"{args.base}/s{s}/prm_quality.json")) for s in args.seeds}
     planted = {n: {s: next(iter(json.load(open(where(n, args, s)[1]))["models"].values()))["metrics"]["planted"] for s in args.seeds} for n in names}

@@ -168,8 +168,8 @@ def test_rows_without_a_step_are_left_out_and_mismatched_labels_stop(tmp_path):
 
 
 def test_prm_quality_against_exact_labels():
-    """benchmarks/prm_quality.quality: hand scores on a demo reference and on it with one planted mistake."""
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    """experiments/prm_quality.quality: hand scores on a demo reference and on it with one planted mistake."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
     import prm_quality
     p = next(p for p in sandbox.load_problems("demo", "valid") if sum(k == "true_div" for k, _ in p.meta["wrong_forms"].values()) == 1
              and p.meta["n_steps"] >= 4 and "#" not in p.solution and "\n\n" not in p.solution)  # line i is step i
@@ -189,8 +189,8 @@ def test_prm_quality_against_exact_labels():
 
 
 def test_prm_quality_reads_training_rows(tmp_path):
-    """benchmarks/prm_quality.failing_rows: labels.jsonl's failing rows only; a row without its fields is one clear error."""
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    """experiments/prm_quality.failing_rows: labels.jsonl's failing rows only; a row without its fields is one clear error."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
     import prm_quality
     row = {"task_id": "demo/train/0", "prompt": "def f(a):\n", "response": "    return a\n", "steps": [[0, 13, False]], "labels": [1],
            "first_error": None}

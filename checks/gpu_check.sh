@@ -11,10 +11,10 @@
 # 1-3 on one GPU at small sizes: one 0.5B iteration, every stage, the FSDP2 + bf16 resume; it is meant to fit in ~10
 # minutes but has not yet run on a GPU (no GPU since; on the CPU at SHAPES=tiny it runs). What QUICK=1 does not
 # check: traffic between ranks (one GPU), the sharded load (4), the 1.5B and 7B shapes (5).
-#   bash benchmarks/gpu_check.sh [RUNS]      (default runs/gpu_check; python3 must have torch with CUDA)
-#   QUICK=1 bash benchmarks/gpu_check.sh                     # one GPU, steps 1-3 at small sizes
-#   NPROC=1 SHAPES="0.5B" bash benchmarks/gpu_check.sh      # one GPU, the smallest shape
-#   DEVICE=cpu SHAPES=tiny bash benchmarks/gpu_check.sh /tmp/check     # the same steps on the CPU
+#   bash checks/gpu_check.sh [RUNS]      (default runs/gpu_check; python3 must have torch with CUDA)
+#   QUICK=1 bash checks/gpu_check.sh                     # one GPU, steps 1-3 at small sizes
+#   NPROC=1 SHAPES="0.5B" bash checks/gpu_check.sh      # one GPU, the smallest shape
+#   DEVICE=cpu SHAPES=tiny bash checks/gpu_check.sh /tmp/check     # the same steps on the CPU
 set -uo pipefail
 cd "$(dirname "$0")/.."
 R=${1:-runs/gpu_check}

@@ -10,11 +10,11 @@ on); the PRM's labels came from the binary search, the exact scorer is only the 
                          writes (sandbox.demo.planted_kind) or `other` (any other slip: a miscopied operand, ...)
 
     python evaluate.py --model runs/sft runs/baseline/ckpt-0008 --split valid --n 2 --out runs/prm_eval
-    python benchmarks/prm_quality.py --prm runs/prm --eval runs/prm_eval/eval.json   # -> runs/prm/quality.json
+    python experiments/prm_quality.py --prm runs/prm --eval runs/prm_eval/eval.json   # -> runs/prm/quality.json
     (--eval takes several eval.json files; --last_only true keeps each file's last model, a run's final checkpoint)
 
 Does it fit what it trained on? --labels scores label_prm_data.py's failing rows (train split) instead:
-    python benchmarks/prm_quality.py --prm runs/prm --labels runs/prm_data/labels.jsonl --out runs/prm/fit.json
+    python experiments/prm_quality.py --prm runs/prm --labels runs/prm_data/labels.jsonl --out runs/prm/fit.json
 """
 import argparse
 import json
