@@ -5,24 +5,27 @@ Hand-written PPO + GAE. The PRM R_phi (train_prm.py) enters twice:
   value init    the value model starts as a copy of the PRM (body and head)      (--value_init prm)
 The paper's four settings are these two flags. In the pipeline (README) this script runs step 1, the RL baseline
 (`--dense_reward false --value_init policy`: the unit-test reward only, no PRM; its checkpoints are what
-label_prm_data.py samples from), and step 4, PSGPO. `--advantage group` replaces the critic's GAE with group-relative
-advantages (RLOO over several responses per prompt, group_advantages), the estimator most code RL since the paper
-uses; the dense reward works with either. The defaults are the demo's settings:
+label_prm_data.py samples from), and step 4, PSGPO. The defaults are the demo's settings:
 
     python train_psgpo.py --policy checkpoints/demo-sft --dense_reward false --value_init policy --out runs/baseline
     python train_psgpo.py --policy checkpoints/demo-sft --prm runs/prm --out runs/psgpo
     torchrun --nproc_per_node 8 train_psgpo.py --policy Qwen/Qwen2.5-Coder-7B-Instruct --fsdp true ...   (README)
 
-Reading order: the math (GAE, the clipped losses, Eq. 3), value init, then main(): the models, and each iteration's
-numbered phases. Around them, train_psgpo_run.py: torchrun's ranks and the checks before anything loads, wrapping
-the models for several ranks, the on-policy check, phase timers, checkpoints and exact resume, signals, the log.
+Reading order: the math (GAE, the clipped losses, Eq. 3), value init, then main(): the four models, and each
+iteration's six numbered phases on one rollout. Around them, train_psgpo_run.py: torchrun's ranks and the checks
+before anything loads, wrapping the models for several ranks, the on-policy check, phase timers, checkpoints and
+exact resume, signals, the log. Options beyond the paper are marked "(ours)" at their flag and where they branch.
 
 Padding convention: prompts are left-padded to P columns, so every response starts at column P;
-`seq = [pad.. prompt | response | pad..]`, [B, P + R]. Response token t (column P + t) is an action:
-its log-prob comes from the logits at column P + t - 1, the value of the state before it, V(s_t), from
-the value head at column P + t - 1, and a line's dense reward sits on the token holding the line's last
-character. The outcome reward (1 if all tests pass, else 0) sits on the response's last token (its EOS
-when it has one).
+`seq = [pad.. prompt | response | pad..]`, [B, P + R]. Which column holds what, for response token t:
+
+    column          P-1 ........ P+t-1 ........ P+t
+    input token     x_last       y_{t-1}        y_t      (x: the prompt, y: the response)
+    read there      logits -> log pi(y_t | x, y<t);  V(s_t), the value of the state before y_t
+    R_phi there     R_phi(x, y<=t) at column P+t: a line's score and its dense reward sit on its last token
+
+So the critic's V(s_t) and the PRM's score of the same row are one column apart (init_value_model). The outcome
+reward (1 if all tests pass, else 0) sits on the response's last token (its EOS when it has one).
 """
 import os
 import random
@@ -38,15 +41,51 @@ import sandbox
 import train_psgpo_run as run
 
 
-
 @dataclass
 class Args:
-    # common
+    # the paper's method (section 4.1, Eq. 3)
     policy: str = field(default="checkpoints/demo-sft", metadata={"help": (
         "starting policy (and KL reference): the SFT checkpoint or any HF causal LM (folder or Hub id)")})
     prm: str = field(default="runs/prm", metadata={"help": (
-        "PRM folder (train_prm.py), needed for --dense_reward or --value_init prm; 'oracle': demo only, the exact "
-        "step scorer as dense reward")})
+        "PRM folder (train_prm.py), needed for --dense_reward or --value_init prm; 'oracle' (ours, demo only): the "
+        "exact step scorer as dense reward")})
+    dense_reward: bool = field(default=True, metadata={"help": "add the PRM's line rewards (Eq. 3)"})
+    value_init: str = field(default="prm", metadata={"help": (
+        "prm: value model = copy of the PRM (--prm); policy: policy body + fresh head")})
+    lam_fail: float = field(default=0.25, metadata={"help": "Eq. 3 lambda for a response that fails its tests"})
+    lam_pass: float = field(default=0.025, metadata={"help": "Eq. 3 lambda for a response that passes"})
+    length_norm: bool = field(default=True, metadata={"help": (
+        "divide line rewards by T, the number of code lines (false shows the hack)")})
+    kl_coef: float = field(default=0.0, metadata={"help": "beta: per-token KL penalty in the reward, as in Eq. 3"})
+    # PPO (the paper's RL; it leaves these values open)
+    iterations: int = field(default=16, metadata={"help": "PPO iterations (rollout + update)"})
+    batch_size: int = field(default=64, metadata={"help": "prompts per iteration (over all ranks), one response each"})
+    minibatch_size: int = field(default=32, metadata={"help": "sequences per gradient step (over all ranks)"})
+    ppo_epochs: int = field(default=2, metadata={"help": "passes over each batch"})
+    lr: float = field(default=1e-4, metadata={"help": "policy learning rate"})
+    value_lr: float = field(default=3e-4, metadata={"help": "value model learning rate"})
+    warmup: int = field(default=4, metadata={"help": "linear learning-rate warm-up, in optimizer steps"})
+    clip: float = field(default=0.2, metadata={"help": "PPO ratio clip epsilon"})
+    vf_clip: float = field(default=0.2, metadata={"help": "value clip around the rollout's values"})
+    gamma: float = field(default=1.0, metadata={"help": "discount"})
+    gae_lambda: float = field(default=0.95, metadata={"help": "GAE lambda"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
+    max_new_tokens: int = field(default=192, metadata={"help": "longest response in tokens"})
+    # beyond the paper (ours): each is marked "(ours)" where it branches
+    kl_loss_coef: float = field(default=0.25, metadata={"help": (
+        "(ours) coefficient of the exact KL to the reference (whole vocabulary) added to the loss: the demo's KL, in "
+        "place of Eq. 3's beta")})
+    value_scale: str = field(default="prm", metadata={"help": (
+        "(ours) with --value_init prm: prm (copied as it is, the paper) | returns (its head mapped from [-1, 1] to the "
+        "returns' [0, 1])")})
+    critic_warmup: int = field(default=0, metadata={"help": (
+        "(ours) iterations at the start that train the value model alone (the policy does not move)")})
+    advantage: str = field(default="gae", metadata={"help": (
+        "gae: the critic's GAE (the paper) | group (ours): group-relative, no critic (RLOO over --group_size responses "
+        "per prompt)")})
+    group_size: int = field(default=4, metadata={"help": (
+        "(ours) with --advantage group: responses per prompt (--batch_size counts responses)")})
+    # the run
     out: str = field(default="runs/psgpo", metadata={"help": (
         "run folder: args.json, log.jsonl, ckpt-NNNN/ checkpoints")})
     dataset: str = field(default="demo", metadata={"help": (
@@ -63,42 +102,6 @@ class Args:
         "feed prompts through the tokenizer's chat template (instruct models; sandbox.prompt_ids)")})
     revision: str = field(default=None, metadata={"help": (
         "Hub revision (branch, tag or commit) of Hub ids given as --policy / --prm")})
-    # the paper's settings (section 4.1)
-    dense_reward: bool = field(default=True, metadata={"help": "add the PRM's line rewards (Eq. 3)"})
-    value_init: str = field(default="prm", metadata={"help": (
-        "prm: value model = copy of the PRM (--prm); policy: policy body + fresh head")})
-    value_scale: str = field(default="prm", metadata={"help": (
-        "with --value_init prm: prm (copied as it is, the paper) | returns (its head mapped from [-1, 1] to the "
-        "returns' [0, 1])")})
-    lam_fail: float = field(default=0.25, metadata={"help": "Eq. 3 lambda for a response that fails its tests"})
-    lam_pass: float = field(default=0.025, metadata={"help": "Eq. 3 lambda for a response that passes"})
-    length_norm: bool = field(default=True, metadata={"help": (
-        "divide line rewards by T, the number of code lines (false shows the hack)")})
-    kl_coef: float = field(default=0.0, metadata={"help": "beta: per-token KL penalty in the reward, as in Eq. 3"})
-    kl_loss_coef: float = field(default=0.25, metadata={"help": (
-        "coefficient of the exact KL to the reference (whole vocabulary) added to the loss")})
-    # PPO
-    iterations: int = field(default=16, metadata={"help": "PPO iterations (rollout + update)"})
-    batch_size: int = field(default=64, metadata={"help": "prompts per iteration (over all ranks), one response each"})
-    minibatch_size: int = field(default=32, metadata={"help": "sequences per gradient step (over all ranks)"})
-    ppo_epochs: int = field(default=2, metadata={"help": "passes over each batch"})
-    lr: float = field(default=1e-4, metadata={"help": "policy learning rate"})
-    value_lr: float = field(default=3e-4, metadata={"help": "value model learning rate"})
-    warmup: int = field(default=4, metadata={"help": "linear learning-rate warm-up, in optimizer steps"})
-    critic_warmup: int = field(default=0, metadata={"help": (
-        "iterations at the start that train the value model alone (the policy does not move)")})
-    advantage: str = field(default="gae", metadata={"help": (
-        "gae: the critic's GAE (the paper) | group: group-relative, no critic (RLOO over --group_size responses per "
-        "prompt)")})
-    group_size: int = field(default=4, metadata={"help": (
-        "with --advantage group: responses per prompt (--batch_size counts responses)")})
-    clip: float = field(default=0.2, metadata={"help": "PPO ratio clip epsilon"})
-    vf_clip: float = field(default=0.2, metadata={"help": "value clip around the rollout's values"})
-    gamma: float = field(default=1.0, metadata={"help": "discount"})
-    gae_lambda: float = field(default=0.95, metadata={"help": "GAE lambda"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
-    max_new_tokens: int = field(default=192, metadata={"help": "longest response in tokens"})
-    # around the loop
     save_every: int = field(default=4, metadata={"help": (
         "checkpoint every N iterations (and at the end): the demo labels from 4 of them")})
     resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in --out"})
@@ -155,7 +158,7 @@ def compute_gae(rewards, values, mask, gamma, lam):
 
 
 def group_advantages(rewards, mask, g):
-    """Advantages without a critic (--advantage group; RLOO, as GRPO-style code RL uses, with the dense line
+    """(ours, --advantage group) Advantages without a critic (RLOO, as GRPO-style code RL uses, with the dense line
     rewards summed to go as PRIME does): rows come in groups of g responses to one prompt.
         G_t = sum_{t' >= t} r_t'                    the return to go (gamma = 1): outcome + dense rewards
         A_t = G_t - mean_{j != i} G_0^j             baseline: the other g - 1 responses' total returns
@@ -167,8 +170,8 @@ def group_advantages(rewards, mask, g):
 
 
 def advantages_and_returns(rewards, values, mask, args):
-    """GAE with the critic's values (the paper's PPO); --advantage group: group-relative advantages (no critic in them;
-    the value model still trains on GAE's returns, so its fit is logged as before)."""
+    """GAE with the critic's values (the paper's PPO); --advantage group (ours): group-relative advantages (no critic in
+    them; the value model still trains on GAE's returns, so its fit is logged as before)."""
     advantages, returns = compute_gae(rewards, values, mask, args.gamma, args.gae_lambda)
     if args.advantage == "group":
         advantages = group_advantages(rewards, mask, args.group_size)
@@ -195,7 +198,7 @@ def dense_reward(step_tokens, step_scores, neutral, last_token, passed, lam_fail
     earn 0 (their neutral label) and are not counted in T, so adding them can neither shrink a failing
     response's penalty nor earn anything (the paper's policy learned to write excessive comments); a
     response without a code line (empty, comments only) gets the floor -lam_fail on its last token, no more
-    than the worst real attempt: the PRM's scores are clipped to its labels' range [-1, 1] (its head is
+    than the worst real attempt; (ours) the PRM's scores are clipped to its labels' range [-1, 1] (its head is
     unbounded), so the line rewards of a failing response sum to at least -lam_fail."""
     code = [(t, min(1.0, max(-1.0, s))) for t, s, n in zip(step_tokens, step_scores, neutral) if not n]  # in [-1, 1]
     if not code:
@@ -205,17 +208,31 @@ def dense_reward(step_tokens, step_scores, neutral, last_token, passed, lam_fail
     return [(t, lam * s / T) for t, s in code]
 
 
-def place_dense_rewards(tok, responses, lengths, steps, scores, batch, texts, passed, args):
-    """Phase 3 for a batch: [B, R] rewards holding Eq. 3's r_m (dense_reward) on the token holding each code line's
+@dataclass
+class Rollout:
+    """Phase 1's output, which phases 2-6 and the log read: B responses, left-padded prompts of P columns."""
+    batch: list              # the B problems, one response each
+    seq: torch.Tensor        # [B, P + R] prompt | response ids, trimmed to the longest kept response
+    seq_mask: torch.Tensor   # [B, P + R] 1 on real tokens
+    P: int                   # response token t sits at column P + t
+    response: torch.Tensor   # [B, R] = seq[:, P:]
+    rmask: torch.Tensor      # [B, R] 1 on the tokens each response kept (through its EOS or stop string)
+    texts: list              # the completions judged (sandbox.end_response)
+    lengths: list            # response tokens kept
+    steps: list              # each text's lines, sandbox.split_steps: [(start, end, neutral)]
+
+
+def place_dense_rewards(tok, ro, scores, passed, args):
+    """Phase 3 for a rollout: [B, R] rewards holding Eq. 3's r_m (dense_reward) on the token holding each code line's
     last character (sandbox.line_end_tokens: the token train_prm.py puts the line's label on), and every line's
-    score. scores [B, R]: the PRM's R_phi(x, y<=t) after each response token; None for --prm oracle (the
+    score. scores [B, R]: the PRM's R_phi(x, y<=t) after each response token; None for --prm oracle (ours: the
     demo's exact step scorer)."""
-    dense, step_scores = torch.zeros(len(batch), responses.shape[1], device=responses.device), []
-    for b, (ids, st) in enumerate(zip(responses.tolist(), steps)):
-        ends = sandbox.line_end_tokens(tok, ids[:lengths[b]], st)
+    dense, step_scores = torch.zeros(len(ro.batch), ro.response.shape[1], device=ro.response.device), []
+    for b, (ids, st) in enumerate(zip(ro.response.tolist(), ro.steps)):
+        ends = sandbox.line_end_tokens(tok, ids[:ro.lengths[b]], st)
         oracle = scores is None
-        step_scores.append(sandbox.demo.oracle_step_scores(batch[b], texts[b]) if oracle else scores[b, ends].tolist())
-        for t, r in dense_reward(ends, step_scores[-1], [n for _, _, n in st], lengths[b] - 1, bool(passed[b]),
+        step_scores.append(sandbox.demo.oracle_step_scores(ro.batch[b], ro.texts[b]) if oracle else scores[b, ends].tolist())
+        for t, r in dense_reward(ends, step_scores[-1], [n for _, _, n in st], ro.lengths[b] - 1, bool(passed[b]),
                                  args.lam_fail, args.lam_pass, args.length_norm):
             dense[b, t] += r
     return dense, step_scores
@@ -239,21 +256,171 @@ def token_values(value, seq, mask, P):
 
 
 def exact_kl(ref, logp_all, s, sm, m, P, temperature, autocast):
-    """The exact KL(pi || pi_ref) per token over the whole vocabulary, sum_v pi(v) (log pi(v) - log pi_ref(v)),
-    its masked mean over the minibatch's response tokens (--kl_loss_coef: added to the policy's loss)."""
+    """(ours, --kl_loss_coef) The exact KL(pi || pi_ref) per token over the whole vocabulary,
+    sum_v pi(v) (log pi(v) - log pi_ref(v)), its masked mean over the minibatch's response tokens."""
     with torch.no_grad(), autocast:
         ref_all = F.log_softmax(forward(ref, s, sm)[:, P - 1:-1].float() / temperature, -1)
     return masked_mean((logp_all.exp() * (logp_all - ref_all)).sum(-1), m)
 
 
-def optimizer_steps(opts, scheds, models, moves):
-    """After one backward: each model that moves clips its gradient norm to 1 and steps; every gradient is freed."""
-    for o, sched, model, move in zip(opts, scheds, models, moves):
-        if move:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            o.step()
-            sched.step()
-        o.zero_grad(set_to_none=True)  # free the gradients before the next forward
+def optimizer_step(opt, sched, model):
+    """After a backward: clip the model's gradient norm to 1, step, advance the schedule, free the gradients.
+    Returns the norm before clipping (logged: losses/*_grad_norm)."""
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)  # free the gradients before the next forward
+    return (norm.full_tensor() if hasattr(norm, "full_tensor") else norm).item()  # FSDP: a DTensor
+
+
+# ------------------------------------------------------------------ value init (paper 4.1)
+def init_value_model(args, load):
+    """Value initialization (paper 4.1). --value_init prm: the critic starts as a copy of the PRM, body and
+    scalar head. The PRM was trained to score the prefix through token t, R_phi(x, y<=t), at column P + t,
+    and the critic reads V(s_t), the value of the state before token t, at column P + t - 1:
+
+        column        P+t-1            P+t
+        PRM reads     R_phi(x, y<t)    R_phi(x, y<=t)   <- y_t's line score, if y_t ends a line
+        critic reads  V(s_t)           V(s_{t+1})
+
+    so the copied critic starts at V(s_t) = R_phi(x, y<t), the PRM's score of everything written before token t.
+    (ours) --value_scale returns maps the head's output from the labels' [-1, 1] to the outcome reward's [0, 1]
+    (V = (R_phi + 1) / 2), the scale of the returns it is trained on. --value_init policy (the baseline):
+    the policy's body with a fresh head."""
+    if args.value_init == "policy":
+        return load(AutoModelForTokenClassification, args.policy, torch.float32, num_labels=1)
+    value = load(AutoModelForTokenClassification, args.prm, torch.float32)
+    if args.value_scale == "returns":
+        head = getattr(value, "score", None) or value.classifier  # Llama / Qwen2: score; GPT-2: classifier
+        with torch.no_grad():
+            head.weight.mul_(0.5), head.bias.mul_(0.5).add_(0.5)
+    return value
+
+
+# ------------------------------------------------------------------ the loop
+def main():
+    args = sandbox.parse_args(Args)
+    ranks, problems = run.start(args)  # torchrun's ranks, every check before anything loads, the seeds
+    device = ranks.device
+    tok, eos = sandbox.load_tokenizer(args.policy, args.revision)
+    def load(cls, path, dtype, **kw):
+        return sandbox.load_model(cls, path, device, dtype, args.revision, args.fsdp, args.bf16, **kw)
+    frozen = torch.bfloat16 if args.bf16 else torch.float32  # trained models keep fp32 weights (--bf16 autocasts:
+    # bf16 weights would round small AdamW updates away), frozen ones are stored in bf16; FSDP: each rank a shard
+    Scorer = AutoModelForTokenClassification  # a scalar per token: the PRM, the value model
+
+    # The four models of PPO with a PRM
+    policy = load(AutoModelForCausalLM, args.policy, torch.float32)               # pi_theta: trained by PPO
+    ref = load(AutoModelForCausalLM, args.policy, frozen).requires_grad_(False)   # pi_ref: the SFT policy, the KL's anchor
+    prm = load(Scorer, args.prm, frozen).requires_grad_(False) if run.scores_lines(args) else None  # R_phi (Eq. 3)
+    value = init_value_model(args, load)                                          # V: the critic, value init (4.1)
+    train_policy, train_value = run.for_training(policy, value, args, ranks)  # no dropout; DDP replicas over the ranks
+    policy_opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, eps=1e-5)
+    value_opt = torch.optim.AdamW(value.parameters(), lr=args.value_lr, eps=1e-5)
+    policy_sched = sandbox.lr_schedule(policy_opt, args.warmup)  # a linear warm-up, then constant
+    value_sched = sandbox.lr_schedule(value_opt, args.warmup)
+    trained = run.Trained(policy, value, policy_opt, value_opt, policy_sched, value_sched)  # what a checkpoint holds
+
+    # --resume: the newest ckpt-NNNN/ in --out gives the models' weights, the optimizers, schedules, RNGs and log
+    start_it, log_rows = run.resume(trained, args, ranks)
+    log, stop = run.Log(args, log_rows, ranks), run.stop_on_signals()
+    autocast = torch.autocast(device.split(":")[0], torch.bfloat16, enabled=args.bf16)
+    mb = max(1, args.minibatch_size // ranks.world)  # sequences per rank in a gradient step
+    sampler_gap = run.check_on_policy(sampler_check, policy, tok, rollout_batch(problems, start_it, args, ranks)[:4],
+                                      eos, args, ranks)
+
+    bar = tqdm(range(start_it, args.iterations), "psgpo", initial=start_it, total=args.iterations, disable=ranks.rank != 0)
+    for it in bar:
+        laps = run.Laps(device)  # each phase's seconds (time/<phase> in the log)
+        # 1. Rollout: one response per prompt, sampled with the KV cache from left-padded prompts
+        ro = rollout(policy, tok, eos, rollout_batch(problems, it, args, ranks), args, autocast)
+        B, P = len(ro.batch), ro.P
+        laps("generate")
+
+        # 2. Outcome reward: 1 if the program passes all its tests, 0 otherwise, on the response's last token
+        verdicts = sandbox.check_many(list(zip(ro.batch, ro.texts)), args.workers, args.timeout)
+        passed = torch.tensor([v.passed for v in verdicts], dtype=torch.float, device=device)  # [B]
+        outcome = torch.zeros(B, ro.response.shape[1], device=device)                        # [B, R]
+        outcome[torch.arange(B), torch.tensor(ro.lengths, device=device) - 1] = passed
+        laps("judge")
+
+        # 3. Dense reward (Eq. 3): the PRM's score of each code line, r_m = lam * R_phi(x, y<=m) / T on its last token
+        dense, step_scores = torch.zeros_like(outcome), []
+        if args.dense_reward:
+            with torch.no_grad(), autocast:
+                scores = forward(prm, ro.seq, ro.seq_mask)[:, P:, 0].float() if prm is not None else None  # [B, R]
+            dense, step_scores = place_dense_rewards(tok, ro, scores, passed, args)
+        laps("dense")
+
+        # 4. The rollout under the models: log pi_old (PPO's ratio), log pi_ref (the KL) and the values V(s_t)
+        chunks = torch.arange(B, device=device).split(mb)
+        with torch.no_grad(), autocast:  # in minibatches: [B, R, V] logits need not fit at once
+            old_logp = torch.cat([token_logp(policy, ro.seq[i], ro.seq_mask[i], P, args.temperature) for i in chunks])
+            ref_logp = torch.cat([token_logp(ref, ro.seq[i], ro.seq_mask[i], P, args.temperature) for i in chunks])
+            old_values = torch.cat([token_values(value, ro.seq[i], ro.seq_mask[i], P) for i in chunks]) * ro.rmask
+        laps("score")
+
+        # 5. The KL penalty per token in the reward (Eq. 3's beta, --kl_coef; the demo's is 0: its KL is in the loss,
+        #    --kl_loss_coef), then the advantages (GAE over the critic's values), whitened
+        kl = (old_logp - ref_logp) * ro.rmask                                                    # [B, R]
+        rewards = (outcome + dense - args.kl_coef * kl) * ro.rmask                               # [B, R]
+        advantages, returns = advantages_and_returns(rewards, old_values, ro.rmask, args)
+        shares = advantage_shares(outcome, dense, -args.kl_coef * kl, old_values, advantages, ro.rmask, args)
+        advantages = masked_whiten(advantages, ro.rmask)
+        laps("advantages")
+
+        # 6. PPO epochs over minibatches: the clipped policy loss (+ the exact KL to the reference), the clipped
+        #    value loss; each model clips its gradient norm to 1 and steps
+        actor = it >= args.critic_warmup  # (ours) --critic_warmup: the first iterations train the value model alone
+        stats = []
+        policy.train(), value.train()  # train mode for the update (gradient checkpointing needs it)
+        for _ in range(args.ppo_epochs):
+            for idx in torch.randperm(B, device=device).split(mb):
+                s, sm, m = ro.seq[idx], ro.seq_mask[idx], ro.rmask[idx]
+                with autocast, torch.set_grad_enabled(actor):
+                    logits = forward(train_policy, s, sm)[:, P - 1:-1].float() / args.temperature  # [b, R, V]
+                with autocast:
+                    vpred = token_values(train_value, s, sm, P)                                    # [b, R]: V(s_t)
+                logp_all = F.log_softmax(logits, -1)                                               # [b, R, V]
+                logp = torch.gather(logp_all, 2, ro.response[idx][..., None])[..., 0]              # [b, R]
+                pg, clipfrac = policy_loss(logp, old_logp[idx], advantages[idx], m, args.clip)
+                actor_loss, kl_exact = pg, None
+                if args.kl_loss_coef:  # (ours) the exact KL to the reference in the loss
+                    kl_exact = exact_kl(ref, logp_all, s, sm, m, P, args.temperature, autocast)
+                    actor_loss = pg + args.kl_loss_coef * kl_exact
+                vf = value_loss(vpred, old_values[idx], returns[idx], m, args.vf_clip)
+                (actor_loss + vf if actor else vf).backward()  # separate models: one backward serves both
+                norms = {"policy": optimizer_step(policy_opt, policy_sched, policy)} if actor else {}
+                norms["value"] = optimizer_step(value_opt, value_sched, value)
+                stats.append(minibatch_stats(logp, old_logp[idx], logp_all, m, pg, vf, clipfrac, kl_exact, norms))
+        laps("update")
+
+        row = log_row(it, args, ro, verdicts, dense=dense, step_scores=step_scores, kl=kl, returns=returns,
+                      values=old_values, shares=shares, stats=stats)
+        log.write(row | laps.seconds | ({"charts/sampler_gap": sampler_gap} if it == start_it else {}))
+        bar.set_postfix(pass_rate=f"{log.rows[-1]['train/pass_rate']:.2f}", kl=f"{log.rows[-1]['charts/kl_per_seq']:.2f}")
+        if run.save_or_stop(it, stop, trained, tok, log, args, ranks):  # a signal: saved, stop
+            break
+    log.summary()
+
+
+# ------------------------------------------------------------------ phase 1, and the prompts each iteration draws
+def rollout(policy, tok, eos, batch, args, autocast):
+    """Phase 1: one response per problem in `batch`, sampled from softmax(logits / T) with the KV cache; each ends at
+    its first EOS or stop string (sandbox.end_response: a stop may begin in the prompt); trimmed to the longest."""
+    prompts = [sandbox.prompt_ids(tok, p.prompt, args.chat_template) for p in batch]
+    stops = [sandbox.stop_strings(p, args.chat_template) for p in batch]
+    policy.eval()  # eval mode for the rollout: generate keeps its KV cache
+    with torch.no_grad(), autocast, run.gathered(policy, args.fsdp):  # FSDP: every rank steps until all are done
+        seq, qmask = sandbox.generate(policy, tok, prompts, eos, sorted({s for st in stops for s in st}), args.fsdp,
+                                      do_sample=True, temperature=args.temperature, top_k=0, top_p=1.0,
+                                      max_new_tokens=args.max_new_tokens)
+    P = qmask.shape[1]
+    texts, lengths = zip(*[sandbox.end_response(tok, row, eos, st, pr) for row, st, pr in zip(seq[:, P:].tolist(), stops, prompts)])
+    R = max(lengths)  # every later pass runs at this width
+    rmask = (torch.arange(R, device=seq.device)[None] < torch.tensor(lengths, device=seq.device)[:, None]).float()
+    return Rollout(batch, seq[:, :P + R], torch.cat([qmask, rmask.long()], 1), P, seq[:, P:P + R], rmask,
+                   list(texts), list(lengths), [sandbox.split_steps(x) for x in texts])
 
 
 def draw_prompts(n, it, batch_size, seed, rank, world):
@@ -267,30 +434,12 @@ def draw_prompts(n, it, batch_size, seed, rank, world):
     return batch[rank::world]
 
 
-def rollout_batch(problems, it, args, rank, world):
-    """This rank's problems at iteration `it`, one response each (draw_prompts); --advantage group: each prompt
-    --group_size times, side by side."""
+def rollout_batch(problems, it, args, ranks):
+    """This rank's problems at iteration `it`, one response each (draw_prompts); (ours) --advantage group: each
+    prompt --group_size times, side by side."""
     g = args.group_size if args.advantage == "group" else 1
-    drawn = draw_prompts(len(problems), it, args.batch_size // g, args.seed, rank, world)
+    drawn = draw_prompts(len(problems), it, args.batch_size // g, args.seed, ranks.rank, ranks.world)
     return [problems[i] for i in drawn for _ in range(g)]
-
-
-def init_value_model(args, load):
-    """Value initialization (paper 4.1). --value_init prm: the critic starts as a copy of the PRM, body and
-    scalar head. The PRM was trained to score the prefix through token t, R_phi(x, y<=t), at column P + t,
-    and the critic reads V(s_t), the value of the state before token t, at column P + t - 1: so the copied
-    critic starts at V(s_t) = R_phi(x, y<t), the PRM's score of everything written before token t.
-    --value_scale returns maps the head's output from the labels' [-1, 1] to the outcome reward's [0, 1]
-    (V = (R_phi + 1) / 2), the scale of the returns it is trained on. --value_init policy (the baseline):
-    the policy's body with a fresh head."""
-    if args.value_init == "policy":
-        return load(AutoModelForTokenClassification, args.policy, torch.float32, num_labels=1)
-    value = load(AutoModelForTokenClassification, args.prm, torch.float32)
-    if args.value_scale == "returns":
-        head = getattr(value, "score", None) or value.classifier  # Llama / Qwen2: score; GPT-2: classifier
-        with torch.no_grad():
-            head.weight.mul_(0.5), head.bias.mul_(0.5).add_(0.5)
-    return value
 
 
 @torch.no_grad()
@@ -318,154 +467,62 @@ def sampler_check(policy, tok, rows, eos, temperature, fsdp, new_tokens=32):
     return worst(sampler - logp([x / temperature for x in out.logits])), worst(sampler - trainer)
 
 
-def main():
-    args = sandbox.parse_args(Args)
-    rank, world, device, problems = run.start(args)   # torchrun's ranks, every check before anything loads, the seeds
-    src = run.newest_checkpoint(args) or args.policy  # --resume: the newest ckpt-NNNN/ in --out
-
-    # The models: the policy (trained), its frozen copy the reference, the PRM (frozen), the value model (trained).
-    # Trained models keep fp32 weights (--bf16 autocasts their forward passes: bf16 weights would round small AdamW
-    # updates away); frozen ones are stored in bf16 under --bf16. FSDP: each rank holds a shard of each.
-    tok, eos = sandbox.load_tokenizer(src, args.revision)
-    def load(cls, path, dtype, **kw):
-        return sandbox.load_model(cls, path, device, dtype, args.revision, args.fsdp, args.bf16, **kw)
-    frozen_dtype, resuming = torch.bfloat16 if args.bf16 else torch.float32, src != args.policy
-    policy = load(AutoModelForCausalLM, src, torch.float32)
-    ref = load(AutoModelForCausalLM, args.policy, frozen_dtype).requires_grad_(False)
-    Scorer = AutoModelForTokenClassification  # a scalar per token: the PRM, the value model
-    prm = load(Scorer, args.prm, frozen_dtype).requires_grad_(False) if run.scores_lines(args) else None
-    value = load(Scorer, f"{src}/value", torch.float32) if resuming else init_value_model(args, load)
-    train_policy, train_value = run.for_training(policy, value, args, world)  # no dropout; DDP replicas over the ranks
-    opts = [torch.optim.AdamW(m.parameters(), lr=lr, eps=1e-5) for m, lr in ((policy, args.lr), (value, args.value_lr))]
-    scheds = [sandbox.lr_schedule(o, args.warmup) for o in opts]  # a linear warm-up, then constant
-    start_it, rows = run.resume(src, policy, value, opts, scheds, args, rank, world, device) if resuming else (0, [])
-    log, stop = run.Log(args, rows, rank, world, device), run.stop_on_signals()
-    autocast = torch.autocast(device.split(":")[0], torch.bfloat16, enabled=args.bf16)
-    mb = max(1, args.minibatch_size // world)  # sequences per rank in a gradient step
-    first = rollout_batch(problems, start_it, args, rank, world)[:4]
-    sampler_gap = run.check_on_policy(sampler_check, policy, tok, first, eos, args, world, device)
-
-    bar = tqdm(range(start_it, args.iterations), "psgpo", initial=start_it, total=args.iterations, disable=rank != 0)
-    for it in bar:
-        laps = run.Laps(device)  # each phase's seconds (time/<phase> in the log)
-        # 1. Rollout: one response per prompt, sampled with the KV cache from left-padded prompts
-        policy.eval(), value.eval()  # eval mode for the rollout: generate keeps its KV cache
-        batch = rollout_batch(problems, it, args, rank, world)
-        prompts = [sandbox.prompt_ids(tok, p.prompt, args.chat_template) for p in batch]
-        stops = [sandbox.stop_strings(p, args.chat_template) for p in batch]
-        with torch.no_grad(), autocast, run.gathered(policy, args.fsdp):  # FSDP: every rank steps until all are done
-            seq, qmask = sandbox.generate(policy, tok, prompts, eos, sorted({s for st in stops for s in st}), args.fsdp,
-                                          do_sample=True, temperature=args.temperature, top_k=0, top_p=1.0,
-                                          max_new_tokens=args.max_new_tokens)
-        P = qmask.shape[1]
-        # each response ends at its first EOS or stop string (a stop may begin in the prompt)
-        ends = [sandbox.end_response(tok, row, eos, st, pr) for row, st, pr in zip(seq[:, P:].tolist(), stops, prompts)]
-        texts, lengths = zip(*ends)
-        R = max(lengths)  # trim to the longest kept response: every later pass runs at this width
-        response, seq = seq[:, P:P + R], seq[:, :P + R]                                    # [B, R], [B, P + R]
-        rmask = (torch.arange(R, device=device)[None] < torch.tensor(lengths, device=device)[:, None]).float()  # [B, R]
-        seq_mask = torch.cat([qmask, rmask.long()], 1)                                      # [B, P + R]
-        laps("generate")
-
-        # 2. Outcome reward: 1 if the program passes all its tests, 0 otherwise, on the response's last token
-        verdicts = sandbox.check_many(list(zip(batch, texts)), args.workers, args.timeout)
-        passed = torch.tensor([v.passed for v in verdicts], dtype=torch.float, device=device)  # [B]
-        rewards = torch.zeros(len(batch), R, device=device)
-        rewards[torch.arange(len(batch)), torch.tensor(lengths, device=device) - 1] += passed
-        laps("judge")
-
-        # 3. Dense reward (Eq. 3): the PRM's score of each code line, r_m = lam * R_phi(x, y<=m) / T on its last token
-        steps = [sandbox.split_steps(x) for x in texts]
-        dense, step_scores = torch.zeros_like(rewards), []
-        if args.dense_reward:
-            with torch.no_grad(), autocast:
-                scores = forward(prm, seq, seq_mask)[:, P:, 0].float() if prm is not None else None  # [B, R]
-            dense, step_scores = place_dense_rewards(tok, response, lengths, steps, scores, batch, texts, passed, args)
-        rewards += dense
-        laps("dense")
-
-        # 4. The rollout under the models: log pi_old (PPO's ratio), log pi_ref (the KL) and the values V(s_t)
-        chunks = torch.arange(len(batch), device=device).split(mb)
-        with torch.no_grad(), autocast:  # in minibatches: [B, R, V] logits need not fit at once
-            old_logp = torch.cat([token_logp(policy, seq[i], seq_mask[i], P, args.temperature) for i in chunks])
-            ref_logp = torch.cat([token_logp(ref, seq[i], seq_mask[i], P, args.temperature) for i in chunks])
-            old_values = torch.cat([token_values(value, seq[i], seq_mask[i], P) for i in chunks])
-            old_values = old_values * rmask  # [B, R]: V(s_t)
-        laps("score")
-
-        # 5. The KL penalty per token in the reward (Eq. 3's beta, --kl_coef; the demo's is 0: its KL is in the loss,
-        #    --kl_loss_coef), then the advantages (GAE over the critic's values), whitened
-        kl = (old_logp - ref_logp) * rmask
-        rewards = (rewards - args.kl_coef * kl) * rmask
-        advantages, returns = advantages_and_returns(rewards, old_values, rmask, args)
-        advantages = masked_whiten(advantages, rmask)
-        laps("advantages")
-
-        # 6. PPO epochs over minibatches: the clipped policy loss (+ the exact KL to the reference), the clipped
-        #    value loss
-        actor = it >= args.critic_warmup  # --critic_warmup: the first iterations train the value model alone
-        stats = {k: [] for k in ("pg", "vf", "clipfrac", "approx_kl", "entropy", "exact_kl", "ratio_error")}
-        policy.train(), value.train()  # train mode for the update (gradient checkpointing needs it)
-        for _ in range(args.ppo_epochs):
-            for idx in torch.randperm(len(batch), device=device).split(mb):
-                m, s, sm = rmask[idx], seq[idx], seq_mask[idx]
-                with autocast:
-                    logits = forward(train_policy, s, sm)[:, P - 1:-1].float() / args.temperature  # [b, R, V]
-                    vpred = token_values(train_value, s, sm, P)                                     # [b, R]: V(s_t)
-                logp_all = F.log_softmax(logits, -1)
-                logp = torch.gather(logp_all, 2, response[idx][..., None])[..., 0]                 # [b, R]
-                pg, clipfrac = policy_loss(logp, old_logp[idx], advantages[idx], m, args.clip)
-                loss = pg
-                if args.kl_loss_coef:
-                    exact = exact_kl(ref, logp_all, s, sm, m, P, args.temperature, autocast)
-                    loss = loss + args.kl_loss_coef * exact
-                    stats["exact_kl"].append(exact.item())
-                vf = value_loss(vpred, old_values[idx], returns[idx], m, args.vf_clip)
-                (loss * actor + vf).backward()  # separate models and optimizers: one backward serves both
-                optimizer_steps(opts, scheds, (policy, value), (actor, True))
-                with torch.no_grad():
-                    for k, x in (("pg", pg), ("vf", vf), ("clipfrac", clipfrac)):
-                        stats[k].append(x.item())
-                    stats["approx_kl"].append(masked_mean(0.5 * (logp - old_logp[idx]) ** 2, m).item())
-                    stats["ratio_error"].append(((logp - old_logp[idx]).abs() * m).max().item())  # 0 before step 1
-                    stats["entropy"].append(masked_mean(-(logp_all.exp() * logp_all).sum(-1), m).item())
-        laps("update")
-
-        row = log_row(it, args, verdicts, dense, kl, stats, returns, old_values, rmask,
-                      steps, step_scores, lengths, batch, texts)
-        log.write(row | laps.seconds | ({"charts/sampler_gap": sampler_gap} if it == start_it else {}))
-        last = log.rows[-1]  # the mean over the ranks
-        bar.set_postfix(pass_rate=f"{last['train/pass_rate']:.2f}", kl=f"{last['charts/kl_per_seq']:.2f}")
-        if run.save_or_stop(it, stop, policy, value, tok, opts, scheds, log, args, rank, world, device):  # a signal
-            break
-    log.summary()
-
-
 # ------------------------------------------------------------------ what an iteration logs (docs/metrics.md)
-def log_row(it, args, verdicts, dense, kl, stats, returns, old_values, rmask,
-            steps, step_scores, lengths, batch, texts):
+@torch.no_grad()
+def advantage_shares(outcome, dense, kl, values, advantages, mask, args):
+    """How much of the advantage's variance each term carries: is Eq. 3's lam/T a whisper next to the outcome
+    reward? GAE (and the group estimator) is linear in the rewards and the values, so the advantages split exactly
+    into A = A(outcome) + A(dense) + A(KL) + A(critic), each computed alone (the rewards of the others 0; the
+    critic's part is GAE's -V(s_t) + gamma V(s_{t+1}) terms); share_k = Cov(A_k, A) / Var(A) over the response
+    tokens, the four summing to 1 (whitening scales them alike)."""
+    zero = torch.zeros_like(values)
+    parts = {k: advantages_and_returns(r * mask, zero, mask, args)[0] for k, r in (("outcome", outcome), ("dense", dense), ("kl", kl))}
+    parts["critic"] = advantages - sum(parts.values())
+    centred = lambda x: (x - masked_mean(x, mask)) * mask  # noqa: E731
+    var = masked_mean(centred(advantages) ** 2, mask).clamp(min=1e-12)
+    return {f"advantage/share_{k}": (masked_mean(centred(a) * centred(advantages), mask) / var).item() for k, a in parts.items()}
+
+
+@torch.no_grad()
+def minibatch_stats(logp, old_logp, logp_all, m, pg, vf, clipfrac, kl_exact, norms):
+    """One gradient step's statistics (CleanRL's names): the losses, how far the step moved the policy
+    (approx_kl = mean of (r - 1) - log r, r = pi / pi_old, CleanRL's low-variance estimator), the largest
+    |log r| (0 before the first step: the rollout is on-policy), the entropy, the gradient norms before clipping."""
+    log_ratio = logp - old_logp
+    return {"pg": pg.item(), "vf": vf.item(), "clipfrac": clipfrac.item(),
+            "approx_kl": masked_mean(log_ratio.exp() - 1 - log_ratio, m).item(),
+            "ratio_error": (log_ratio.abs() * m).max().item(),
+            "entropy": masked_mean(-(logp_all.exp() * logp_all).sum(-1), m).item(),
+            **({"exact_kl": kl_exact.item()} if kl_exact is not None else {}),
+            **{f"{k}_grad_norm": v for k, v in norms.items()}}
+
+
+def log_row(it, args, ro, verdicts, *, dense, step_scores, kl, returns, values, shares, stats):
     """One iteration's metrics (docs/metrics.md); the phases' seconds and the GPU's peak memory are run.Laps'."""
     passed = torch.tensor([v.passed for v in verdicts], dtype=torch.float)  # as phase 2's, float32: the same means
-    n_steps = max(1, sum(len(s) for s in steps))
-    var_returns = masked_mean((returns - masked_mean(returns, rmask)) ** 2, rmask)
-    residual = returns - old_values
+    n_steps = max(1, sum(len(s) for s in ro.steps))
+    var_returns = masked_mean((returns - masked_mean(returns, ro.rmask)) ** 2, ro.rmask)
+    residual = returns - values
+    mean = lambda k: float(np.mean([s[k] for s in stats if k in s]))  # noqa: E731  over the gradient steps
     row = {"iteration": it + 1, "train/pass_rate": passed.mean().item(),
            "rewards/outcome": passed.mean().item(), "rewards/dense": dense.sum(1).mean().item(),
-           "charts/kl_per_seq": kl.sum(1).mean().item(), "charts/approx_kl": np.mean(stats["approx_kl"]),
-           "charts/clipfrac": np.mean(stats["clipfrac"]), "charts/entropy": np.mean(stats["entropy"]),
-           "losses/policy_loss": np.mean(stats["pg"]), "losses/value_loss": np.mean(stats["vf"]),
-           "charts/explained_variance": (1 - masked_mean((residual - masked_mean(residual, rmask)) ** 2, rmask)
+           "charts/kl_per_seq": kl.sum(1).mean().item(), "charts/approx_kl": mean("approx_kl"),
+           "charts/clipfrac": mean("clipfrac"), "charts/entropy": mean("entropy"),
+           "losses/policy_loss": mean("pg"), "losses/value_loss": mean("vf"),
+           "charts/explained_variance": (1 - masked_mean((residual - masked_mean(residual, ro.rmask)) ** 2, ro.rmask)
                                          / var_returns.clamp(min=1e-8)).item(),
-           "response/steps": float(np.mean([len(s) for s in steps])), "response/tokens": float(np.mean(lengths)),
-           "response/neutral_share": sum(n for st in steps for _, _, n in st) / n_steps,
+           "response/steps": float(np.mean([len(s) for s in ro.steps])), "response/tokens": float(np.mean(ro.lengths)),
+           "response/neutral_share": sum(n for st in ro.steps for _, _, n in st) / n_steps,
            "response/prm_negative_share": sum(s < 0 for sc in step_scores for s in sc) / n_steps}
     row |= {f"verdicts/{s}": sum(v.status == s for v in verdicts) / len(verdicts) for s in sandbox.VERDICTS}
-    if stats["exact_kl"]:
-        row["charts/exact_kl"] = np.mean(stats["exact_kl"])
+    row |= {f"losses/{k}": mean(k) for k in ("policy_grad_norm", "value_grad_norm", "exact_kl") if any(k in s for s in stats)}
+    if "losses/exact_kl" in row:
+        row["charts/exact_kl"] = row.pop("losses/exact_kl")
+    row |= shares
     # the first minibatch runs before any step: its ratios must be 1 (|log ratio| ~1e-7 in fp32) and none clipped
-    row["charts/first_log_ratio"], row["charts/first_clipfrac"] = stats["ratio_error"][0], stats["clipfrac"][0]
+    row["charts/first_log_ratio"], row["charts/first_clipfrac"] = stats[0]["ratio_error"], stats[0]["clipfrac"]
     if sandbox.is_demo(args.dataset):  # demo: how often each planted mistake is still written
-        counts = [sandbox.demo.planted_mistakes(p, t) for p, t in zip(batch, texts)]
+        counts = [sandbox.demo.planted_mistakes(p, t) for p, t in zip(ro.batch, ro.texts)]
         for kind in sandbox.demo.PLANTED_RATES:
             row[f"planted/{kind}"] = sum(c[kind][0] for c in counts) / max(1, sum(c[kind][1] for c in counts))
     return row

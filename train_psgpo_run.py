@@ -12,7 +12,7 @@ import random
 import shutil
 import signal
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -20,15 +20,41 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
 from torch.distributed.fsdp import FSDPModule
+from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
 
 import sandbox
+
+
+@dataclass
+class Ranks:
+    """This process under torchrun (one process: rank 0 of 1) and its device."""
+    rank: int
+    world: int
+    device: str
+
+
+@dataclass
+class Trained:
+    """The two trained models with their optimizers and learning-rate schedules: what a checkpoint holds."""
+    policy: torch.nn.Module
+    value: torch.nn.Module
+    policy_opt: torch.optim.Optimizer
+    value_opt: torch.optim.Optimizer
+    policy_sched: torch.optim.lr_scheduler.LRScheduler
+    value_sched: torch.optim.lr_scheduler.LRScheduler
+
+    def optimizers(self):
+        return [self.policy_opt, self.value_opt]
+
+    def schedules(self):
+        return [self.policy_sched, self.value_sched]
 
 
 def start(args):
     """torchrun (RANK set): one process per rank, each sampling its own prompts, gradients all-reduced (DDP) or
     sharded (FSDP2). Before any model loads and before the ranks meet: the output folder, the models (a Hub id is
     downloaded here, by every rank), the problems and the judge (sandbox.self_test); then the ranks, and the seeds.
-    Returns (rank, world, device, problems)."""
+    Returns (Ranks, problems)."""
     if args.fsdp and "RANK" not in os.environ:
         sandbox.fail("--fsdp shards across ranks: run it under torchrun")
     used = glob.glob(os.path.join(args.out, "ckpt-[0-9][0-9][0-9][0-9]")) or os.path.exists(os.path.join(args.out, "log.jsonl"))
@@ -47,9 +73,9 @@ def start(args):
             sandbox.fail(f"{args.prm}: --prm must be a token-classification model with one output (train_prm.py writes one)")
         if sandbox.load_tokenizer(args.prm, args.revision)[0].get_vocab() != sandbox.load_tokenizer(args.policy, args.revision)[0].get_vocab():
             sandbox.fail(f"{args.prm} and {args.policy} have different tokenizers; train the PRM from this policy")
-    rank, world, device = sandbox.start_ranks(args.device, timeout_minutes=args.dist_timeout)
-    random.seed(args.seed + rank), np.random.seed(args.seed + rank), torch.manual_seed(args.seed + rank)
-    return rank, world, device, problems
+    ranks = Ranks(*sandbox.start_ranks(args.device, timeout_minutes=args.dist_timeout))
+    random.seed(args.seed + ranks.rank), np.random.seed(args.seed + ranks.rank), torch.manual_seed(args.seed + ranks.rank)
+    return ranks, problems
 
 
 def scores_lines(args):
@@ -57,7 +83,7 @@ def scores_lines(args):
     return args.dense_reward and args.prm != "oracle"
 
 
-def for_training(policy, value, args, world):
+def for_training(policy, value, args, ranks):
     """The policy and the value model ready to train: no dropout (log-probs and values must agree between rollout and
     update), gradient checkpointing if asked. Returns the modules the update calls: under torchrun without FSDP,
     DDP replicas whose gradients are all-reduced in buckets that are the .grad tensors themselves (no second copy);
@@ -70,11 +96,11 @@ def for_training(policy, value, args, world):
                 m.p = 0.0
         if hasattr(model.config, "attention_dropout"):
             model.config.attention_dropout = 0.0
-    ddp = world > 1 and not args.fsdp
+    ddp = ranks.world > 1 and not args.fsdp
     return [torch.nn.parallel.DistributedDataParallel(m, gradient_as_bucket_view=True) if ddp else m for m in (policy, value)]
 
 
-def check_on_policy(sampler_check, policy, tok, problems, eos, args, world, device):
+def check_on_policy(sampler_check, policy, tok, problems, eos, args, ranks):
     """Once per process, before the first rollout: PPO's ratio needs rollouts drawn from exactly the distribution
     train_psgpo.token_logp computes; sampler_check measures it on a few problems' prompts (the RNGs untouched).
     Stops every rank with one line if generate's sampler was changed; returns the rounding gap, logged once."""
@@ -82,7 +108,7 @@ def check_on_policy(sampler_check, policy, tok, problems, eos, args, world, devi
     prompts = [sandbox.prompt_ids(tok, p.prompt, args.chat_template) for p in problems]
     with gathered(policy, args.fsdp):
         processed, gap = sampler_check(policy, tok, prompts, eos, args.temperature, args.fsdp)
-    if max_over_ranks(processed, world, device) > 1e-6:
+    if max_over_ranks(processed, ranks) > 1e-6:
         sandbox.fail(f"generate's sampling distribution differs from softmax(logits / T) by up to {processed:.3g} nats: rollouts "
                      "would be off-policy (a logits processor or sampling setting?)")
     return gap
@@ -120,10 +146,10 @@ def gathered(model, fsdp):
                 m.reshard()
 
 
-def max_over_ranks(x, world, device):
+def max_over_ranks(x, ranks):
     """The largest value of x over all ranks (every rank stops, or none)."""
-    x = torch.tensor(float(x), device=device)
-    if world > 1:
+    x = torch.tensor(float(x), device=ranks.device)
+    if ranks.world > 1:
         dist.all_reduce(x, dist.ReduceOp.MAX)
     return x.item()
 
@@ -135,56 +161,70 @@ def newest_checkpoint(args):
     return ckpts[-1] if ckpts else None
 
 
-def save(out, it, policy, value, tok, opts, scheds, log_rows, rank, world, fsdp, device):
+def save(out, it, trained, tok, log_rows, ranks, fsdp):
     """ckpt-NNNN/: the policy and tokenizer (what label_prm_data.py and evaluate.py load), value/, and
     trainer_state.pt: optimizers, schedulers, the log, each rank's RNGs. Written under ckpt-NNNN.tmp and renamed
     when complete, so a run cut off while saving never resumes from half a checkpoint. Every rank calls it.
     FSDP: the HF folders from the full weights gathered on rank 0, the optimizers' shards with
     torch.distributed.checkpoint in optim/ (each rank writes its own). Once the new one is complete, the older ones
-    drop trainer_state.pt and optim/ (two fp32 AdamW moments per trained weight: 122 GB at 7B) and keep their model
-    folders, which labeling and evaluation read."""
+    keep only the policy's folder, which labeling and evaluation read: they drop trainer_state.pt, optim/ (two fp32
+    AdamW moments per trained weight: 122 GB at 7B) and value/ (the critic, which only a resume reads: 28 GB at 7B)."""
     ckpt, tmp = os.path.join(out, f"ckpt-{it:04d}"), os.path.join(out, f"ckpt-{it:04d}.tmp")
     rngs = [{"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-             "cuda": torch.cuda.get_rng_state(device) if device.startswith("cuda") else None}] * world
-    if world > 1:
+             "cuda": torch.cuda.get_rng_state(ranks.device) if ranks.device.startswith("cuda") else None}] * ranks.world
+    if ranks.world > 1:
         dist.all_gather_object(rngs, rngs[0])
-    if rank == 0:
+    if ranks.rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
-    if world > 1:
+    if ranks.world > 1:
         dist.barrier()
-    sandbox.save_model(policy, tmp, tok, fsdp), sandbox.save_model(value, os.path.join(tmp, "value"), None, fsdp)
+    sandbox.save_model(trained.policy, tmp, tok, fsdp), sandbox.save_model(trained.value, os.path.join(tmp, "value"), None, fsdp)
     if fsdp:
-        dcp.save({"policy": get_optimizer_state_dict(policy, opts[0]), "value": get_optimizer_state_dict(value, opts[1])},
-                 checkpoint_id=os.path.join(tmp, "optim"))
-    if rank == 0:
-        torch.save({"iteration": it, "opts": None if fsdp else [o.state_dict() for o in opts], "scheds": [s.state_dict() for s in scheds],
-                    "ranks": rngs, "log_rows": log_rows}, os.path.join(tmp, "trainer_state.pt"))
+        dcp.save({"policy": get_optimizer_state_dict(trained.policy, trained.policy_opt),
+                  "value": get_optimizer_state_dict(trained.value, trained.value_opt)}, checkpoint_id=os.path.join(tmp, "optim"))
+    if ranks.rank == 0:
+        torch.save({"iteration": it, "opts": None if fsdp else [o.state_dict() for o in trained.optimizers()],
+                    "scheds": [s.state_dict() for s in trained.schedules()], "ranks": rngs, "log_rows": log_rows},
+                   os.path.join(tmp, "trainer_state.pt"))
         os.replace(tmp, ckpt)
-        for old in sorted(glob.glob(os.path.join(out, "ckpt-[0-9][0-9][0-9][0-9]")))[:-1]:  # optimizers: the newest only
-            shutil.rmtree(os.path.join(old, "optim"), ignore_errors=True)
+        for old in sorted(glob.glob(os.path.join(out, "ckpt-[0-9][0-9][0-9][0-9]")))[:-1]:  # the newest alone resumes
+            for sub in ("optim", "value"):
+                shutil.rmtree(os.path.join(old, sub), ignore_errors=True)
             if os.path.exists(os.path.join(old, "trainer_state.pt")):
                 os.remove(os.path.join(old, "trainer_state.pt"))
-    if world > 1:
+    if ranks.world > 1:
         dist.barrier()
 
 
-def resume(src, policy, value, opts, scheds, args, rank, world, device):
-    """Continue exactly from checkpoint `src`: optimizers (FSDP: each rank reads its shards), schedulers, this
-    rank's RNGs, the log so far (the prompts drawn depend on the iteration alone). Returns (iteration, log)."""
-    state = torch.load(os.path.join(src, "trainer_state.pt"), map_location=device, weights_only=False)
-    if len(state.get("ranks", [])) != world:
+def resume(trained, args, ranks):
+    """--resume: continue exactly from the newest checkpoint in --out (newest_checkpoint): the policy's and the value
+    model's weights loaded into the models built at their start (sandbox.load_weights), the optimizers (FSDP: each rank
+    reads its shards), schedulers, this rank's RNGs, the log so far (the prompts drawn depend on the iteration alone).
+    Returns (iteration, log rows); (0, []) for a new run."""
+    src = newest_checkpoint(args)
+    if src is None:
+        return 0, []
+    state = torch.load(os.path.join(src, "trainer_state.pt"), map_location=ranks.device, weights_only=False)
+    if len(state.get("ranks", [])) != ranks.world:
         sandbox.fail(f"{src} was written by {len(state.get('ranks', []))} ranks or an older train_psgpo.py; "
-                     f"resume it with as many ranks, not {world}, or start a new --out")
+                     f"resume it with as many ranks, not {ranks.world}, or start a new --out")
+    sandbox.load_weights(trained.policy, AutoModelForCausalLM, src, args.fsdp)
+    sandbox.load_weights(trained.value, AutoModelForTokenClassification, os.path.join(src, "value"), args.fsdp)
     if args.fsdp:
-        osd = {"policy": get_optimizer_state_dict(policy, opts[0]), "value": get_optimizer_state_dict(value, opts[1])}
+        osd = {"policy": get_optimizer_state_dict(trained.policy, trained.policy_opt),
+               "value": get_optimizer_state_dict(trained.value, trained.value_opt)}
         dcp.load(osd, checkpoint_id=os.path.join(src, "optim"))
-        set_optimizer_state_dict(policy, opts[0], osd["policy"]), set_optimizer_state_dict(value, opts[1], osd["value"])
-    for o, s in zip(scheds if args.fsdp else opts + scheds, state["scheds"] if args.fsdp else state["opts"] + state["scheds"]):
+        set_optimizer_state_dict(trained.policy, trained.policy_opt, osd["policy"])
+        set_optimizer_state_dict(trained.value, trained.value_opt, osd["value"])
+    else:
+        for o, s in zip(trained.optimizers(), state["opts"]):
+            o.load_state_dict(s)
+    for o, s in zip(trained.schedules(), state["scheds"]):
         o.load_state_dict(s)
-    mine = state["ranks"][rank]
+    mine = state["ranks"][ranks.rank]
     random.setstate(mine["python"]), np.random.set_state(mine["numpy"]), torch.set_rng_state(mine["torch"].cpu())
-    if mine["cuda"] is not None and device.startswith("cuda"):
-        torch.cuda.set_rng_state(mine["cuda"].cpu(), device)
+    if mine["cuda"] is not None and ranks.device.startswith("cuda"):
+        torch.cuda.set_rng_state(mine["cuda"].cpu(), ranks.device)
     return state["iteration"], state["log_rows"]
 
 
@@ -202,9 +242,9 @@ class Log:
     row per iteration, averaged over the ranks), and TensorBoard's events when it is installed; `rows` is the log so
     far on every rank (a checkpoint keeps it)."""
 
-    def __init__(self, args, rows, rank, world, device):
-        self.args, self.rows, self.rank, self.world, self.device, self.writer = args, rows, rank, world, device, None
-        if rank != 0:
+    def __init__(self, args, rows, ranks):
+        self.args, self.rows, self.rank, self.world, self.device, self.writer = args, rows, ranks.rank, ranks.world, ranks.device, None
+        if ranks.rank != 0:
             return
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "args.json"), "w") as f:
@@ -239,12 +279,12 @@ class Log:
             print("\n" + sandbox.table(["metric", "first iteration", "last iteration"], [[k, self.rows[0][k], self.rows[-1][k]] for k in keys]))
 
 
-def save_or_stop(it, stop, policy, value, tok, opts, scheds, log, args, rank, world, device):
+def save_or_stop(it, stop, trained, tok, log, args, ranks):
     """The end of iteration it: a signal seen by any rank stops them all; a checkpoint every --save_every iterations,
     at the end, and before stopping. Returns whether to stop now."""
-    stop["now"] = max_over_ranks(stop["now"], world, device) > 0
+    stop["now"] = max_over_ranks(stop["now"], ranks) > 0
     if (it + 1) % args.save_every == 0 or it + 1 == args.iterations or stop["now"]:
-        save(args.out, it + 1, policy, value, tok, opts, scheds, log.rows, rank, world, args.fsdp, device)
-    if stop["now"] and rank == 0:
+        save(args.out, it + 1, trained, tok, log.rows, ranks, args.fsdp)
+    if stop["now"] and ranks.rank == 0:
         print(f"\ninterrupted: saved {args.out}/ckpt-{it + 1:04d}; --resume true continues from there")
     return stop["now"]

@@ -65,7 +65,7 @@ class Args:
     n_head: int = field(default=4, metadata={"help": "tiny model: attention heads"})
     # optimisation
     steps: int = field(default=6400, metadata={"help": (
-        "optimizer steps (the copy skill appears late: shorter runs broke the demo, docs/demo.md)")})
+        "optimizer steps (the copy skill appears late: shorter runs broke the demo, docs/results/demo.md)")})
     batch_size: int = field(default=16, metadata={"help": "sequences per step"})
     lr: float = field(default=3e-3, metadata={"help": "peak AdamW learning rate"})
     warmup: int = field(default=50, metadata={"help": "linear warmup steps, then cosine decay to lr/10"})

@@ -161,7 +161,8 @@ def trace(c, tok, prm, critics, targs):
     rewards = torch.zeros(1, R)
     rewards[0, R - 1] += passed[0]                                               # phase 2: outcome reward on the last token
     scores = tp.forward(prm, seq, mask)[:, P:, 0]                                # [1, R]: R_phi(x, y<=t) after token t
-    dense, step_scores = tp.place_dense_rewards(tok, response, [R], [steps], scores, [c["problem"]], [c["text"]], passed, targs)
+    ro = tp.Rollout([c["problem"]], seq, mask, P, response, rmask, [c["text"]], [R], [steps])  # phase 1's, one response
+    dense, step_scores = tp.place_dense_rewards(tok, ro, scores, passed, targs)
     rewards += dense                                                             # phase 3: Eq. 3 on each code line's last token
     out = {}
     for name, value in critics.items():

@@ -15,7 +15,7 @@ imported here from the module that holds it. Imports go one way: rules <- proble
 from . import demo
 from .cli import bad_data_exits, check_flags, fail, parse_args, table  # noqa: F401
 from .judge import VERDICTS, Verdict, check, check_many, cores_per_rank, self_test  # noqa: F401
-from .models import (checkpoint_activations, find_model, generate, load_model, load_tokenizer, lr_schedule, sample,  # noqa: F401
+from .models import (checkpoint_activations, find_model, generate, load_model, load_tokenizer, load_weights, lr_schedule, sample,  # noqa: F401
                      save_model, shard, start_ranks, stop_ranks)
 from .problems import HUMANEVAL_STOP, DataError, Problem, load_benchmark, read_jsonl  # noqa: F401
 from .rules import (CHAT_REQUEST, CHAT_STOP, cut_at_stop, end_response, line_end_tokens, prefix_through_line,  # noqa: F401

@@ -227,14 +227,26 @@ def load_model(cls, path, device, dtype=torch.float32, revision=None, fsdp=False
     with torch.device("meta"):
         model = cls.from_config(AutoConfig.from_pretrained(path, revision=revision, **kw), dtype=dtype)
     shard(model, bf16).to_empty(device=device)
-    full = cls.from_pretrained(path, dtype=dtype, revision=revision, **kw) if dist.get_rank() == 0 else None
-    set_model_state_dict(model, full.state_dict() if full else {}, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
-    buffers = dict(full.named_buffers()) if full else {}
-    for name, buf in model.named_buffers():
-        if full:
-            buf.copy_(buffers[name])
-        dist.broadcast(buf, src=0)
+    load_weights(model, cls, path, True, revision, buffers=True, **kw)
     return model.eval()
+
+
+def load_weights(model, cls, path, fsdp=False, revision=None, buffers=False, **kw):
+    """Copy the weights of the from_pretrained folder `path` (read with `cls`, an Auto class) into `model` as it stands
+    (a resume: the models were built from their starting weights). fsdp: rank 0 alone reads them (into CPU memory) and they are broadcast into
+    each rank's shards one tensor at a time; `buffers`: also the buffers (RoPE's inv_freq is not in the state dict,
+    and to_empty leaves it undefined)."""
+    if not fsdp:
+        model.load_state_dict(cls.from_pretrained(path, dtype=next(model.parameters()).dtype, revision=revision, **kw).state_dict())
+        return
+    full = cls.from_pretrained(path, dtype=next(model.parameters()).dtype, revision=revision, **kw) if dist.get_rank() == 0 else None
+    set_model_state_dict(model, full.state_dict() if full else {}, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    if buffers:
+        named = dict(full.named_buffers()) if full else {}
+        for name, buf in model.named_buffers():
+            if full:
+                buf.copy_(named[name])
+            dist.broadcast(buf, src=0)
 
 
 def save_model(model, out, tok=None, fsdp=False):

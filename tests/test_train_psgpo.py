@@ -2,6 +2,7 @@
 to end on tiny GPT-2 / Llama / Qwen2 models, KL 0 at the start, 2-process DDP (gloo), exact resume."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -107,7 +108,8 @@ def test_the_prms_label_tokens_are_psgpos_reward_tokens(tiny_tokenizer):
     response = torch.tensor([ids[prompt:] + [tok.eos_token_id]])  # as generated: the response's tokens, then its EOS
     args = __import__('types').SimpleNamespace(lam_fail=0.25, lam_pass=0.025, length_norm=True)
     scores = torch.linspace(-1, 1, response.shape[1])[None]
-    dense, step_scores = tp.place_dense_rewards(tok, response, [response.shape[1]], [steps], scores, [p], [text], torch.tensor([0.0]), args)
+    ro = tp.Rollout([p], response, torch.ones_like(response), 0, response, torch.ones(response.shape), [text], [response.shape[1]], [steps])
+    dense, step_scores = tp.place_dense_rewards(tok, ro, scores, torch.tensor([0.0]), args)
     assert dense[0].nonzero()[:, 0].tolist() == labeled and len(labeled) == 3  # the three code lines
     assert step_scores[0] == scores[0, [t - prompt for t in positions]].tolist()
 
@@ -316,6 +318,7 @@ def ddp_runs(tmp_path_factory, tiny_policy, tiny_prm):
     runs = {"whole": torchrun(policy, prm, tmp / "a", 2), "one": torchrun(policy, prm, tmp / "b", 1)}
     os.makedirs(tmp / "b" / "ckpt-0002.tmp")  # a save cut off half-way: ignored
     runs["fsdp"] = torchrun(policy, prm, tmp / "f", 1, "--fsdp", "true")
+    shutil.copytree(tmp / "b" / "ckpt-0001", tmp / "one" / "ckpt-0001")  # its value/ goes when ckpt-0002 is written
     runs["resumed"] = torchrun(policy, prm, tmp / "b", 2, "--resume", "true")
     return runs | {"dir": tmp, "policy": policy, "prm": prm}
 
@@ -335,7 +338,7 @@ def test_an_fsdp_step_is_a_ddp_step(ddp_runs):
     for k, v in ddp_runs["one"][0].items():
         assert ddp_runs["fsdp"][0][k] == pytest.approx(v, rel=1e-4, abs=1e-5), k
     for load, sub in [(AutoModelForCausalLM, ""), (AutoModelForTokenClassification, "value")]:
-        a, b = (load.from_pretrained(ddp_runs["dir"] / e / "ckpt-0001" / sub).state_dict() for e in ("b", "f"))
+        a, b = (load.from_pretrained(ddp_runs["dir"] / e / "ckpt-0001" / sub).state_dict() for e in ("one", "f"))
         start = load.from_pretrained(ddp_runs["policy"] if sub == "" else ddp_runs["prm"]).state_dict()
         assert a.keys() == b.keys()
         assert max((a[k] - start[k]).abs().max().item() for k in a) > 1e-4  # the step did something
@@ -457,14 +460,14 @@ def test_bench_psgpo_under_torchrun_with_fsdp(tmp_path):
 
 
 def test_only_the_newest_checkpoint_keeps_the_optimizers(monkeypatch, tmp_path, tiny_policy):
-    """Older checkpoints keep the model folders labeling and evaluation read, not the optimizers' state (at 7B two fp32
-    AdamW moments per trained weight): the newest one is what a run resumes from."""
+    """Older checkpoints keep the policy folder labeling and evaluation read, not the optimizers' state (at 7B two fp32
+    AdamW moments per trained weight) nor the critic: the newest one is what a run resumes from."""
     run(monkeypatch, "--policy", tiny_policy("gpt2"), "--dense_reward", "false", "--value_init", "policy", "--out", tmp_path, *SMALL[:-4],
         "--iterations", 3, "--save_every", 1, "--warmup", 1)
     for it, newest in ((1, False), (2, False), (3, True)):
         ckpt = tmp_path / f"ckpt-{it:04d}"
-        assert (ckpt / "model.safetensors").exists() and (ckpt / "value" / "model.safetensors").exists()
-        assert (ckpt / "trainer_state.pt").exists() == newest
+        assert (ckpt / "model.safetensors").exists()
+        assert (ckpt / "trainer_state.pt").exists() == (ckpt / "value" / "model.safetensors").exists() == newest
 
 
 def test_same_numbers_finds_a_moved_metric_and_skips_timings(tmp_path):
