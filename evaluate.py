@@ -133,8 +133,8 @@ def generate(model, tok, eos, problems, n, args, desc):
                           [stops[i] for i in jobs], args.batch_size, args.rank == 0, desc, max_new_tokens=args.max_new_tokens,
                           do_sample=not greedy, **({} if greedy else {"temperature": args.temperature, "top_k": 0, "top_p": 1.0}))
     out = [[] for _ in problems]
-    for i, completion in zip(jobs, done):
-        out[i].append(completion)
+    for i, (text, ids) in zip(jobs, done):
+        out[i].append((text, len(ids)))
     return out
 
 

@@ -1,7 +1,8 @@
 """label_prm_data.py - step 2 of the pipeline: PRM data by binary search over line prefixes (paper section 3,
 Algorithm 1, Figure 2).
 
-For every training prompt, each policy checkpoint samples `--n` responses. A passing response needs
+For each of --max_prompts training prompts (a seeded sample; -1: every one), each policy checkpoint samples `--n`
+responses. A passing response needs
 no search: each of its lines is +1. For a failing one, the first unrecoverable line is found by
 binary search over prefixes: a prefix of m lines is *correct* when at least one of K completions,
 sampled by the same checkpoint continuing it, passes all tests (best-of-K, K = 20 in the paper).
@@ -88,19 +89,36 @@ class Args:
                 raise ValueError(f"--{name} must be >= {lowest} or -1 (all), not {getattr(self, name)}")
 
 
+class Interval:
+    """Algorithm 1's state for one response (paper section 3, Figure 2): lo, the longest prefix known correct (0: the
+    empty prefix, always completable), hi, the shortest prefix known wrong (n_steps + 1 stands for "none known").
+    Each check halves it: the prefix m = mid() is checked, update(ok) moves lo (correct) or hi (wrong) to m; when no
+    prefix lies between them the search is done and lo is the number of correct leading steps."""
+
+    def __init__(self, lo, hi):
+        self.lo, self.hi = lo, hi
+
+    def done(self):
+        return self.hi - self.lo <= 1
+
+    def mid(self):
+        return (self.lo + self.hi) // 2
+
+    def update(self, ok):
+        if ok:
+            self.lo = self.mid()
+        else:
+            self.hi = self.mid()
+
+
 def binary_search_first_error(n_steps, prefix_ok):
     """Number of correct leading steps c in [0, n_steps], for a monotone prefix_ok(m), m = 1..n_steps
     (correct up to c, wrong after). Fig. 2: for 5 lines, m=3 accepted -> [4, 5]; m=4 rejected -> c=3.
-    Calls prefix_ok at most ceil(log2(n_steps + 1)) times. The interval: lo is known correct (0, the
-    empty prefix), hi is the first prefix known wrong (n_steps + 1 stands for "none")."""
-    lo, hi = 0, n_steps + 1
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if prefix_ok(mid):
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    Calls prefix_ok at most ceil(log2(n_steps + 1)) times. One search alone; `search` steps many Intervals at once."""
+    interval = Interval(0, n_steps + 1)
+    while not interval.done():
+        interval.update(prefix_ok(interval.mid()))
+    return interval.lo
 
 
 def step_labels(steps, passed, correct, neutral_comments=True):
@@ -119,8 +137,9 @@ def step_labels(steps, passed, correct, neutral_comments=True):
 
 def select_rows(rows, how, max_passing=-1):
     """Paper Table 2. Pass rate per prompt over all its responses: hard = 0, easy = 1, medium between.
-    revised_only keeps prompts where a failing response has a correct prefix (first_error > 0): those
-    responses, plus up to max_passing passing responses of the same prompt (-1: all)."""
+    revised_only keeps prompts where a failing response has a correct prefix (correct_steps > 0: the search found
+    at least one correct code line; its first_error, counted over all lines, is then > 0 too): those responses,
+    plus up to max_passing passing responses of the same prompt (-1: all)."""
     by_prompt = {}
     for r in rows:  # by prompt text: the demo's train split repeats a few short prompts under other ids
         by_prompt.setdefault(r["prompt"], []).append(r)
@@ -137,98 +156,128 @@ def select_rows(rows, how, max_passing=-1):
     return keep
 
 
-def sample(model, tok, inputs, n, temperature, stops, args, desc):
-    """n sampled continuations of each token-id list in `inputs` (texts, each ended by sandbox.end_response at its
-    EOS or one of its `stops`), through sandbox.sample, the stages' one batched sampler; shorter inputs together."""
+@dataclass
+class Labeler:
+    """The checkpoint labeling now: it samples the responses and completes their prefixes (the policy itself, as the
+    paper does). `args`: how it samples and judges; `timing`: seconds spent sampling and judging, summed."""
+    path: str
+    model: object
+    tok: object
+    eos: list
+    args: Args
+    progress: bool = True  # rank 0 shows the progress bars
+    timing: dict = field(default_factory=lambda: {"sample": 0.0, "judge": 0.0})
+
+
+@dataclass
+class Response:
+    """One sampled response while it is labeled; `row` writes it out."""
+    problem: int   # its problem's index in the chunk
+    sample: int    # which of the prompt's n responses
+    text: str      # the completion judged
+    ids: list      # its token ids as sampled
+    passed: bool = False
+    correct: int = 0                            # correct leading code lines (the search's answer)
+    probes: list = field(default_factory=list)  # [m, correct, completions judged], in the order asked
+
+    def code_lines(self):
+        """The lines the search is over: split_steps' spans of the non-neutral lines."""
+        return [s for s in sandbox.split_steps(self.text) if not s[2]]
+
+
+def sample(labeler, inputs, n, temperature, stops, desc):
+    """n sampled continuations of each token-id list in `inputs`, [[(text, ids)] * n], each ended by
+    sandbox.end_response at its EOS or one of its `stops`, through sandbox.sample, the stages' one batched sampler;
+    shorter inputs together."""
+    a = labeler.args
     jobs = sorted(((i, j) for i in range(len(inputs)) for j in range(n)), key=lambda ij: len(inputs[ij[0]]))
-    texts = sandbox.sample(model, tok, args.eos, [inputs[i] for i, _ in jobs], [stops[i] for i, _ in jobs],
-                           args.batch_size, args.rank == 0, desc, do_sample=True, temperature=temperature, top_k=0,
-                           top_p=1.0, max_new_tokens=args.max_new_tokens)
+    t = time.time()
+    done = sandbox.sample(labeler.model, labeler.tok, labeler.eos, [inputs[i] for i, _ in jobs], [stops[i] for i, _ in jobs],
+                          a.batch_size, labeler.progress, desc, do_sample=True, temperature=temperature, top_k=0,
+                          top_p=1.0, max_new_tokens=a.max_new_tokens)
+    labeler.timing["sample"] += time.time() - t
     out = [[None] * n for _ in inputs]
-    for (i, j), (text, _) in zip(jobs, texts):
-        out[i][j] = text
+    for (i, j), completion in zip(jobs, done):
+        out[i][j] = completion
     return out
 
 
-def prefixes_ok(model, tok, problems, prompts, stops, asks, args, timing):
-    """Best-of-K (paper section 3): for each (row, m) in `asks`, is the prefix through the row's m-th code line
-    correct, i.e. does at least one of K completions sampled by the policy continuing it pass all the tests? The
+def judge(labeler, items):
+    """sandbox.check_many on (problem, completion) pairs, timed."""
+    t = time.time()
+    verdicts = sandbox.check_many(items, labeler.args.workers, labeler.args.timeout)
+    labeler.timing["judge"] += time.time() - t
+    return verdicts
+
+
+def prefixes_ok(labeler, problems, prompts, stops, asks):
+    """Best-of-K (paper section 3): for each (response, m) in `asks`, is the prefix through the response's m-th code
+    line correct, i.e. does at least one of K completions sampled by the policy continuing it pass all the tests? The
     prefix is the response's tokens through that line (sandbox.prefix_through_line). K in two waves: k_first
     completions of every prefix, the other K - k_first only for those none of whose first ones passed (the same
     answer as K at once, fewer samples). Returns ([correct], [programs judged]), one each per ask."""
-    inputs, prefixes, of = [], [], [r["_i"] for r, _ in asks]  # of[a]: the problem ask a is about
+    a, tok = labeler.args, labeler.tok
+    inputs, prefixes = [], []
     for r, m in asks:
-        ids = tok(r["response"], add_special_tokens=False)["input_ids"]
-        n, prefix = sandbox.prefix_through_line(tok, ids, r["_code"][m - 1])
-        inputs.append(prompts[r["_i"]] + ids[:n]), prefixes.append(prefix)
+        ids = tok(r.text, add_special_tokens=False)["input_ids"]
+        n, prefix = sandbox.prefix_through_line(tok, ids, r.code_lines()[m - 1])
+        inputs.append(prompts[r.problem] + ids[:n]), prefixes.append(prefix)
     ok, programs, todo = [False] * len(asks), [0] * len(asks), list(range(len(asks)))
-    for wave in ([args.k_first, args.k - args.k_first] if 0 < args.k_first < args.k else [args.k]):
-        t = time.time()
-        conts = sample(model, tok, [inputs[a] for a in todo], wave, args.prefix_temperature, [stops[of[a]] for a in todo],
-                       args, f"prefixes x{wave}")
-        timing["sample"] += time.time() - t
-        t = time.time()  # each completion ended where generate stopped it (a stop string may begin in the prefix)
-        items = [(problems[of[a]], prefixes[a] + c) for a, cs in zip(todo, conts) for c in cs]
-        verdicts = sandbox.check_many(items, args.workers, args.timeout)
-        timing["judge"] += time.time() - t
-        for w, a in enumerate(todo):
-            ok[a] = any(v.passed for v in verdicts[w * wave:(w + 1) * wave])  # best-of-K
-            programs[a] += wave
-        todo = [a for a in todo if not ok[a]]
+    for wave in ([a.k_first, a.k - a.k_first] if 0 < a.k_first < a.k else [a.k]):
+        conts = sample(labeler, [inputs[i] for i in todo], wave, a.prefix_temperature,
+                       [stops[asks[i][0].problem] for i in todo], f"prefixes x{wave}")
+        # each completion ended where generate stopped it (a stop string may begin in the prefix)
+        verdicts = judge(labeler, [(problems[asks[i][0].problem], prefixes[i] + c) for i, cs in zip(todo, conts) for c, _ in cs])
+        for w, i in enumerate(todo):
+            ok[i] = any(v.passed for v in verdicts[w * wave:(w + 1) * wave])  # best-of-K
+            programs[i] += wave
+        todo = [i for i in todo if not ok[i]]
     return ok, programs
 
 
-def search(model, tok, problems, prompts, stops, rows, args, timing):
-    """Algorithm 1 for every failing response in `rows` at once, each row's "correct_steps" (its correct code lines),
-    "probes" ([m, correct, completions judged] in the order asked), "checks" and "programs" filled in. Each search
-    keeps binary_search_first_error's interval: lo, the longest prefix known correct, hi, the shortest known wrong.
-    The whole failing response is known wrong, so a response of L code lines searches its first L - 1: (lo, hi) =
-    (0, L). Each round asks every open search's midpoint; all of them are completed in one sampling pass and judged
-    in one check_many call (prefixes_ok)."""
-    for r in rows:
-        r["_lo"], r["_hi"] = 0, len(r["_code"])
-    while open_ := [r for r in rows if r["_hi"] - r["_lo"] > 1]:
-        mids = [(r["_lo"] + r["_hi"]) // 2 for r in open_]
-        answers = prefixes_ok(model, tok, problems, prompts, stops, list(zip(open_, mids)), args, timing)
-        for r, m, ok, n_programs in zip(open_, mids, *answers):
-            r["_lo" if ok else "_hi"] = m
-            r["probes"].append([m, ok, n_programs])
-            r["checks"] += 1
-            r["programs"] += n_programs
-    for r in rows:
-        r["correct_steps"] = r["_lo"]
+def search(labeler, problems, prompts, stops, responses):
+    """Algorithm 1 for every failing response at once: one Interval each, stepped in lockstep. The whole failing
+    response is known wrong, so a response of L code lines searches its first L - 1 (Interval(0, L), as
+    binary_search_first_error(L - 1) starts). Each round asks every open search's midpoint; all of them are
+    completed in one sampling pass and judged in one check_many call (prefixes_ok). Fills each response's
+    `correct` and `probes`."""
+    intervals = [Interval(0, len(r.code_lines())) for r in responses]
+    while open_ := [(r, s) for r, s in zip(responses, intervals) if not s.done()]:
+        oks, programs = prefixes_ok(labeler, problems, prompts, stops, [(r, s.mid()) for r, s in open_])
+        for (r, s), ok, n in zip(open_, oks, programs):
+            r.probes.append([s.mid(), ok, n])
+            s.update(ok)
+    for r, s in zip(responses, intervals):
+        r.correct = s.lo
 
 
-def label_chunk(model, tok, problems, args, timing):
+def label_chunk(labeler, problems, demo):
     """Sample n responses per problem, judge them, and binary-search every failing one, all in lockstep. Returns
     the rows (labels, the search's cost, and on the demo the exact scorer's labels beside them)."""
-    prompts = [sandbox.prompt_ids(tok, p.prompt, args.chat_template) for p in problems]
-    stops = [sandbox.stop_strings(p, args.chat_template) for p in problems]
-    t = time.time()
-    responses = sample(model, tok, prompts, args.n, args.temperature, stops, args, "sample")
-    timing["sample"] += time.time() - t
-    rows = [{"task_id": p.task_id, "policy": args.current, "sample": j, "prompt": p.prompt, "response": resp,
-             "checks": 0, "programs": 0, "probes": [], "_i": i, "_code": [s for s in sandbox.split_steps(resp) if not s[2]]}
-            # _i: the problem's index; _code: the response's code lines (split_steps' spans of non-neutral lines)
-            for i, p in enumerate(problems) for j, resp in enumerate(responses[i])]
-    t = time.time()
-    verdicts = sandbox.check_many([(problems[r["_i"]], r["response"]) for r in rows], args.workers, args.timeout)
-    for r, v in zip(rows, verdicts):
-        r["passed"] = v.passed
-    timing["judge"] += time.time() - t
+    a = labeler.args
+    prompts = [sandbox.prompt_ids(labeler.tok, p.prompt, a.chat_template) for p in problems]
+    stops = [sandbox.stop_strings(p, a.chat_template) for p in problems]
+    sampled = sample(labeler, prompts, a.n, a.temperature, stops, "sample")
+    responses = [Response(i, j, text, ids) for i in range(len(problems)) for j, (text, ids) in enumerate(sampled[i])]
+    for r, v in zip(responses, judge(labeler, [(problems[r.problem], r.text) for r in responses])):
+        r.passed = v.passed
+    search(labeler, problems, prompts, stops, [r for r in responses if not r.passed])
+    return [row(r, problems[r.problem], labeler.path, demo) for r in responses]
 
-    search(model, tok, problems, prompts, stops, [r for r in rows if not r["passed"]], args, timing)
-    for r in rows:  # every prefix of a passing program can be completed: no search, every code line correct
-        steps = sandbox.split_steps(r["response"])
-        r["correct_steps"] = len(r["_code"]) if r["passed"] else r["correct_steps"]
-        r["steps"] = [list(s) for s in steps]
-        r["labels"] = step_labels(steps, r["passed"], r["correct_steps"])
-        r["first_error"] = next((m for m, l in enumerate(r["labels"]) if l == -1), None)
-        if sandbox.is_demo(args.dataset):  # the exact step scorer beside the labels, to measure their noise
-            r["oracle"] = sandbox.demo.oracle_step_scores(problems[r["_i"]], r["response"])
-        for key in [k for k in r if k.startswith("_")]:
-            del r[key]
-    return rows
+
+def row(r, problem, policy, demo):
+    """A labeled response as rows.jsonl holds it. Every prefix of a passing program can be completed: no search, every
+    code line correct."""
+    steps = sandbox.split_steps(r.text)
+    correct = len(r.code_lines()) if r.passed else r.correct
+    labels = step_labels(steps, r.passed, correct)
+    out = {"task_id": problem.task_id, "policy": policy, "sample": r.sample, "prompt": problem.prompt, "response": r.text,
+           "checks": len(r.probes), "programs": sum(n for _, _, n in r.probes), "probes": r.probes, "passed": r.passed,
+           "correct_steps": correct, "steps": [list(s) for s in steps], "labels": labels,
+           "first_error": next((m for m, l in enumerate(labels) if l == -1), None)}
+    if demo:  # the exact step scorer beside the labels, to measure their noise
+        out["oracle"] = sandbox.demo.oracle_step_scores(problem, r.text)
+    return out
 
 
 def read_rows(out):
@@ -316,50 +365,50 @@ def oracle_agreement(rows):
 def main():
     args = sandbox.parse_args(Args)
     # torchrun: the ranks label apart and meet once, at the end (the gloo group is only for that)
-    args.rank, world, args.device = sandbox.start_ranks(args.device, meet_only=True)
-    set_seed(args.seed + args.rank)
+    rank, world, device = sandbox.start_ranks(args.device, meet_only=True)
+    set_seed(args.seed + rank)
     with sandbox.bad_data_exits():  # the judge on programs of known verdict: a judge failing all would label all -1
         problems = sandbox.load_problems(args.dataset, args.split)
         sandbox.self_test(problems, args.workers, args.timeout)
     random.Random(args.seed).shuffle(problems)
-    problems = problems[:args.max_prompts] if args.max_prompts >= 0 else problems
+    problems = problems[:args.max_prompts] if args.max_prompts >= 0 else problems  # a seeded sample of the prompts
     with sandbox.bad_data_exits("--policy "):  # every policy up front, not after hours of labeling
         for path in args.policy:
             sandbox.find_model(path, args.revision)
     os.makedirs(args.out, exist_ok=True)
-    if args.rank == 0:
+    if rank == 0:
         with open(os.path.join(args.out, "args.json"), "w") as f:
             json.dump(asdict(args), f, indent=1)
     order = {key: i for i, key in enumerate((pol, p.task_id) for pol in args.policy for p in problems)}
-    if args.rank == 0:  # resume: what earlier runs wrote, with any number of ranks, is merged into rows.jsonl
+    if rank == 0:  # resume: what earlier runs wrote, with any number of ranks, is merged into rows.jsonl
         merge_rows(args.out, order)
     if world > 1:
         dist.barrier()
     # and the (checkpoint, prompt) pairs whose n responses are all there are skipped
     count = Counter((r["policy"], r["task_id"]) for r in read_rows(args.out)[0])
     done = {key for key, c in count.items() if c >= args.n}
-    mine = os.path.join(args.out, "rows.jsonl" if world == 1 else f"rows.rank{args.rank}.jsonl")
-    timing, model = {"sample": 0.0, "judge": 0.0, "responses": 0}, None  # this run's, this rank's
+    mine = os.path.join(args.out, "rows.jsonl" if world == 1 else f"rows.rank{rank}.jsonl")
+    timing, labeler = {"sample": 0.0, "judge": 0.0, "responses": 0}, None  # this run's, this rank's
     for path in args.policy:
-        todo = [p for p in problems if (path, p.task_id) not in done][args.rank::world]
+        todo = [p for p in problems if (path, p.task_id) not in done][rank::world]
         if not todo:
             continue
-        tok, args.eos = sandbox.load_tokenizer(path, args.revision)
-        model = None  # the previous checkpoint's weights go before the next one's load (a 7B policy is 15 GB in bf16)
+        tok, eos = sandbox.load_tokenizer(path, args.revision)
+        labeler = None  # the previous checkpoint's weights go before the next one's load (a 7B policy is 15 GB in bf16)
         dtype = torch.bfloat16 if args.bf16 else torch.float32
-        model = sandbox.load_model(AutoModelForCausalLM, path, args.device, dtype, args.revision).eval()
-        args.current = path
-        name = os.path.basename(path.rstrip("/"))
-        for s in tqdm(range(0, len(todo), args.chunk), desc=f"label {name}", disable=args.rank > 0):
-            rows = label_chunk(model, tok, todo[s:s + args.chunk], args, timing)
+        model = sandbox.load_model(AutoModelForCausalLM, path, device, dtype, args.revision).eval()
+        labeler = Labeler(path, model, tok, eos, args, progress=rank == 0)
+        for s in tqdm(range(0, len(todo), args.chunk), desc=f"label {os.path.basename(path.rstrip('/'))}", disable=rank > 0):
+            rows = label_chunk(labeler, todo[s:s + args.chunk], sandbox.is_demo(args.dataset))
             timing["responses"] += len(rows)
             with open(mine, "a") as f:
                 f.write("".join(json.dumps(r) + "\n" for r in rows))  # one write per chunk
+        timing = {k: timing[k] + labeler.timing.get(k, 0) for k in timing}
     times = [timing]
     if world > 1:  # wait for every rank, then rank 0 alone merges, selects and summarizes
         times = [None] * world
         dist.all_gather_object(times, timing)
-        if args.rank > 0:
+        if rank > 0:
             return
     rows = merge_rows(args.out, order)
     rows = [r for r in rows if r["policy"] in args.policy]

@@ -137,15 +137,13 @@ def pick(policy, tok, problems, a):
 
 
 # ------------------------------------------------------------------ the method, applied to one response
-def search(labeler, tok, problem, text, a):
+def search(labeler, problem, c):
     """Paper 3: a failing response's first unrecoverable line by binary search, with label_prm_data.py's own search
     (its prefixes in whole tokens, best-of-K in two waves, the probes in the order asked). Returns (correct code
     lines, [[m, correct, completions judged]])."""
-    row = {"response": text, "_i": 0, "_code": [s for s in sandbox.split_steps(text) if not s[2]], "checks": 0,
-           "programs": 0, "probes": []}
-    lpd.search(labeler, tok, [problem], [sandbox.prompt_ids(tok, problem.prompt)], [sandbox.stop_strings(problem)], [row], a,
-               {"sample": 0.0, "judge": 0.0})
-    return row["correct_steps"], row["probes"]
+    response = lpd.Response(0, 0, c["text"], c["ids"])
+    lpd.search(labeler, [problem], [sandbox.prompt_ids(labeler.tok, problem.prompt)], [sandbox.stop_strings(problem)], [response])
+    return response.correct, response.probes
 
 
 @torch.no_grad()
@@ -209,16 +207,17 @@ def main():
     random.Random(a.seed).shuffle(problems)
     problems = problems[:a.max_tasks]
     tok, a.eos = sandbox.load_tokenizer(a.sft)  # every stage saves the SFT policy's tokenizer with its model
-    a.rank, a.chat_template = 0, False  # label_prm_data's search reads these of its args, with batch_size, k, ...
     load = lambda cls, path, **kw: sandbox.load_model(cls, path, "cpu", torch.float32, **kw).eval()  # noqa: E731
     # 1. the responses: a passing one and failing ones with a planted slip, sampled from the SFT policy
     chosen = pick(load(AutoModelForCausalLM, a.sft), tok, problems, a)
 
     # 2. the binary search's labels, each prefix checked by the labeling policy's completions (label_prm_data.py)
-    labeler = load(AutoModelForCausalLM, a.label_policy)
+    labeling = lpd.Args(policy=[a.label_policy], k=a.k, k_first=a.k_first, prefix_temperature=a.prefix_temperature,
+                        max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, workers=a.workers, timeout=a.timeout)
+    labeler = lpd.Labeler(a.label_policy, load(AutoModelForCausalLM, a.label_policy), tok, a.eos, labeling)
     for c in chosen:
         code = [s for s in sandbox.split_steps(c["text"]) if not s[2]]
-        c["correct"], c["probes"] = (len(code), []) if c["passed"] else search(labeler, tok, c["problem"], c["text"], a)
+        c["correct"], c["probes"] = (len(code), []) if c["passed"] else search(labeler, c["problem"], c)
         c["labels"] = lpd.step_labels(sandbox.split_steps(c["text"]), c["passed"], c["correct"])
 
     # 3. the PRM's line scores, Eq. 3, the critic as PSGPO starts it (a copy of the PRM) and as it ends, GAE (train_psgpo.py)

@@ -145,13 +145,15 @@ def sample(model, tok, eos, rows, stops, batch_size, progress=True, desc="sample
     """One continuation of each token-id list in `rows` (the one batched sampler of the stages that need text; PPO's
     rollout calls generate itself, for the tensors): batch_size rows at a time in the order given (a caller orders
     them by length, to pad less), each ended where end_response ends every stage's responses: its first EOS, or the
-    first of that row's `stops`. `sampling`: generate's settings (do_sample, temperature, ...). Returns [(text, n)]."""
+    first of that row's `stops`. `sampling`: generate's settings (do_sample, temperature, ...). Returns [(text, ids)]:
+    the completion judged and the response's token ids as sampled, through its EOS or the stop string's first token."""
     out = []
     for s in tqdm(range(0, len(rows), batch_size), desc=desc, unit="batch", leave=False, disable=not progress):
         st = stops[s:s + batch_size]
         seq, mask = generate(model, tok, rows[s:s + batch_size], eos, sorted({x for row in st for x in row}), **sampling)
-        out += [end_response(tok, ids, eos, row_stops, prompt)  # responses start at column P
-                for ids, row_stops, prompt in zip(seq[:, mask.shape[1]:].tolist(), st, rows[s:s + batch_size])]
+        for ids, row_stops, prompt in zip(seq[:, mask.shape[1]:].tolist(), st, rows[s:s + batch_size]):  # from column P
+            text, n = end_response(tok, ids, eos, row_stops, prompt)
+            out.append((text, ids[:n]))
     return out
 
 

@@ -4,7 +4,6 @@ import math
 import os
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import label_prm_data as lp
 import sandbox
@@ -81,21 +80,21 @@ def test_batched_search_finds_the_planted_line(monkeypatch, tiny_tokenizer):
         expected.append(code.index(wrong))  # correct code lines before it
     calls = {"n": 0}
 
-    def fake_sample(model, tok_, inputs, n, temperature, stops, args, desc):
+    def fake_sample(labeler, inputs, n, temperature, stops, desc):
         calls["n"] += 1
         if calls["n"] == 1:
-            return [[r] * n for r in responses]
+            return [[(r, tok(r, add_special_tokens=False)["input_ids"])] * n for r in responses]
         out = []
         for ids in inputs:
             text = tok.decode(ids)
             p = next(p for p in problems if text.startswith(p.prompt))
             prefix = text[len(p.prompt):]
-            out.append([p.solution[len(prefix):] if p.solution.startswith(prefix) else "    return 0\n"] * n)
+            text = p.solution[len(prefix):] if p.solution.startswith(prefix) else "    return 0\n"
+            out.append([(text, tok(text, add_special_tokens=False)["input_ids"])] * n)
         return out
     monkeypatch.setattr(lp, "sample", fake_sample)
-    args = SimpleNamespace(n=1, k=3, k_first=1, workers=2, timeout=3.0, current="fake", temperature=1.0, prefix_temperature=1.0, chat_template=False,
-                           dataset="demo")
-    rows = lp.label_chunk(None, tok, problems, args, {"sample": 0.0, "judge": 0.0})
+    args = lp.Args(n=1, k=3, k_first=1, workers=2)
+    rows = lp.label_chunk(lp.Labeler("fake", None, tok, [tok.eos_token_id], args), problems, demo=True)
     assert [r["correct_steps"] for r in rows] == expected
     for r in rows:
         n_code = sum(1 for s in r["steps"] if not s[2])
