@@ -43,7 +43,7 @@ class Args:
     init: str = field(default="checkpoints/demo-sft", metadata={"help": (
         "policy checkpoint the PRM starts from (body; the scalar head is new)")})
     out: str = field(default="runs/prm", metadata={"help": (
-        "output folder (save_pretrained PRM + tokenizer + metrics.json)")})
+        "output folder (save_pretrained PRM + tokenizer + metrics.json; log.jsonl: each step's loss and gradient norm)")})
     labels: str = field(default="process", metadata={"help": (
         "process: the binary search's line labels (a PRM); outcome: every code line labeled with the response's "
         "verdict (an outcome reward model, the control for value init)")})
@@ -52,7 +52,10 @@ class Args:
         "every labeled response; with --labels outcome, an ORM on every verdict labeling bought)")})
     holdout: float = field(default=0.15, metadata={"help": "share of prompts held out for evaluation"})
     epochs: int = field(default=8, metadata={"help": "passes over the training rows"})
-    batch_size: int = field(default=16, metadata={"help": "sequences per step"})
+    batch_size: int = field(default=16, metadata={"help": "sequences per optimizer step (over all ranks)"})
+    micro_batch_size: int = field(default=0, metadata={"help": (
+        "sequences per forward/backward on a rank: a step's gradients are accumulated over them (0: the rank's whole "
+        "share of a batch)")})
     lr: float = field(default=3e-3, metadata={"help": "peak AdamW learning rate (linear warm-up, cosine decay)"})
     warmup: int = field(default=20, metadata={"help": "warm-up steps"})
     max_len: int = field(default=1024, metadata={"help": "drop rows longer than this many tokens"})
@@ -71,7 +74,7 @@ class Args:
     dist_timeout: float = field(default=60, metadata={"help": "under torchrun: minutes a rank waits for the others in a collective"})
 
     def __post_init__(self):  # a value out of range stops here, in one line naming the flag, before anything loads
-        sandbox.check_flags(self, positive="epochs batch_size lr max_len dist_timeout", nonnegative="warmup show",
+        sandbox.check_flags(self, positive="epochs batch_size lr max_len dist_timeout", nonnegative="warmup show micro_batch_size",
                             fraction="holdout",
                             choices={"labels": ("process", "outcome"), "rows": ("selected", "all"),
                                      "device": ("cpu", "cuda")})
@@ -162,6 +165,19 @@ def read_rows(path):
     return rows
 
 
+def chunks(rows, n):
+    return [rows[i:i + n] for i in range(0, len(rows), n)]
+
+
+def collate_prm(examples, pad, device):
+    """Right-pad (ids, targets) examples to [B, T] ids, targets (IGNORE on padding) and attention mask."""
+    width = max(len(ids) for ids, _ in examples)
+    ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in examples], device=device)
+    targets = torch.tensor([t + [IGNORE] * (width - len(t)) for _, t in examples], device=device)
+    mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in examples], device=device)
+    return ids, targets, mask
+
+
 @torch.no_grad()
 def score_steps(model, tok, rows, args):
     """The PRM's score on every step of every row (one row at a time: no padding to reason about)."""
@@ -220,32 +236,50 @@ def main():
     rng = random.Random(args.seed)
     model.train()
     bar = tqdm(total=total, desc="train PRM", disable=rank != 0)
+    os.makedirs(args.out, exist_ok=True)
+    log = open(os.path.join(args.out, "log.jsonl"), "w", buffering=1) if rank == 0 else None  # a row per step
     for epoch in range(args.epochs):
         rng.shuffle(examples)
         for s in range(0, len(examples), args.batch_size):
             batch = examples[s:s + args.batch_size]
-            batch = batch[rank::world] or batch[-1:]  # FSDP: this rank's share (never empty: every rank steps together)
-            width = max(len(ids) for ids, _ in batch)
-            ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in batch], device=args.device)      # [B, T]
-            targets = torch.tensor([t + [IGNORE] * (width - len(t)) for _, t in batch], device=args.device)    # [B, T]
-            mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in batch], device=args.device)  # [B, T]
-            with torch.autocast(args.device.split(":")[0], torch.bfloat16, enabled=args.bf16):
-                scores = model(input_ids=ids, attention_mask=mask).logits[..., 0].float()                     # [B, T]
-            loss = prm_loss(scores, targets)
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            n_labels = sum(t != IGNORE for _, targets in batch for t in targets)  # the step's labeled tokens, all ranks
+            most = math.ceil(len(batch) / world)  # FSDP: the largest rank's share; every rank makes as many passes
+            micro = args.micro_batch_size or most
+            parts = chunks(batch[rank::world], micro)
+            parts += [[]] * (math.ceil(most / micro) - len(parts))  # a pass for nothing (a share short of the others)
+            step_loss = 0.0
+            for part in parts:
+                ids, targets, mask = collate_prm(part or batch[-1:], pad, args.device)                    # [b, T] each
+                with torch.autocast(args.device.split(":")[0], torch.bfloat16, enabled=args.bf16):
+                    scores = model(input_ids=ids, attention_mask=mask).logits[..., 0].float()              # [b, T]
+                # prm_loss is the mean over these labeled tokens: weighted by their share of the step's, the parts add
+                # up to the mean over the step's (x world: FSDP averages the ranks' gradients)
+                share = (targets != IGNORE).sum() / n_labels if part else 0.0
+                loss = prm_loss(scores, targets) * share * world
+                loss.backward()
+                step_loss += loss.detach() / world
+            if world > 1:  # the step's loss: every rank's parts
+                torch.distributed.all_reduce(step_loss)
+            step_loss = step_loss.item()
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            norm = (norm.full_tensor() if hasattr(norm, "full_tensor") else norm).item()  # FSDP: a DTensor
+            if log is not None:
+                log.write(json.dumps({"step": bar.n + 1, "epoch": epoch, "loss": step_loss,
+                                      "grad_norm": norm, "lr": sched.get_last_lr()[0]}) + "\n")
             opt.step()
             sched.step()
+            opt.zero_grad()
             bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+            bar.set_postfix(epoch=epoch, loss=f"{step_loss:.3f}")
     bar.close()
+    if log is not None:
+        log.close()
     model.eval()
     # held-out rows keep the search's labels, whatever --labels trained on: a PRM and an ORM are measured alike
     metrics = prm_metrics(test, score_steps(model, tok, test, args)) if test else {}
     metrics |= {"train_rows": len(examples),
                 "train_labeled_steps": sum(sum(t != IGNORE for t in e[1]) for e in examples),
-                "final_loss": loss.item(), "init": args.init, "labels": args.labels}
+                "final_loss": step_loss, "init": args.init, "labels": args.labels}
     shown = score_steps(model, tok, test[:args.show], args) if args.show and test else None
     sandbox.save_model(model, args.out, tok, args.fsdp)  # FSDP: every rank helps gather the weights (each scored above)
     if rank != 0:

@@ -60,7 +60,7 @@ class Args:
     # PPO (the paper's RL; it leaves these values open)
     iterations: int = field(default=16, metadata={"help": "PPO iterations (rollout + update)"})
     batch_size: int = field(default=64, metadata={"help": "prompts per iteration (over all ranks), one response each"})
-    minibatch_size: int = field(default=32, metadata={"help": "sequences per gradient step (over all ranks)"})
+    minibatch_size: int = field(default=32, metadata={"help": "sequences per optimizer step (over all ranks)"})
     ppo_epochs: int = field(default=2, metadata={"help": "passes over each batch"})
     lr: float = field(default=1e-4, metadata={"help": "policy learning rate"})
     value_lr: float = field(default=3e-4, metadata={"help": "value model learning rate"})
@@ -85,7 +85,13 @@ class Args:
         "per prompt)")})
     group_size: int = field(default=4, metadata={"help": (
         "(ours) with --advantage group: responses per prompt (--batch_size counts responses)")})
-    # the run
+    # the run: none of these changes what is computed, only where and in how many pieces
+    micro_batch_size: int = field(default=0, metadata={"help": (
+        "sequences per forward/backward on a rank (phases 4 and 6): a minibatch's gradients are accumulated over its "
+        "micro-batches, so memory, not the step, depends on it (0: the rank's whole share of a minibatch)")})
+    generate_batch_size: int = field(default=0, metadata={"help": (
+        "sequences per generate call on a rank (0: the rank's whole share of the batch); each call samples under its "
+        "own seed, so the same value gives the same rollouts on any number of ranks")})
     out: str = field(default="runs/psgpo", metadata={"help": (
         "run folder: args.json, log.jsonl, ckpt-NNNN/ checkpoints")})
     dataset: str = field(default="demo", metadata={"help": (
@@ -112,7 +118,8 @@ class Args:
     def __post_init__(self):  # a value out of range stops here, in one line naming the flag, before anything loads
         sandbox.check_flags(self, positive="iterations batch_size minibatch_size ppo_epochs lr value_lr clip vf_clip "
                                            "temperature max_new_tokens save_every timeout group_size dist_timeout",
-                            nonnegative="warmup critic_warmup kl_coef kl_loss_coef lam_fail lam_pass workers",
+                            nonnegative="warmup critic_warmup kl_coef kl_loss_coef lam_fail lam_pass workers "
+                                        "micro_batch_size generate_batch_size",
                             fraction="gamma gae_lambda",
                             choices={"value_init": ("prm", "policy"), "value_scale": ("prm", "returns"),
                                      "advantage": ("gae", "group"), "device": ("cpu", "cuda")})
@@ -123,9 +130,13 @@ class Args:
         if self.advantage == "group" and self.group_size < 2:
             raise ValueError(f"--group_size must be >= 2 with --advantage group (the leave-one-out baseline's group), "
                              f"not {self.group_size}")
-        if self.batch_size % (g * world):  # every rank steps as often as the others (or FSDP's collectives hang)
+        # every rank takes as many forward and backward passes as the others (or FSDP's collectives hang)
+        if self.batch_size % (g * world):
             raise ValueError(f"--batch_size ({self.batch_size}) must be a multiple of "
                              f"{'--group_size x ' if g > 1 else ''}the ranks ({g * world})")
+        if self.batch_size % self.minibatch_size or self.minibatch_size % world:
+            raise ValueError(f"--minibatch_size ({self.minibatch_size}) must divide --batch_size ({self.batch_size}) and be "
+                             f"a multiple of the ranks ({world})")
 
 
 # ------------------------------------------------------------------ the math, as small pure functions
@@ -325,15 +336,16 @@ def main():
     start_it, log_rows = run.resume(trained, args, ranks)
     log, stop = run.Log(args, log_rows, ranks), run.stop_on_signals()
     autocast = torch.autocast(device.split(":")[0], torch.bfloat16, enabled=args.bf16)
-    mb = max(1, args.minibatch_size // ranks.world)  # sequences per rank in a gradient step
-    sampler_gap = run.check_on_policy(sampler_check, policy, tok, rollout_batch(problems, start_it, args, ranks)[:4],
+    micro = args.micro_batch_size or args.minibatch_size // ranks.world  # sequences per rank per forward/backward
+    sampler_gap = run.check_on_policy(sampler_check, policy, tok, run.share(rollout_batch(problems, start_it, args), ranks)[:4],
                                       eos, args, ranks)
 
     bar = tqdm(range(start_it, args.iterations), "psgpo", initial=start_it, total=args.iterations, disable=ranks.rank != 0)
     for it in bar:
         laps = run.Laps(device)  # each phase's seconds (time/<phase> in the log)
-        # 1. Rollout: one response per prompt, sampled with the KV cache from left-padded prompts
-        ro = rollout(policy, tok, eos, rollout_batch(problems, it, args, ranks), args, autocast)
+        # 1. Rollout: this rank's share of the batch, one response per prompt, sampled with the KV cache from left-padded
+        #    prompts; phases 2-4 work on the share too
+        ro = rollout(policy, tok, eos, rollout_batch(problems, it, args), it, args, ranks, autocast)
         B, P = len(ro.batch), ro.P
         laps("generate")
 
@@ -353,11 +365,16 @@ def main():
         laps("dense")
 
         # 4. The rollout under the models: log pi_old (PPO's ratio), log pi_ref (the KL) and the values V(s_t)
-        chunks = torch.arange(B, device=device).split(mb)
-        with torch.no_grad(), autocast:  # in minibatches: [B, R, V] logits need not fit at once
+        chunks = torch.arange(B, device=device).split(micro)
+        with torch.no_grad(), autocast:  # in micro-batches: [B, R, V] logits need not fit at once
             old_logp = torch.cat([token_logp(policy, ro.seq[i], ro.seq_mask[i], P, args.temperature) for i in chunks])
             ref_logp = torch.cat([token_logp(ref, ro.seq[i], ro.seq_mask[i], P, args.temperature) for i in chunks])
             old_values = torch.cat([token_values(value, ro.seq[i], ro.seq_mask[i], P) for i in chunks]) * ro.rmask
+        # The whole batch on every rank (each sampled, judged and scored its share): from here on every rank sees the
+        # same rows whatever the number of ranks, so do the advantages, their whitening, the minibatches and the log
+        ro, (verdicts, step_scores), (outcome, dense, old_logp, ref_logp, old_values) = run.whole_batch(
+            ro, (verdicts, step_scores), (outcome, dense, old_logp, ref_logp, old_values), tok.pad_token_id, ranks)
+        B, P = len(ro.batch), ro.P
         laps("score")
 
         # 5. The KL penalty per token in the reward (Eq. 3's beta, --kl_coef; the demo's is 0: its KL is in the loss,
@@ -370,29 +387,37 @@ def main():
         laps("advantages")
 
         # 6. PPO epochs over minibatches: the clipped policy loss (+ the exact KL to the reference), the clipped
-        #    value loss; each model clips its gradient norm to 1 and steps
+        #    value loss, each a token mean over the whole minibatch; each rank takes its share of the minibatch in
+        #    micro-batches, accumulating gradients; then each model clips its gradient norm to 1 and steps
         actor = it >= args.critic_warmup  # (ours) --critic_warmup: the first iterations train the value model alone
         stats = []
         policy.train(), value.train()  # train mode for the update (gradient checkpointing needs it)
-        for _ in range(args.ppo_epochs):
-            for idx in torch.randperm(B, device=device).split(mb):
-                s, sm, m = ro.seq[idx], ro.seq_mask[idx], ro.rmask[idx]
-                with autocast, torch.set_grad_enabled(actor):
-                    logits = forward(train_policy, s, sm)[:, P - 1:-1].float() / args.temperature  # [b, R, V]
-                with autocast:
-                    vpred = token_values(train_value, s, sm, P)                                    # [b, R]: V(s_t)
-                logp_all = F.log_softmax(logits, -1)                                               # [b, R, V]
-                logp = torch.gather(logp_all, 2, ro.response[idx][..., None])[..., 0]              # [b, R]
-                pg, clipfrac = policy_loss(logp, old_logp[idx], advantages[idx], m, args.clip)
-                actor_loss, kl_exact = pg, None
-                if args.kl_loss_coef:  # (ours) the exact KL to the reference in the loss
-                    kl_exact = exact_kl(ref, logp_all, s, sm, m, P, args.temperature, autocast)
-                    actor_loss = pg + args.kl_loss_coef * kl_exact
-                vf = value_loss(vpred, old_values[idx], returns[idx], m, args.vf_clip)
-                (actor_loss + vf if actor else vf).backward()  # separate models: one backward serves both
-                norms = {"policy": optimizer_step(policy_opt, policy_sched, policy)} if actor else {}
-                norms["value"] = optimizer_step(value_opt, value_sched, value)
-                stats.append(minibatch_stats(logp, old_logp[idx], logp_all, m, pg, vf, clipfrac, kl_exact, norms))
+        for epoch in range(args.ppo_epochs):
+            for idx in minibatches(B, it, epoch, args):  # [M] rows of the whole batch, the same on every rank
+                n_tokens = ro.rmask[idx].sum()  # the minibatch's response tokens, over all ranks
+                parts = []
+                for i in run.share(idx, ranks).to(device).split(micro):
+                    s, sm, m = ro.seq[i], ro.seq_mask[i], ro.rmask[i]
+                    with autocast, torch.set_grad_enabled(actor):
+                        logits = forward(train_policy, s, sm)[:, P - 1:-1].float() / args.temperature  # [b, R, V]
+                    with autocast:
+                        vpred = token_values(train_value, s, sm, P)                                    # [b, R]: V(s_t)
+                    logp_all = F.log_softmax(logits, -1)                                               # [b, R, V]
+                    logp = torch.gather(logp_all, 2, ro.response[i][..., None])[..., 0]                # [b, R]
+                    pg, clipfrac = policy_loss(logp, old_logp[i], advantages[i], m, args.clip)
+                    actor_loss, kl_exact = pg, None
+                    if args.kl_loss_coef:  # (ours) the exact KL to the reference in the loss
+                        kl_exact = exact_kl(ref, logp_all, s, sm, m, P, args.temperature, autocast)
+                        actor_loss = pg + args.kl_loss_coef * kl_exact
+                    vf = value_loss(vpred, old_values[i], returns[i], m, args.vf_clip)
+                    # these tokens' share of the minibatch's: the token means over micro-batches and ranks add up to
+                    # the minibatch's (x world: DDP and FSDP average the ranks' gradients)
+                    share = m.sum() / n_tokens
+                    ((actor_loss + vf if actor else vf) * share * ranks.world).backward()  # one backward serves both
+                    parts.append(minibatch_stats(logp, old_logp[i], logp_all, m, pg, vf, clipfrac, kl_exact, share))
+                norms = {"policy_grad_norm": optimizer_step(policy_opt, policy_sched, policy)} if actor else {}
+                norms["value_grad_norm"] = optimizer_step(value_opt, value_sched, value)
+                stats.append(run.over_ranks(parts, ranks) | norms)
         laps("update")
 
         row = log_row(it, args, ro, verdicts, dense=dense, step_scores=step_scores, kl=kl, returns=returns,
@@ -405,16 +430,29 @@ def main():
 
 
 # ------------------------------------------------------------------ phase 1, and the prompts each iteration draws
-def rollout(policy, tok, eos, batch, args, autocast):
-    """Phase 1: one response per problem in `batch`, sampled from softmax(logits / T) with the KV cache; each ends at
-    its first EOS or stop string (sandbox.end_response: a stop may begin in the prompt); trimmed to the longest."""
+def rollout(policy, tok, eos, batch, it, args, ranks, autocast):
+    """Phase 1: one response per problem of this rank's share of `batch` (iteration it's, run.share), in generate calls
+    of --generate_batch_size, each sampling under its own seed, a function of (seed, iteration, its first row in the
+    batch): the rollouts depend on neither the number of ranks nor anything sampled before."""
+    rows = run.share(range(len(batch)), ranks)
+    n = args.generate_batch_size or len(rows)
+    policy.eval()  # eval mode for the rollout: generate keeps its KV cache
+    with torch.no_grad(), autocast, run.gathered(policy, args.fsdp):  # FSDP: weights gathered once for every call
+        parts = []
+        for first in rows[::n]:
+            torch.manual_seed(random.Random(f"{args.seed}/{it}/{first}").getrandbits(63))
+            parts.append(sample_responses(policy, tok, eos, batch[first:min(first + n, rows.stop)], args))
+    return run.join(parts, tok.pad_token_id)
+
+
+def sample_responses(policy, tok, eos, batch, args):
+    """One generate call: a response per problem, sampled from softmax(logits / T); each ends at its first EOS or stop
+    string (sandbox.end_response: a stop may begin in the prompt); trimmed to the longest."""
     prompts = [sandbox.prompt_ids(tok, p.prompt, args.chat_template) for p in batch]
     stops = [sandbox.stop_strings(p, args.chat_template) for p in batch]
-    policy.eval()  # eval mode for the rollout: generate keeps its KV cache
-    with torch.no_grad(), autocast, run.gathered(policy, args.fsdp):  # FSDP: every rank steps until all are done
-        seq, qmask = sandbox.generate(policy, tok, prompts, eos, sorted({s for st in stops for s in st}), args.fsdp,
-                                      do_sample=True, temperature=args.temperature, top_k=0, top_p=1.0,
-                                      max_new_tokens=args.max_new_tokens)
+    seq, qmask = sandbox.generate(policy, tok, prompts, eos, sorted({s for st in stops for s in st}), args.fsdp,
+                                  do_sample=True, temperature=args.temperature, top_k=0, top_p=1.0,
+                                  max_new_tokens=args.max_new_tokens)  # FSDP: every rank steps until all are done
     P = qmask.shape[1]
     texts, lengths = zip(*[sandbox.end_response(tok, row, eos, st, pr) for row, st, pr in zip(seq[:, P:].tolist(), stops, prompts)])
     R = max(lengths)  # every later pass runs at this width
@@ -423,23 +461,27 @@ def rollout(policy, tok, eos, batch, args, autocast):
                    list(texts), list(lengths), [sandbox.split_steps(x) for x in texts])
 
 
-def draw_prompts(n, it, batch_size, seed, rank, world):
-    """Indices of the prompts rank `rank` answers at iteration `it`: the iteration's global batch is the next
-    batch_size entries of one shuffle of the n prompts per epoch (the same shuffle on every rank, seeded by
-    seed and epoch), split among the ranks. A function of the iteration alone: no prompt twice in a batch
-    (within an epoch), and a resumed run draws what an uninterrupted one would."""
+def draw_prompts(n, it, batch_size, seed):
+    """Indices of the prompts of iteration `it`: the next batch_size entries of one shuffle of the n prompts per epoch
+    (seeded by seed and epoch). A function of the iteration alone: no prompt twice in a batch (within an epoch), and a
+    resumed run draws what an uninterrupted one would."""
     ks = range(it * batch_size, (it + 1) * batch_size)
     shuffles = {epoch: random.Random(f"{seed}/{epoch}").sample(range(n), n) for epoch in {k // n for k in ks}}
-    batch = [shuffles[k // n][k % n] for k in ks]
-    return batch[rank::world]
+    return [shuffles[k // n][k % n] for k in ks]
 
 
-def rollout_batch(problems, it, args, ranks):
-    """This rank's problems at iteration `it`, one response each (draw_prompts); (ours) --advantage group: each
-    prompt --group_size times, side by side."""
+def rollout_batch(problems, it, args):
+    """Iteration it's batch, one response per problem (draw_prompts); (ours) --advantage group: each prompt
+    --group_size times, side by side. Each rank samples its share of it (run.share)."""
     g = args.group_size if args.advantage == "group" else 1
-    drawn = draw_prompts(len(problems), it, args.batch_size // g, args.seed, ranks.rank, ranks.world)
-    return [problems[i] for i in drawn for _ in range(g)]
+    return [problems[i] for i in draw_prompts(len(problems), it, args.batch_size // g, args.seed) for _ in range(g)]
+
+
+def minibatches(B, it, epoch, args):
+    """Phase 6's minibatches in one epoch: the B rows in a shuffle seeded by (seed, iteration, epoch), the same on every
+    rank, cut into --minibatch_size rows each."""
+    g = torch.Generator().manual_seed(random.Random(f"{args.seed}/{it}/{epoch}").getrandbits(63))
+    return torch.randperm(B, generator=g).split(args.minibatch_size)
 
 
 @torch.no_grad()
@@ -484,17 +526,15 @@ def advantage_shares(outcome, dense, kl, values, advantages, mask, args):
 
 
 @torch.no_grad()
-def minibatch_stats(logp, old_logp, logp_all, m, pg, vf, clipfrac, kl_exact, norms):
-    """One gradient step's statistics (CleanRL's names): the losses, how far the step moved the policy
-    (approx_kl = mean of (r - 1) - log r, r = pi / pi_old, CleanRL's low-variance estimator), the largest
-    |log r| (0 before the first step: the rollout is on-policy), the entropy, the gradient norms before clipping."""
+def minibatch_stats(logp, old_logp, logp_all, m, pg, vf, clipfrac, kl_exact, share):
+    """A micro-batch's part of one optimizer step's statistics (CleanRL's names; run.over_ranks adds the parts up):
+    the losses, how far the step moved the policy (approx_kl = mean of (r - 1) - log r, r = pi / pi_old, CleanRL's
+    low-variance estimator), the entropy, each a token mean times `share`, these tokens' share of the minibatch's;
+    and the largest |log r| (0 before the first step: the rollout is on-policy; "max_" parts are maxima)."""
     log_ratio = logp - old_logp
-    return {"pg": pg.item(), "vf": vf.item(), "clipfrac": clipfrac.item(),
-            "approx_kl": masked_mean(log_ratio.exp() - 1 - log_ratio, m).item(),
-            "ratio_error": (log_ratio.abs() * m).max().item(),
-            "entropy": masked_mean(-(logp_all.exp() * logp_all).sum(-1), m).item(),
-            **({"exact_kl": kl_exact.item()} if kl_exact is not None else {}),
-            **{f"{k}_grad_norm": v for k, v in norms.items()}}
+    means = {"pg": pg, "vf": vf, "clipfrac": clipfrac, "approx_kl": masked_mean(log_ratio.exp() - 1 - log_ratio, m),
+             "entropy": masked_mean(-(logp_all.exp() * logp_all).sum(-1), m), **({"exact_kl": kl_exact} if kl_exact is not None else {})}
+    return {k: (v * share).item() for k, v in means.items()} | {"max_ratio_error": (log_ratio.abs() * m).max().item()}
 
 
 def log_row(it, args, ro, verdicts, *, dense, step_scores, kl, returns, values, shares, stats):
@@ -520,7 +560,7 @@ def log_row(it, args, ro, verdicts, *, dense, step_scores, kl, returns, values, 
         row["charts/exact_kl"] = row.pop("losses/exact_kl")
     row |= shares
     # the first minibatch runs before any step: its ratios must be 1 (|log ratio| ~1e-7 in fp32) and none clipped
-    row["charts/first_log_ratio"], row["charts/first_clipfrac"] = stats[0]["ratio_error"], stats[0]["clipfrac"]
+    row["charts/first_log_ratio"], row["charts/first_clipfrac"] = stats[0]["max_ratio_error"], stats[0]["clipfrac"]
     if sandbox.is_demo(args.dataset):  # demo: how often each planted mistake is still written
         counts = [sandbox.demo.planted_mistakes(p, t) for p, t in zip(ro.batch, ro.texts)]
         for kind in sandbox.demo.PLANTED_RATES:

@@ -78,6 +78,59 @@ def start(args):
     return ranks, problems
 
 
+def share(rows, ranks):
+    """This rank's contiguous share of `rows` (a batch, a range, a minibatch's indices): rank r of W takes the r-th of W
+    equal slices, so the ranks' shares, one after another, are the rows in their order."""
+    n = len(rows)
+    return rows[ranks.rank * n // ranks.world:(ranks.rank + 1) * n // ranks.world]
+
+
+def join(rollouts, pad_id, P=None, R=None):
+    """One Rollout from several (generate calls; the ranks' shares), in order: the prompts left-padded to the widest P
+    (positions count real tokens only, so the models' outputs do not change) and the responses right-padded to the
+    widest R (or to P, R given)."""
+    P = P or max(r.P for r in rollouts)
+    R = R or max(r.response.shape[1] for r in rollouts)
+    def widen(r, x, fill):  # [b, r.P + r.R] -> [b, P + R]
+        return torch.nn.functional.pad(x, (P - r.P, R - (x.shape[1] - r.P)), value=fill)
+    seq = torch.cat([widen(r, r.seq, pad_id) for r in rollouts])
+    rmask = torch.cat([torch.nn.functional.pad(r.rmask, (0, R - r.rmask.shape[1])) for r in rollouts])
+    return type(rollouts[0])([p for r in rollouts for p in r.batch], seq, torch.cat([widen(r, r.seq_mask, 0) for r in rollouts]),
+                             P, seq[:, P:], rmask, *([x for r in rollouts for x in getattr(r, k)] for k in ("texts", "lengths", "steps")))
+
+
+def whole_batch(ro, objects, tensors, pad_id, ranks):
+    """The whole batch on every rank, from each rank's share: the Rollout, lists of per-row `objects` (verdicts, line
+    scores) and [b, R] per-row `tensors` (rewards, log-probs, values), each in the batch's order (the shares are
+    contiguous: run.share). One process: as they are."""
+    if ranks.world == 1:
+        return ro, objects, tensors
+    P, R = (int(max_over_ranks(x, ranks)) for x in (ro.P, ro.response.shape[1]))
+    ro = join([ro], pad_id, P, R)
+    local = [ro.seq, ro.seq_mask, ro.rmask] + [torch.nn.functional.pad(t, (0, R - t.shape[1])) for t in tensors]
+    every = []
+    for t in local:
+        parts = [torch.empty_like(t) for _ in range(ranks.world)]
+        dist.all_gather(parts, t.contiguous())
+        every.append(torch.cat(parts))
+    lists = [None] * ranks.world
+    dist.all_gather_object(lists, (ro.batch, ro.texts, ro.lengths, ro.steps, *objects))
+    batch, texts, lengths, steps, *objects = ([x for part in lists for x in part[k]] for k in range(len(lists[0])))
+    seq, seq_mask, rmask, *tensors = every
+    return type(ro)(batch, seq, seq_mask, P, seq[:, P:], rmask, texts, lengths, steps), objects, tensors
+
+
+def over_ranks(parts, ranks):
+    """One optimizer step's statistics from its micro-batches' parts (train_psgpo.minibatch_stats) on every rank:
+    sums, and the largest of the "max_" ones."""
+    keys = list(parts[0])
+    total = torch.tensor([[p[k] for k in keys] for p in parts], dtype=torch.float64, device=ranks.device)
+    sums, maxes = total.sum(0), total.max(0).values
+    if ranks.world > 1:
+        dist.all_reduce(sums), dist.all_reduce(maxes, dist.ReduceOp.MAX)
+    return {k: (maxes if k.startswith("max_") else sums)[j].item() for j, k in enumerate(keys)}
+
+
 def scores_lines(args):
     """Does the run need the PRM's forward pass (its dense reward; the oracle scores lines without a model)?"""
     return args.dense_reward and args.prm != "oracle"
@@ -163,17 +216,14 @@ def newest_checkpoint(args):
 
 def save(out, it, trained, tok, log_rows, ranks, fsdp):
     """ckpt-NNNN/: the policy and tokenizer (what label_prm_data.py and evaluate.py load), value/, and
-    trainer_state.pt: optimizers, schedulers, the log, each rank's RNGs. Written under ckpt-NNNN.tmp and renamed
+    trainer_state.pt: optimizers, schedulers, the log (no RNG state: every draw is seeded by the seed and the
+    iteration, train_psgpo.rollout and minibatches). Written under ckpt-NNNN.tmp and renamed
     when complete, so a run cut off while saving never resumes from half a checkpoint. Every rank calls it.
     FSDP: the HF folders from the full weights gathered on rank 0, the optimizers' shards with
     torch.distributed.checkpoint in optim/ (each rank writes its own). Once the new one is complete, the older ones
     keep only the policy's folder, which labeling and evaluation read: they drop trainer_state.pt, optim/ (two fp32
     AdamW moments per trained weight: 122 GB at 7B) and value/ (the critic, which only a resume reads: 28 GB at 7B)."""
     ckpt, tmp = os.path.join(out, f"ckpt-{it:04d}"), os.path.join(out, f"ckpt-{it:04d}.tmp")
-    rngs = [{"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-             "cuda": torch.cuda.get_rng_state(ranks.device) if ranks.device.startswith("cuda") else None}] * ranks.world
-    if ranks.world > 1:
-        dist.all_gather_object(rngs, rngs[0])
     if ranks.rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
     if ranks.world > 1:
@@ -184,7 +234,7 @@ def save(out, it, trained, tok, log_rows, ranks, fsdp):
                   "value": get_optimizer_state_dict(trained.value, trained.value_opt)}, checkpoint_id=os.path.join(tmp, "optim"))
     if ranks.rank == 0:
         torch.save({"iteration": it, "opts": None if fsdp else [o.state_dict() for o in trained.optimizers()],
-                    "scheds": [s.state_dict() for s in trained.schedules()], "ranks": rngs, "log_rows": log_rows},
+                    "scheds": [s.state_dict() for s in trained.schedules()], "world": ranks.world, "log_rows": log_rows},
                    os.path.join(tmp, "trainer_state.pt"))
         os.replace(tmp, ckpt)
         for old in sorted(glob.glob(os.path.join(out, "ckpt-[0-9][0-9][0-9][0-9]")))[:-1]:  # the newest alone resumes
@@ -199,15 +249,16 @@ def save(out, it, trained, tok, log_rows, ranks, fsdp):
 def resume(trained, args, ranks):
     """--resume: continue exactly from the newest checkpoint in --out (newest_checkpoint): the policy's and the value
     model's weights loaded into the models built at their start (sandbox.load_weights), the optimizers (FSDP: each rank
-    reads its shards), schedulers, this rank's RNGs, the log so far (the prompts drawn depend on the iteration alone).
+    reads its shards), schedulers, the log so far. What a run draws depends on the seed and the iteration alone, so a
+    DDP run may resume on another number of ranks; FSDP's optimizer shards need as many ranks as wrote them.
     Returns (iteration, log rows); (0, []) for a new run."""
     src = newest_checkpoint(args)
     if src is None:
         return 0, []
     state = torch.load(os.path.join(src, "trainer_state.pt"), map_location=ranks.device, weights_only=False)
-    if len(state.get("ranks", [])) != ranks.world:
-        sandbox.fail(f"{src} was written by {len(state.get('ranks', []))} ranks or an older train_psgpo.py; "
-                     f"resume it with as many ranks, not {ranks.world}, or start a new --out")
+    if "world" not in state or (args.fsdp and state["world"] != ranks.world):
+        sandbox.fail(f"{src} was written by an older train_psgpo.py or, with --fsdp, by {state.get('world')} ranks: "
+                     f"resume it with as many, not {ranks.world}, or start a new --out")
     sandbox.load_weights(trained.policy, AutoModelForCausalLM, src, args.fsdp)
     sandbox.load_weights(trained.value, AutoModelForTokenClassification, os.path.join(src, "value"), args.fsdp)
     if args.fsdp:
@@ -221,10 +272,6 @@ def resume(trained, args, ranks):
             o.load_state_dict(s)
     for o, s in zip(trained.schedules(), state["scheds"]):
         o.load_state_dict(s)
-    mine = state["ranks"][ranks.rank]
-    random.setstate(mine["python"]), np.random.set_state(mine["numpy"]), torch.set_rng_state(mine["torch"].cpu())
-    if mine["cuda"] is not None and ranks.device.startswith("cuda"):
-        torch.cuda.set_rng_state(mine["cuda"].cpu(), ranks.device)
     return state["iteration"], state["log_rows"]
 
 

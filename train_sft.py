@@ -39,7 +39,7 @@ import sandbox
 @dataclass
 class Args:
     # common
-    out: str = field(default="runs/sft", metadata={"help": "output folder (save_pretrained model + tokenizer)"})
+    out: str = field(default="runs/sft", metadata={"help": "output folder (save_pretrained model + tokenizer; log.jsonl: each step's loss and gradient norm)"})
     seed: int = field(default=1, metadata={"help": "seed for init, data order and dropout"})
     device: str = field(default="cpu", metadata={"help": "cpu | cuda"})
     threads: int = field(default=2, metadata={"help": "torch CPU threads"})
@@ -66,7 +66,10 @@ class Args:
     # optimisation
     steps: int = field(default=6400, metadata={"help": (
         "optimizer steps (the copy skill appears late: shorter runs broke the demo, docs/results/demo.md)")})
-    batch_size: int = field(default=16, metadata={"help": "sequences per step"})
+    batch_size: int = field(default=16, metadata={"help": "sequences per optimizer step (over all ranks)"})
+    micro_batch_size: int = field(default=0, metadata={"help": (
+        "sequences per forward/backward on a rank: a step's gradients are accumulated over them (0: the rank's whole "
+        "share of a batch)")})
     lr: float = field(default=3e-3, metadata={"help": "peak AdamW learning rate"})
     warmup: int = field(default=50, metadata={"help": "linear warmup steps, then cosine decay to lr/10"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (matrices only)"})
@@ -83,7 +86,7 @@ class Args:
     def __post_init__(self):  # a value out of range stops here, in one line naming the flag, before anything loads
         sandbox.check_flags(self, positive="threads max_len vocab_size n_layer n_embd n_head steps batch_size lr "
                                            "max_grad_norm dist_timeout",
-                            nonnegative="max_problems warmup weight_decay save_every",
+                            nonnegative="max_problems warmup weight_decay save_every micro_batch_size",
                             choices={"arch": ("llama", "gpt2"), "device": ("cpu", "cuda")})
 
 
@@ -229,26 +232,43 @@ def main():
     model.train()
     bar = tqdm(range(1, args.steps + 1), desc="sft", unit="step", disable=rank != 0)
     t_train = time.time()
+    os.makedirs(args.out, exist_ok=True)
+    log = open(os.path.join(args.out, "log.jsonl"), "w", buffering=1) if rank == 0 else None  # a row per step
     for step in bar:
         if not batches:
             batches, epoch = length_grouped_batches(lengths, args.batch_size, rng), epoch + 1
         idx = batches.pop()
-        idx = idx[rank::world] or idx[-1:]  # FSDP: this rank's share (never empty: every rank steps together)
-        input_ids, mask, labels = (t.to(args.device) for t in collate([examples[i] for i in idx], tok.pad_token_id))
-        with torch.autocast(device_type=args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16):
-            loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss  # mean over completion tokens
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        n_tokens = sum(sum(l != -100 for l in examples[i][1]) for i in idx)  # the step's trained tokens, all ranks
+        most = -(-len(idx) // world)  # FSDP: the largest rank's share; every rank makes as many passes
+        micro = args.micro_batch_size or most
+        parts = [idx[rank::world][s:s + micro] for s in range(0, most, micro)]
+        loss = 0.0
+        for part in parts:
+            input_ids, mask, labels = (t.to(args.device) for t in collate([examples[i] for i in part or idx[-1:]], tok.pad_token_id))
+            with torch.autocast(device_type=args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.bf16):
+                part_loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss  # mean over its tokens
+            # weighted by these tokens' share of the step's, the parts add up to the mean over the step's tokens
+            # (x world: FSDP averages the ranks' gradients); a part for nothing where a share is short of the others
+            share = (labels[:, 1:] != -100).sum() / n_tokens if part else 0.0
+            (part_loss * share * world).backward()
+            loss += part_loss.detach() * share
+        if world > 1:
+            dist.all_reduce(loss)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-        grad_norm = grad_norm.full_tensor() if args.fsdp else grad_norm  # FSDP: a DTensor
+        grad_norm = (grad_norm.full_tensor() if args.fsdp else grad_norm).item()  # FSDP: a DTensor
+        if log is not None:
+            log.write(json.dumps({"step": step, "loss": loss.item(), "grad_norm": grad_norm, "lr": sched.get_last_lr()[0]}) + "\n")
         opt.step()
         sched.step()
+        opt.zero_grad(set_to_none=True)
         losses.append(loss.item())
         if step % 10 == 0:
             bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}", gnorm=f"{grad_norm:.2f}", epoch=epoch)
         if args.save_every and step % args.save_every == 0 and step < args.steps:
             save(model, tok, args, os.path.join(args.out, f"step{step}"))
     train_s = time.time() - t_train
+    if log is not None:
+        log.close()
 
     model.config.use_cache = True
     model.generation_config.pad_token_id = tok.pad_token_id

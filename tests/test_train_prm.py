@@ -1,5 +1,6 @@
 """train_prm.py: targets on each line's last token, the loss, the metrics, the script end to end."""
 import json
+import shutil
 import os
 import random
 import subprocess
@@ -114,19 +115,34 @@ def test_outcome_labels():
 
 
 def test_fsdp_two_processes(tmp_path, tiny_policy):
-    """--fsdp on 2 gloo processes (FSDP2): trains, reports, and writes a PRM that plain from_pretrained loads."""
+    """--fsdp on 2 gloo processes (FSDP2): trains, reports, and writes a PRM that plain from_pretrained loads; one
+    process taking each step's batch in micro-batches of 3 (gradients accumulated) makes the same first step."""
+    from transformers import AutoConfig, AutoModelForTokenClassification
     data = tmp_path / "labels.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in labeled_rows(30)))
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "train_prm.py", "--fsdp", "true",
-                        "--data", str(data), "--init", tiny_policy("qwen2"), "--out", str(tmp_path / "prm"), "--epochs", "1",
-                        "--holdout", "0.3", "--show", "1"], capture_output=True, text=True, cwd=HERE, timeout=600)
+    init = tmp_path / "init"  # the policy with its scoring head's dropout off, so that the passes draw no masks
+    shutil.copytree(tiny_policy("qwen2"), init)
+    config = AutoConfig.from_pretrained(init)
+    config.classifier_dropout = 0.0
+    config.save_pretrained(init)
+    run = lambda out, launch, *flags: subprocess.run([*launch, "train_prm.py", "--data", str(data), "--init", str(init),  # noqa: E731
+                                                      "--out", str(tmp_path / out), "--epochs", "1", "--holdout", "0.3", "--show", "1",
+                                                      *flags], capture_output=True, text=True, cwd=HERE, timeout=600)
+    r = run("prm", [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"], "--fsdp", "true")
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.count("| step_auc |") == 1  # rank 0 reports
-    from transformers import AutoModelForTokenClassification
     prm = AutoModelForTokenClassification.from_pretrained(tmp_path / "prm")
-    start = AutoModelForTokenClassification.from_pretrained(tiny_policy("qwen2"), num_labels=1)
+    start = AutoModelForTokenClassification.from_pretrained(init, num_labels=1)
     body = [k for k in prm.state_dict() if "layers.0." in k]
     assert body and any(not torch.equal(prm.state_dict()[k], start.state_dict()[k]) for k in body)  # trained
+    one = run("one", [sys.executable], "--micro_batch_size", "3")
+    assert one.returncode == 0, one.stderr[-3000:]
+    # the first step (from the same weights): the same loss and gradient norm; Adam's steps after it amplify rounding
+    # in gradients near 0 too much for the weights to be compared
+    logs = [[json.loads(l) for l in open(tmp_path / d / "log.jsonl")] for d in ("prm", "one")]
+    assert len(logs[0]) == len(logs[1]) == 3  # 38 training rows in steps of 16
+    for k in ("loss", "grad_norm"):
+        assert logs[1][0][k] == pytest.approx(logs[0][0][k], rel=1e-5), k
 
 
 def test_a_bf16_init_is_trained_with_fp32_weights(tmp_path, tiny_policy):

@@ -11,6 +11,7 @@ import torch
 
 import sandbox
 import train_psgpo as tp
+import train_psgpo_run
 from train_sft import train_tokenizer
 
 HERE = os.path.dirname(os.path.abspath(tp.__file__))
@@ -79,17 +80,16 @@ def test_dense_reward_clips_the_prms_scores_to_its_labels_range():
     assert worst == pytest.approx(-0.25) == sum(r for _, r in tp.dense_reward([], [], [], 3, False, 0.25, 0.025, True))
 
 
-def test_draw_prompts_one_shuffle_per_epoch_split_by_rank():
-    n, B, world = 10, 5, 2
-    batches = [[tp.draw_prompts(n, it, B, 7, r, world) for r in range(world)] for it in range(6)]
-    for parts in batches:
-        assert sum(map(len, parts)) == B and not set(parts[0]) & set(parts[1])  # the ranks' shares are disjoint
-    draws = [i for parts in batches for k in range(B) for i in [parts[k % world][k // world]]]  # the global order
+def test_draw_prompts_one_shuffle_per_epoch_and_shares_by_rank():
+    n, B = 10, 5
+    draws = [i for it in range(6) for i in tp.draw_prompts(n, it, B, 7)]
     for epoch in range(3):  # every epoch is one shuffle of all n prompts: no prompt twice in a batch or an epoch
         assert sorted(draws[epoch * n:(epoch + 1) * n]) == list(range(n))
     assert draws[:n] != draws[n:2 * n] and draws[:n] != sorted(draws[:n])
-    assert tp.draw_prompts(n, 3, B, 7, 1, world) == batches[3][1]  # a function of the iteration: resumes exactly
-    assert [tp.draw_prompts(n, 0, B, s, 0, 1) for s in (7, 8)][0] != tp.draw_prompts(n, 0, B, 8, 0, 1)
+    assert tp.draw_prompts(n, 3, B, 7) == draws[15:20]  # a function of the iteration: resumes exactly
+    assert tp.draw_prompts(n, 0, B, 7) != tp.draw_prompts(n, 0, B, 8)
+    shares = [train_psgpo_run.share(list(range(8)), train_psgpo_run.Ranks(r, 4, "cpu")) for r in range(4)]
+    assert shares == [[0, 1], [2, 3], [4, 5], [6, 7]]  # contiguous: one after another they are the batch
 
 
 def test_the_prms_label_tokens_are_psgpos_reward_tokens(tiny_tokenizer):
@@ -300,14 +300,22 @@ def test_rollouts_are_exactly_on_policy(monkeypatch, tmp_path):
     assert row["charts/sampler_gap"] < 1e-4  # fp32: the sampler and token_logp agree to rounding
 
 
+TWO_RANKS = ["--generate_batch_size", 1]  # a generate call per response: the same rollouts on any number of ranks
+
+
+def log_of(out):
+    return [{k: v for k, v in json.loads(l).items() if not k.startswith(("time/", "memory/", "charts/sampler_gap"))} for l in open(out / "log.jsonl")]
+
+
 def torchrun(policy, prm, out, iterations, *extra):
     """train_psgpo.py on 2 gloo processes, saving every iteration; its log without times and memory."""
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "train_psgpo.py",
                         "--policy", policy, "--prm", prm, "--out", str(out), "--save_every", "1",
-                        *map(str, SMALL[:-4]), "--iterations", str(iterations), "--warmup", "1", "--workers", "1", *extra],
+                        *map(str, SMALL[:-4] + TWO_RANKS), "--iterations", str(iterations), "--warmup", "1", "--workers", "1",
+                        *extra],
                        capture_output=True, text=True, cwd=HERE, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    return [{k: v for k, v in json.loads(l).items() if not k.startswith(("time/", "memory/", "charts/sampler_gap"))} for l in open(out / "log.jsonl")]
+    return log_of(out)
 
 
 @pytest.fixture(scope="module")
@@ -329,6 +337,21 @@ def test_ddp_resumes_exactly(ddp_runs):
     from transformers import AutoModelForCausalLM
     assert len(ddp_runs["whole"]) == 2 and ddp_runs["one"] == ddp_runs["whole"][:1] and ddp_runs["resumed"] == ddp_runs["whole"]
     AutoModelForCausalLM.from_pretrained(ddp_runs["dir"] / "b" / "ckpt-0002")
+
+
+def test_one_process_accumulating_micro_batches_logs_what_two_ranks_log(monkeypatch, tmp_path, ddp_runs):
+    """README's flags on any number of GPUs: one process taking each optimizer step's minibatch of 2 in micro-batches
+    of 1 (--micro_batch_size 1: gradients accumulated) logs what 2 DDP ranks with one sequence each log, for 2
+    iterations: the same rollouts (one generate call per response, each under its seed), the same whitening, losses
+    and statistics over the whole batch, the same steps."""
+    run(monkeypatch, "--policy", ddp_runs["policy"], "--prm", ddp_runs["prm"], "--out", tmp_path, "--save_every", 1, *SMALL[:-4],
+        *TWO_RANKS, "--iterations", 2, "--warmup", 1, "--workers", 1, "--micro_batch_size", 1)
+    one, two = log_of(tmp_path), ddp_runs["whole"]
+    assert len(one) == len(two) == 2
+    for a, b in zip(one, two):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), k
 
 
 def test_an_fsdp_step_is_a_ddp_step(ddp_runs):
