@@ -1,4 +1,4 @@
-"""experiments/ablation.py - the demo's ablation as a study: the whole chain per seed, a fair sparse baseline,
+"""experiments/ablation.py - the demo's ablation as a study: the whole chain per seed, a warm-critic sparse baseline,
 the critic controls, learning curves, and two claims with paired intervals (paper v1 Table 1, Figures 3, 4).
 
     python experiments/ablation.py --seeds 10 11 12 13 14 --out runs/ablation       # the study: test split
@@ -9,8 +9,8 @@ variance (each command is printed; a re-run skips what is done and resumes a PPO
   1. sparse     PPO with the unit-test reward only (a checkpoint every 2 iterations)
   2. labels     label_prm_data.py on 4 evenly spaced checkpoints of that run (the paper's PRM data)
   3. PRM, ORMs   train_prm.py on those labels (MODELS): the PRM; the ORM (--labels outcome), every code line labeled
-                by the response's verdict, on the same rows (outcome supervision from the same responses); orm_all,
-                the verdicts of every labeled response (all an outcome model needs: no binary search)
+                by the response's verdict, on the same rows (the rows the search selected: it needs the search too);
+                orm_all, the verdicts of every labeled response (all an outcome model needs: no binary search)
   4. settings   each of --settings from that seed's PRM and ORMs (sparse runs unevaluated unless named)
   5. evaluation every final policy on --split (greedy and --n samples at T = 1); the --curves settings'
                 checkpoints every 2 iterations on the first --curve_problems valid tasks; the PRM against
@@ -19,7 +19,7 @@ variance (each command is printed; a re-run skips what is done and resumes a PPO
 Settings (train_psgpo.py flags; {prm}, {orm}, {orm_all}: the seed's own):
   sparse               --dense_reward false --value_init policy       the paper's RL baseline
   sparse_warm_critic   sparse, --critic_warmup W: the critic trains alone for W iterations before the policy
-                       moves (W more iterations of rollouts); the fair sparse baseline
+                       moves (W more iterations of rollouts; its critic's fit: explained variance at start)
   value_init_orm       --dense_reward false --value_init prm --prm {orm}: the critic from an outcome model
   value_init           --dense_reward false --value_init prm --prm {prm}
   dense                --dense_reward true --value_init policy
@@ -36,11 +36,16 @@ code's); every other comparison (each setting - sparse, CONTRASTS: what each par
 reported as exploratory. Also per run: pass@4, the policy's entropy and KL to the SFT policy at the end, the
 critic's explained variance on the first rollouts the policy learns from, and the evaluation's own noise (the
 standard error of a seed's pass@1 from its n samples per task). Writes results.md, results.json (every number per
-seed), curves.png (unless --curves none), bestofk.png, gain_by_steps.png and minutes.jsonl under --out.
+seed; the call's flags as given, `args`; each stage's problem set, `dataset`; every stage's command, `commands`; the
+code's and the plan's commits, `provenance`), curves.png (unless --curves none), bestofk.png, gain_by_steps.png and
+minutes.jsonl under --out. experiments/pool_seeds.py pools calls that differ in their seeds only. t_p_value, holm
+and power are the arithmetic of a reading's p value, a multiplicity correction and a plan's power (docs/results/demo.md).
 """
 import atexit
 import functools
+import hashlib
 import json
+import math
 import multiprocessing.connection
 import os
 import runpy
@@ -50,7 +55,7 @@ import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -141,11 +146,14 @@ def role(pair, metric, plan, claims, planned):
 
 
 def provenance(plan, script="ablation.py", root=HERE):
-    """What a result was made from: the code's commit and whether the working tree differed from it (dirty), and the
-    plan's commit. A plan must be a file committed before the run and unchanged since: a plan is what was written
-    down before the numbers existed, so an uncommitted or edited one stops the run (one line)."""
+    """What a result was made from: the code's commit and whether the working tree differed from it (dirty; then the
+    sha256 of `git diff HEAD`, so two dirty runs can be told to hold the same changes), and the plan's commit. A plan
+    must be a file committed before the run and unchanged since: a plan is what was written down before the numbers
+    existed, so an uncommitted or edited one stops the run (one line)."""
     git = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True).stdout.strip()  # noqa: E731
     out = {"code_commit": git("rev-parse", "HEAD") or None, "code_dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    if out["code_dirty"]:
+        out["code_diff_sha256"] = hashlib.sha256(git("diff", "HEAD").encode()).hexdigest()
     if plan:
         path = os.path.relpath(os.path.abspath(plan), root)
         commit = git("log", "-1", "--format=%H", "--", path) if os.path.isfile(plan) else ""
@@ -155,12 +163,26 @@ def provenance(plan, script="ablation.py", root=HERE):
     return out
 
 
+def shown(cmd):
+    """A stage command as printed and recorded: `python SCRIPT flags...`, each argument shell-quoted."""
+    return " ".join("python" if c == sys.executable else shlex.quote(str(c)) for c in cmd)
+
+
+def stage_datasets(args):
+    """The problem set each stage ran on: the last --dataset in its extra flags, else the stages' default (demo)."""
+    def dataset(flags):
+        toks = flags.split()
+        given = [toks[i + 1] for i in range(len(toks) - 1) if toks[i] == "--dataset"] + [t.split("=", 1)[1] for t in toks if t.startswith("--dataset=")]
+        return given[-1] if given else "demo"
+    return {"train_psgpo.py": dataset(args.ppo), "label_prm_data.py": dataset(args.label), "evaluate.py": dataset(args.evaluate)}
+
+
 def run(cmd, log, threads):
     """One stage command (printed first), its output to `log`; one clear line if it fails. A `python SCRIPT ...`
     command runs as that script's __main__ in a process forked from a warm one (torch and transformers already
     imported: ~1.5 s a command instead of ~5), exactly as the printed command would run it: the same argv,
     working directory, threads and exit handlers, and the same outputs byte for byte (tests/test_ablation.py)."""
-    print("$ " + " ".join("python" if c == sys.executable else shlex.quote(str(c)) for c in cmd), flush=True)
+    sys.stdout.write(f"$ {shown(cmd)}\n"), sys.stdout.flush()  # one write: two stages' lines never interleave
     cmd = [str(c) for c in cmd]
     if cmd[0] == sys.executable and cmd[1].endswith(".py"):
         p = warm_processes().Process(target=run_script, args=(cmd[1:], log, threads))
@@ -186,9 +208,10 @@ _REAPING = threading.Lock()
 
 @functools.cache
 def warm_processes():
-    """A forkserver that has imported what every stage imports (a process with no threads yet, so forking it is safe)."""
+    """A forkserver that has imported what every stage imports (a process with no threads yet, so forking it is safe),
+    and matplotlib's pyplot, which every evaluation imports to draw its plots (~0.3 s a command)."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "transformers", "sandbox"])
+    ctx.set_forkserver_preload(["torch", "transformers", "sandbox", "matplotlib.pyplot"])
     return ctx
 
 
@@ -273,6 +296,35 @@ def t_interval(diffs):
     return {"diffs": diffs.tolist(), "mean": float(diffs.mean()), "ci95": [float(diffs.mean() - half), float(diffs.mean() + half)]}
 
 
+def t_p_value(diffs):
+    """The two-sided p of a paired t test that the mean of the per-seed differences is 0 (df = seeds - 1): 1 minus
+    twice the t density's integral from 0 to |t| (trapezoids; no scipy here)."""
+    d = np.asarray(diffs, dtype=float)
+    df, t = len(d) - 1, abs(d.mean()) / (d.std(ddof=1) / np.sqrt(len(d)))
+    x = np.linspace(0, t, 200001)
+    density = np.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / np.sqrt(df * np.pi) * (1 + x * x / df) ** (-(df + 1) / 2)
+    return float(max(0.0, 1 - 2 * np.trapezoid(density, x)))
+
+
+def holm(p_values):
+    """Holm's step-down adjustment: the k-th smallest of m p values times (m - k + 1), kept non-decreasing and at most
+    1; a comparison survives a family-wise 0.05 where its adjusted p is below 0.05."""
+    order, adjusted, running = np.argsort(p_values), [0.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def power(effect, sd, seeds, reps=1_000_000, rng_seed=0):
+    """The chance that a paired t test over `seeds` seeds (two-sided, 0.05) shows a true mean difference `effect` when the
+    per-seed differences spread with sd `sd`: the share of draws of the noncentral t statistic (z + effect sqrt(n) / sd)
+    / sqrt(chi2_df / df) beyond the t quantile (T975)."""
+    rng, df = np.random.default_rng(rng_seed), seeds - 1
+    t = (rng.standard_normal(reps) + effect * np.sqrt(seeds) / sd) / np.sqrt(rng.chisquare(df, reps) / df)
+    return float(np.mean(np.abs(t) > T975[df - 1]))
+
+
 def flat(metrics, prefix=""):
     """evaluate.py's metrics as one level: {"by_steps/4/pass@1": ..., "planted/true_div": ...}."""
     out = {}
@@ -304,7 +356,11 @@ def main():
     def last(s, setting):  # the final checkpoint: warm-critic runs take W more iterations
         return f"{O}/s{s}/{setting}/ckpt-{run_length(setting, args):04d}"
 
+    commands = {}  # every stage's command, as printed: results.json records them whether or not this call ran them
+
     def step(name, cmd, done_when, s):  # one command, skipped when its output is there; its minutes in minutes.jsonl
+        commands[f"s{s}/{name}"] = shown(cmd)
+
         def fn():
             if not os.path.exists(done_when):
                 t = time.time()
@@ -349,7 +405,7 @@ def main():
     jobs["sft/eval"] = ([], step("sft-eval", [py, "evaluate.py", "--model", args.policy, "--split", args.split, "--n", args.n, "--threads", threads,
                                               "--out", f"{O}/eval/sft", *common, *args.evaluate.split()], f"{O}/eval/sft/eval.json", args.seeds[0]))
     schedule(jobs, args.parallel)
-    report(args, settings, time.time() - t0)
+    report(args, settings, time.time() - t0, commands)
 
 
 def eval_noise(eval_json):
@@ -380,7 +436,7 @@ def end_of_training(run_dir, setting, args):
             "end/kl_per_seq": rows[-1]["charts/kl_per_seq"], "critic/explained_variance_at_start": first["charts/explained_variance"]}
 
 
-def report(args, settings, seconds):
+def report(args, settings, seconds, commands):
     """results.json, results.md and the plots from every chain's outputs."""
     O, seeds = args.out, args.seeds
 
@@ -414,7 +470,7 @@ def report(args, settings, seconds):
     quality = [json.load(open(f"{O}/s{s}/prm_quality.json")) for s in seeds if os.path.exists(f"{O}/s{s}/prm_quality.json")]
     sft = metrics(f"{O}/eval/sft")
     results = {"seeds": seeds, "split": args.split, "iterations": args.iterations, "warm": args.warm, "n": args.n, "curve_problems": args.curve_problems,
-               "provenance": args.provenance,
+               "provenance": args.provenance, "args": asdict(args), "dataset": stage_datasets(args), "commands": commands,
                "settings": {"sft": {k: [v] for k, v in flat(sft).items()}} | {st: {k: [m[k] for m in ms] for k in ms[0]} for st, ms in evals.items()},
                "paired": claims, "secondary": secondary, "prm_quality": quality, "curves": curves,
                "labeling": [json.load(open(f"{O}/s{s}/prm_data/summary.json")) for s in seeds if quality], "minutes_this_call": seconds / 60}
@@ -433,7 +489,9 @@ def write(O, results):
     per_seed = lambda p: ", ".join(f"{100 * x:+.1f}" for x in p["diffs"])  # noqa: E731
     at = lambda m, k, fmt, scale=1: fmt.format(scale * np.nanmean(m[k])) if k in m else "-"  # noqa: E731  a mean over seeds
     src = results.get("provenance", {})
-    lines = [f"Demo {results['split']} split, {len(seeds)} whole-chain seeds ({', '.join(map(str, seeds))}), {results['iterations']} PPO iterations of 64 "
+    tasks = results.get("dataset", {})  # older results.json: unrecorded
+    on = "" if set(tasks.values()) <= {"demo"} else " (problem sets: " + ", ".join(f"{stage} {d}" for stage, d in tasks.items()) + ")"
+    lines = [f"Demo {results['split']} split{on}, {len(seeds)} whole-chain seeds ({', '.join(map(str, seeds))}), {results['iterations']} PPO iterations of 64 "
              f"prompts, {results['n']} samples per task; percent, mean +- sample std over seeds. "
              + (f"Plan: {src['plan']} (commit {src['plan_commit'][:10]}); " if "plan" in src else "No plan file: every comparison is exploratory; ")
              + (f"code: commit {src['code_commit'][:10]}{' with uncommitted changes' if src['code_dirty'] else ''}." if src.get("code_commit") else "code: unrecorded."), "",
@@ -498,7 +556,7 @@ def plots(O, settings, curves):
     fig.tight_layout(), fig.savefig(os.path.join(O, "bestofk.png"), dpi=100)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    base = next(b for b in ("sparse", "sparse_warm_critic", *settings) if b in settings and b != "sft")  # the paper's baseline, else the fair one
+    base = next(b for b in ("sparse", "sparse_warm_critic", *settings) if b in settings and b != "sft")  # the paper's baseline, else the warm critic's
     steps = [k.split("/")[1] for k in settings[base] if k.startswith("by_steps/") and k.endswith("/pass@1")]
     by_steps = lambda st: np.array([settings[st][f"by_steps/{k}/pass@1"] for k in steps]).T  # noqa: E731  [seeds, lengths]
     for st in [s for s in settings if s not in ("sft", base)]:

@@ -8,12 +8,15 @@ import sys
 import threading
 import time
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(HERE, "experiments"))
 import ablation  # noqa: E402
+import pool_seeds  # noqa: E402
 import studies  # noqa: E402
 
 
@@ -32,6 +35,16 @@ def test_paired_intervals_on_hand_numbers():
     assert p["ci95"] == pytest.approx([1 / 3 - half, 1 / 3 + half])
     assert 0 <= p["bootstrap95"][0] <= 1 / 3 <= p["bootstrap95"][1] <= 0.5  # every resample's mean lies in [0, 0.5]
     assert ablation.reach([2, 4, 6], [0.1, 0.3, 0.5], 0.3) == 4 and ablation.reach([2, 4], [0.1, 0.2], 0.3) is None
+
+
+def test_p_values_holm_and_power_on_hand_numbers():
+    """df 2 has a closed form: two-sided p = 1 - t / sqrt(2 + t^2); Holm on three p values; the power of a paired t
+    test is its size (0.05) at no effect and ~29% for 1 point at sd 2.0 over 10 seeds (issue 49)."""
+    t = 2 / (1 / np.sqrt(3))  # diffs 1, 2, 3: mean 2, sd 1
+    assert ablation.t_p_value([1, 2, 3]) == pytest.approx(1 - t / np.sqrt(2 + t * t), abs=1e-6)
+    assert ablation.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert ablation.power(0, 2.0, 10, reps=200_000) == pytest.approx(0.05, abs=0.003)
+    assert ablation.power(1, 2.0, 10, reps=200_000) == pytest.approx(0.294, abs=0.005)
 
 
 def test_a_comparison_is_a_claim_only_when_a_plan_names_it():
@@ -54,7 +67,10 @@ def test_provenance_needs_a_plan_committed_before_the_run(tmp_path):
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
     assert ablation.provenance(str(tmp_path / "PLAN.md"), root=tmp_path) == {"code_commit": head, "code_dirty": False, "plan": "PLAN.md", "plan_commit": head}
     (tmp_path / "code.py").write_text("x = 2\n")
-    assert ablation.provenance("", root=tmp_path) == {"code_commit": head, "code_dirty": True}
+    dirty = ablation.provenance("", root=tmp_path)
+    assert dirty["code_commit"] == head and dirty["code_dirty"] and len(dirty["code_diff_sha256"]) == 64  # which changes, to compare runs by
+    (tmp_path / "code.py").write_text("x = 3\n")
+    assert ablation.provenance("", root=tmp_path)["code_diff_sha256"] != dirty["code_diff_sha256"]
     (tmp_path / "PLAN.md").write_text("claims, edited after the fact\n")
     with pytest.raises(SystemExit, match="changed since its commit"):
         ablation.provenance(str(tmp_path / "PLAN.md"), root=tmp_path)
@@ -153,6 +169,10 @@ def test_the_study_end_to_end_at_tiny_sizes(tiny_study):
     # no --plan: nothing is a claim; each run's end of training and the evaluation's noise are recorded
     assert {c["role"] for c in results["paired"] + results["secondary"]} == {"exploratory"} and "No plan file" in (out / "results.md").read_text()
     assert results["provenance"]["code_commit"] and "plan" not in results["provenance"]
+    # every flag as given, each stage's problem set, every stage's command as printed (here all of them ran)
+    assert results["args"]["ppo"] == TINY[TINY.index("--ppo") + 1] and results["args"]["evaluate"] == TINY[TINY.index("--evaluate") + 1]
+    assert results["dataset"] == {"train_psgpo.py": "demo", "label_prm_data.py": "demo", "evaluate.py": "demo"}
+    assert sorted(results["commands"].values()) == sorted(line[2:] for line in r.stdout.splitlines() if line.startswith("$ "))
     both = results["settings"]["both"]
     assert len(both["end/entropy"]) == 2 and all(0 < x < 10 for x in both["end/entropy"]) and len(both["eval_se"]) == 2
     assert len(results["paired"][0]["eval_se_of_diff"]) == 2
@@ -195,12 +215,63 @@ def test_pooling_a_studys_seeds_from_two_runs_gives_the_one_runs_numbers(tiny_st
         assert p["diffs"] == pytest.approx(w["diffs"]) and p["ci95"] == pytest.approx(w["ci95"], nan_ok=True)
         assert list(p["bootstrap95_by_run"]) == ["0", "1"]
     assert "| both - sparse_warm_critic |" in (tmp_path / "pooled" / "results.md").read_text()
-    (tmp_path / "run1" / "results.json").write_text(json.dumps(one_seed(1) | {"iterations": 16}))
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
-    assert r.returncode != 0 and "differ in iterations" in r.stderr and "Traceback" not in r.stderr
-    (tmp_path / "run1" / "results.json").write_text(json.dumps(one_seed(0)))
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
-    assert r.returncode != 0 and "appears in two runs" in r.stderr
+    assert pooled["args"]["seeds"] == whole["seeds"] and pooled["commands"] == whole["commands"]
+    with pytest.raises(SystemExit, match=r"^pool_seeds.py: the runs differ in iterations \(a: 8; b: 16\): not one design$"):
+        pool_seeds.pool([one_seed(0), one_seed(1) | {"iterations": 16}], ["a", "b"])
+    with pytest.raises(SystemExit, match="appears in two runs"):
+        pool_seeds.pool([one_seed(0), one_seed(0)])
+
+
+def a_run(seed, **changes):
+    """A one-seed results.json as ablation.py writes it now (the keys pool_seeds.py reads), with `changes` applied."""
+    args = asdict(ablation.Args(seeds=[seed], out=f"runs/s{seed}", settings=["sparse", "both"], curves=[], claims=["both:sparse"],
+                                ppo="--batch_size 2 --max_new_tokens 8"))
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
+    r = {"seeds": [seed], "split": "test", "iterations": 16, "warm": 4, "n": 4, "curve_problems": 200, "curves": {}, "prm_quality": [],
+         "settings": {"sft": {"pass@1": [0.3]}, "sparse": {"pass@1": [0.6]}, "both": {"pass@1": [0.7]}}, "paired": [], "secondary": [],
+         "provenance": {"code_commit": head, "code_dirty": False}, "args": args,
+         "dataset": {"train_psgpo.py": "demo", "label_prm_data.py": "demo", "evaluate.py": "demo"}, "commands": {f"s{seed}/both": "python ..."}}
+    for key, value in changes.items():  # "args.ppo": "...", "provenance": {...}, "dataset": None (an older run: no such key)
+        top, _, sub = key.partition(".")
+        target = r[top] if sub else r
+        target.pop(sub or top) if value is None else target.__setitem__(sub or top, value)
+    return r
+
+
+def test_pooling_refuses_runs_that_differ_in_anything_but_their_seeds():
+    """pool_seeds.same_design: one line naming the key and both runs for each thing that makes a number; the flags
+    that do not (--parallel, --bootstrap, --out) may differ; an older run's missing key matches only another's."""
+    pool = lambda *runs: pool_seeds.pool(list(runs), ["A", "B"])  # noqa: E731
+    assert pool(a_run(0), a_run(1, **{"args.parallel": 4, "args.bootstrap": 50}))["seeds"] == [0, 1]
+    assert pool(a_run(0), a_run(1, **{"args.ppo": " --batch_size 2   --max_new_tokens 8"}))["seeds"] == [0, 1]  # the same tokens
+    for key, value, shown in [("args.ppo", "--batch_size 4 --max_new_tokens 8", "args.ppo"), ("args.label", "--dataset demo-long", "args.label"),
+                              ("dataset", {"train_psgpo.py": "demo-long", "label_prm_data.py": "demo", "evaluate.py": "demo"}, "dataset"),
+                              ("args.policy", "runs/other-sft", "args.policy"), ("args.claims", ["both:both_orm"], "args.claims"),
+                              ("args.device", "cuda", "args.device"), ("provenance", {"code_commit": "0" * 40, "code_dirty": False}, "code_commit"),
+                              ("provenance", {"code_commit": a_run(0)["provenance"]["code_commit"], "code_dirty": True, "code_diff_sha256": "x"}, "code_commit"),
+                              ("provenance", a_run(0)["provenance"] | {"plan": "PLAN.md", "plan_commit": "1" * 40}, "plan")]:
+        with pytest.raises(SystemExit, match=rf"^pool_seeds.py: the runs differ in {re.escape(shown)} \(A: .*; B: .*\)"):
+            pool(a_run(0), a_run(1, **{key: value}))
+    with pytest.raises(SystemExit, match=r"differ in code_commit .*: a commit is not in this repository$"):
+        pool(a_run(0), a_run(1, provenance={"code_commit": "0" * 40, "code_dirty": False}))
+    old = dict(args=None, dataset=None, commands=None, provenance={})  # a results.json from before these keys were recorded
+    with pytest.raises(SystemExit, match=r'differ in args.settings \(A: \["both", "sparse"\]; B: "unrecorded"\)'):
+        pool(a_run(0), a_run(1, **old))
+    assert pool(a_run(0, **old), a_run(1, **old))["seeds"] == [0, 1]  # as they pooled before
+    dirty = a_run(0)["provenance"] | {"code_dirty": True, "code_diff_sha256": "x"}
+    assert pool(a_run(0, provenance=dirty), a_run(1, provenance=dirty))["seeds"] == [0, 1]  # one commit, the same changes
+
+
+def test_two_commits_are_the_same_code_when_no_stage_file_differs(tmp_path):
+    git = lambda *a: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=tmp_path, check=True, capture_output=True)  # noqa: E731
+    head = lambda: subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()  # noqa: E731
+    git("init", "-q")
+    commits = []
+    for name, text in [("train_prm.py", "x = 1\n"), ("README.md", "words\n"), ("train_prm.py", "x = 2  # a comment is a change too\n")]:
+        (tmp_path / name).write_text(text), git("add", name), git("commit", "-qm", name)
+        commits.append({"code_commit": head(), "code_dirty": False})
+    assert pool_seeds.same_code(commits[0], commits[1], root=tmp_path) is None  # README only: the same stage code
+    assert pool_seeds.same_code(commits[1], commits[2], root=tmp_path) == "their stage code differs between the commits"
 
 
 def test_every_reviewers_study_at_tiny_sizes(tiny_study, tiny_policy, tmp_path):
