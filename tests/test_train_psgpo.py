@@ -494,7 +494,7 @@ def test_only_the_newest_checkpoint_keeps_the_optimizers(monkeypatch, tmp_path, 
 
 
 def test_same_numbers_finds_a_moved_metric_and_skips_timings(tmp_path):
-    """checks/same_numbers.py (issue 43's before/after check): equal logs pass whatever their timings and added
+    """checks/same_numbers.py (the before/after check of a change that should move no number): equal logs pass whatever their timings and added
     keys; one metric moved in one iteration fails and is named."""
     rows = [{"iteration": i, "reward/mean": 0.1 * i, "time/generate": 1.0 + i} for i in range(3)]
     for name, moved in (("before", None), ("same", None), ("moved", 2)):
