@@ -186,6 +186,23 @@ def _read(path, limit):
         return ""
 
 
+def same_output(out, expected):
+    """A stdin/stdout test's comparison, LiveCodeBench's: line by line, surrounding whitespace ignored; a line that
+    differs as text still matches when its fields are the same numbers as decimals ("2.50" and "2.5")."""
+    from decimal import Decimal, InvalidOperation
+    got, want = [s.strip() for s in out.strip().splitlines()], [s.strip() for s in expected.strip().splitlines()]
+    if len(got) != len(want):
+        return False
+    for a, b in zip(got, want):
+        if a != b:
+            try:
+                if [Decimal(x) for x in a.split()] != [Decimal(x) for x in b.split()]:
+                    return False
+            except InvalidOperation:
+                return False
+    return True
+
+
 def _judge(job):
     """In the worker: a function-test program, or a stdin/stdout program over each of its tests."""
     code, test_code, io_tests, timeout, mem_mb = job
@@ -196,8 +213,7 @@ def _judge(job):
         status, detail, out = _run_once(code, None, stdin_text, timeout, mem_mb)
         if status != "passed":
             return status, f"test {i}: {detail}"
-        got, want = [s.strip() for s in out.strip().splitlines()], [s.strip() for s in expected.strip().splitlines()]
-        if got != want:
+        if not same_output(out, expected):
             return "failed", f"test {i}: wrong output {out[:60]!r}, expected {expected[:60]!r}"
     return "passed", ""
 

@@ -1,5 +1,6 @@
 """sandbox (the package): loaders, the demo task family, verdicts (right, wrong, hostile), parallel order, steps."""
 import json
+import shutil
 import os
 import re
 import sys
@@ -64,18 +65,6 @@ def test_unknown_and_missing(tmp_path):
         load_problems("demo", "validation")
 
 
-@pytest.mark.parametrize("name", ["mbpp", "livecodebench"])
-def test_hub_unreachable_is_one_line(monkeypatch, name):
-    import datasets
-
-    def offline(*a, **k):
-        raise ConnectionError("Couldn't reach the hub\nmore lines")
-    monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(DataError, match="pass a local .jsonl") as e:
-        load_problems(name)
-    assert "\n" not in str(e.value)
-
-
 def test_find_model_local_or_hub(tmp_path, monkeypatch, tiny_policy):
     """A model is a local folder or a Hub id; otherwise one line, at once for paths that look local."""
     assert sandbox.find_model(tiny_policy("gpt2")).model_type == "gpt2"
@@ -98,22 +87,126 @@ def test_find_model_local_or_hub(tmp_path, monkeypatch, tiny_policy):
         assert sandbox.find_model(str(broken), tokenizer=False) if missing != "model.safetensors" else True
 
 
-def test_mbpp_and_livecodebench_rows_judge():
-    mb = sandbox.problems._mbpp_problem({"task_id": 2, "text": "Add two numbers.", "code": "def add(a, b):\n    return a + b",
-                                "test_list": ["assert add(1, 2) == 3", "assert add(0, 0) == 0"], "test_setup_code": ""})
-    assert check(mb, mb.solution).passed and not check(mb, "def add(a, b):\n    return a - b").passed
-    stdio = {"question_id": "1", "question_content": "Print the sum of two ints.", "starter_code": "", "metadata": "{}",
-             "public_test_cases": json.dumps([{"input": "1 2\n", "output": "3\n", "testtype": "stdin"}]),
-             "private_test_cases": json.dumps([{"input": "5 5\n", "output": "10\n", "testtype": "stdin"}])}
-    p = sandbox.problems._lcb_problem(stdio)
-    assert len(p.io_tests) == 2 and check(p, "print(sum(map(int, input().split())))\n").passed
-    assert not check(p, "print(3)\n").passed
-    starter = "class Solution:\n    def twice(self, x: int) -> int:\n"
-    func = {"question_id": "2", "question_content": "Twice x.", "starter_code": starter,
-            "metadata": json.dumps({"func_name": "twice"}), "private_test_cases": "[]",
-            "public_test_cases": json.dumps([{"input": "4", "output": "8", "testtype": "functional"}])}
-    q = sandbox.problems._lcb_problem(func)
-    assert check(q, "        return 2 * x\n").passed and not check(q, "        return x\n").passed
+HUB_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "hub")
+
+
+def hub_cache(tmp_path, monkeypatch, repo, files):
+    """A Hugging Face cache holding `files` ({path in the repo: writer(local path)}) of dataset `repo` as
+    huggingface_hub lays out a fetched snapshot (refs/main, snapshots/<commit>/...); the tests run offline (conftest)."""
+    import huggingface_hub
+    folder, commit = tmp_path / "hub" / f"datasets--{repo.replace('/', '--')}", "0123456789abcdef0123456789abcdef01234567"
+    (folder / "refs").mkdir(parents=True, exist_ok=True)
+    (folder / "refs" / "main").write_text(commit)
+    for rel, write in files.items():
+        path = folder / "snapshots" / commit / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+
+
+def parquet(rows, schema):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    return lambda path: pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+
+
+def acecode_schema():
+    import pyarrow as pa  # the card's dataset_info
+    return pa.schema([("id", pa.string()), ("source", pa.string()), ("question", pa.string()), ("test_cases", pa.list_(pa.string())),
+                      ("inferences", pa.list_(pa.struct([("completion", pa.string()), ("completion_id", pa.int64()),
+                                                        ("model_name", pa.string()), ("pass_rate", pa.float64())]))),
+                      ("context_messages", pa.list_(pa.struct([("content", pa.string()), ("role", pa.string())])))])
+
+
+def test_acecode_from_its_published_parquet_judges_its_references(tmp_path, monkeypatch):
+    """AceCode-87K read from its Parquet file in the Hugging Face cache, offline, by the real loader: each problem's
+    reference (an inference that passed every test, its code block) passes, a wrong program fails; a row without a
+    passing inference has no reference; a triple quote or a backslash in a question leaves the prompt one string."""
+    rows = json.load(open(os.path.join(HUB_DATA, "acecode-87k.json")))
+    hub_cache(tmp_path, monkeypatch, "TIGER-Lab/AceCode-87K", {"data/train-00000-of-00001.parquet": parquet(rows, acecode_schema())})
+    problems = load_problems("acecode", "train")
+    assert [p.task_id for p in problems] == ["AceCode/oss_101", "AceCode/evol_7", "AceCode/bigcode_python_fns_3"]
+    assert problems[0].solution.startswith("from typing import List") and problems[2].solution is None
+    for p in problems[:2]:
+        assert check(p, p.solution).passed
+        assert not check(p, p.solution.replace("return", "return None and", 1) + "\n").passed
+    assert check(problems[2], "def clamp(x, lo, hi):\n    return max(lo, min(x, hi))\n").passed
+    assert not check(problems[2], "def clamp(x, lo, hi):\n    return x\n").passed
+    sandbox.self_test(problems)  # what every stage runs first: the references pass, each with a failing line fails
+    with pytest.raises(DataError, match="unknown split 'test'"):
+        load_problems("acecode", "test")
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r.pop("test_cases"), r"acecode: train-00000-of-00001.parquet has no column 'test_cases'"),
+    (lambda r: r.update(test_cases=[]), r"row 1 \('evol_7'\): field 'test_cases' should be a non-empty list of strings"),
+    (lambda r: r["inferences"][0].pop("pass_rate"), r"row 1 \('evol_7'\) inferences: field 'pass_rate' should be int or float"),
+])
+def test_a_changed_acecode_format_is_one_line_naming_the_row_and_field(tmp_path, monkeypatch, change, message):
+    import pyarrow as pa
+    rows = json.load(open(os.path.join(HUB_DATA, "acecode-87k.json")))
+    change(rows[1])
+    schema = acecode_schema()
+    if "test_cases" not in rows[1]:
+        schema = pa.schema([f for f in schema if f.name != "test_cases"])
+        for r in rows:
+            r.pop("test_cases", None)
+    if "pass_rate" not in rows[1]["inferences"][0]:
+        rows[1]["inferences"][0]["pass_rate"] = None
+    hub_cache(tmp_path, monkeypatch, "TIGER-Lab/AceCode-87K", {"data/train-00000-of-00001.parquet": parquet(rows, schema)})
+    with pytest.raises(DataError, match=message) as e:
+        load_problems("acecode", "train")
+    assert "\n" not in str(e.value)
+
+
+def test_mbpp_from_its_published_parquet(tmp_path, monkeypatch):
+    import pyarrow as pa  # the card's features of config full
+    schema = pa.schema([("task_id", pa.int32()), ("text", pa.string()), ("code", pa.string()), ("test_list", pa.list_(pa.string())),
+                        ("test_setup_code", pa.string()), ("challenge_test_list", pa.list_(pa.string()))])
+    rows = json.load(open(os.path.join(HUB_DATA, "mbpp-full-train.json")))
+    hub_cache(tmp_path, monkeypatch, "google-research-datasets/mbpp", {"full/train-00000-of-00001.parquet": parquet(rows, schema)})
+    problems = load_problems("mbpp", "train")
+    assert [p.task_id for p in problems] == ["MBPP/601", "MBPP/602"]
+    for p in problems:
+        assert check(p, p.solution).passed and not check(p, p.solution.replace("return", "return None and", 1)).passed
+    with pytest.raises(DataError, match=r"mbpp: no file of google-research-datasets/mbpp matches full/test-\*.parquet \(offline") as e:
+        load_problems("mbpp", "test")  # not in the cache, and offline: one line, the way out in it
+    assert "\n" not in str(e.value) and "Hugging Face cache" in str(e.value)
+
+
+def lcb_cache(tmp_path, monkeypatch, name="lcb-test6.jsonl"):
+    hub_cache(tmp_path, monkeypatch, "livecodebench/code_generation_lite",
+              {"test6.jsonl": lambda path: shutil.copy(os.path.join(HUB_DATA, name), path)})
+
+
+def test_livecodebench_from_its_release_files_with_a_date_window(tmp_path, monkeypatch):
+    """LiveCodeBench read from its release file test6.jsonl (v6) in the cache, offline: private tests decoded (JSON, or
+    base64 / zlib / pickle of a JSON string), a functional problem called as Solution().method on one JSON value per
+    input line, a stdin one compared line by line with decimals; a contest-date window keeps the problems after it."""
+    lcb_cache(tmp_path, monkeypatch)
+    every = {p.task_id: p for p in load_problems("livecodebench", "v6")}
+    assert list(every) == ["LCB/3001", "LCB/abc400_a", "LCB/2001"]
+    scaled, pairs = every["LCB/3001"], every["LCB/abc400_a"]
+    assert scaled.test.count("assert") == 3 and len(pairs.io_tests) == 2
+    assert check(scaled, "return sum(nums) * k\n").passed  # the completion continues the starter's method
+    assert check(scaled, "return tuple([sum(nums) * k])[0]\n").passed
+    assert not check(scaled, "return sum(nums)\n").passed
+    right = "n = int(input())\nxs = list(map(int, input().split()))\nprint(sum(xs), f'{sum(xs) / n:.3f}')\n"
+    assert check(pairs, right).passed  # "2.000" is the decimal 2.00
+    assert not check(pairs, "print(6, 2)\n").passed
+    assert [p.task_id for p in load_problems("livecodebench", "v6:2025-01-01")] == ["LCB/3001", "LCB/abc400_a"]
+    assert [p.task_id for p in load_problems("livecodebench", "v6:2025-01-01:2025-04-01")] == ["LCB/3001"]
+    for split, message in [("release_v9", "unknown split 'release_v9'"), ("v6:2025-13-01", "the dates must be YYYY-MM-DD"),
+                           ("v6:2030-01-01", "no problem of split 'v6:2030-01-01' lies within its dates")]:
+        with pytest.raises(DataError, match=message):
+            load_problems("livecodebench", split)
+
+
+def test_livecodebench_refuses_a_pickle_that_is_not_a_string(tmp_path, monkeypatch, capsys):
+    lcb_cache(tmp_path, monkeypatch, "lcb-evil.jsonl")
+    with pytest.raises(DataError, match=r"test6.jsonl:1: private_test_cases is neither JSON nor .* \(refused: a pickle that builds builtins.print"):
+        load_problems("livecodebench", "v6")
+    assert "pwned" not in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------ verdicts
