@@ -49,7 +49,8 @@ class Args:
         "which reads --n as one of its own options)")})
     temperature: float = field(default=1.0, metadata={"help": (
         "sampling temperature (1.0: the policy's own distribution, as RL samples it)")})
-    max_new_tokens: int = field(default=256, metadata={"help": "longest response, in tokens"})
+    max_new_tokens: int = field(default=256, metadata={"help": (
+        "longest response, in tokens: at real scale the training's (README: 512); the share cut there is reported")})
     batch_size: int = field(default=64, metadata={"help": "sequences per generate call"})
     length_edges: str = field(default="", metadata={"help": (
         "token-length bucket edges, e.g. 50,100,200 (empty: 50,100,200; demo: 30,45,60)")})
@@ -97,6 +98,8 @@ def compute_metrics(results, edges):
     "planted": [sandbox.demo.planted_mistakes(...)] * n (demo, optional)}. Returns every number reported."""
     n = len(results[0]["samples"])
     m = {"problems": len(results), "n": n, "greedy_pass@1": float(np.mean([r["greedy"] for r in results]))}
+    if "cut" in results[0]:  # completions that reached --max_new_tokens unfinished (greedy and sampled)
+        m["cut_at_max_new_tokens"] = float(np.mean([c for r in results for c in r["cut"]]))
     if n:
         c = [sum(r["samples"]) for r in results]
         for k in [k for k in (1, 5, 10, 20, 50, 100) if k <= n]:
@@ -123,8 +126,9 @@ def compute_metrics(results, edges):
 
 
 def generate(model, tok, eos, problems, n, args, desc):
-    """n completions per problem (n=0: one greedy completion): [[(completion, n_tokens)] * max(n, 1)], each ended
-    where sandbox.end_response ends every stage's responses (its first EOS or stop string), batched by sandbox.sample."""
+    """n completions per problem (n=0: one greedy completion): [[(completion, n_tokens, cut)] * max(n, 1)], each ended
+    where sandbox.end_response ends every stage's responses (its first EOS or stop string), batched by sandbox.sample;
+    cut: it reached --max_new_tokens before either (judged as it stands: most such programs fail)."""
     greedy = n == 0
     order = sorted(range(len(problems)), key=lambda i: len(problems[i].prompt))  # similar lengths: less padding
     jobs = [i for i in order for _ in range(max(n, 1))]
@@ -134,7 +138,7 @@ def generate(model, tok, eos, problems, n, args, desc):
                           do_sample=not greedy, **({} if greedy else {"temperature": args.temperature, "top_k": 0, "top_p": 1.0}))
     out = [[] for _ in problems]
     for i, (text, ids) in zip(jobs, done):
-        out[i].append((text, len(ids)))
+        out[i].append((text, len(ids), len(ids) >= args.max_new_tokens and ids[-1] not in eos))
     return out
 
 
@@ -146,7 +150,7 @@ def evaluate_one(name, problems, args, edges):
     t0 = time.time()
     if name == "oracle":  # the references, as both the greedy and the single sample; tokens ~ words
         count = lambda s: len(re.findall(r"\w+|[^\w\s]", s))  # noqa: E731
-        greedy = [[(p.solution, count(p.solution))] for p in problems]
+        greedy = [[(p.solution, count(p.solution), False)] for p in problems]
         sampled = greedy if args.n else [[] for _ in problems]
     else:
         tok, eos = sandbox.load_tokenizer(name, args.revision)
@@ -156,21 +160,21 @@ def evaluate_one(name, problems, args, edges):
         set_seed(args.seed + args.rank)
         sampled = generate(model, tok, eos, problems, args.n, args, f"sample {name}") if args.n else [[] for _ in problems]
     gen_s = time.time() - t0
-    items = [(p, c) for p, g, s in zip(problems, greedy, sampled) for c, _ in g + s]
+    items = [(p, c) for p, g, s in zip(problems, greedy, sampled) for c, *_ in g + s]
     t1 = time.time()
     verdicts = iter(sandbox.check_many(items, workers=args.workers, timeout=args.timeout, progress=args.rank == 0))
     judge_s = time.time() - t1
     results, samples = [], []
     for p, g, s in zip(problems, greedy, sampled):
         vs = [next(verdicts) for _ in g + s]
-        r = {"greedy": vs[0].passed, "samples": [v.passed for v in vs[1:]], "tokens": [t for _, t in s],
-             "n_steps": p.meta.get("n_steps")}
+        r = {"greedy": vs[0].passed, "samples": [v.passed for v in vs[1:]], "tokens": [t for _, t, _ in s],
+             "cut": [cut for *_, cut in g + s], "n_steps": p.meta.get("n_steps")}
         if sandbox.is_demo(args.dataset):
-            r["planted"] = [sandbox.demo.planted_mistakes(p, c) for c, _ in s]
+            r["planted"] = [sandbox.demo.planted_mistakes(p, c) for c, *_ in s]
         results.append(r)
         samples.append([{"task_id": p.task_id, "kind": "greedy" if j == 0 else "sample", "completion": c,
-                         "n_tokens": t, "passed": v.passed, "status": v.status, "detail": v.detail}
-                        for j, ((c, t), v) in enumerate(zip(g + s, vs))])
+                         "n_tokens": t, "cut": cut, "passed": v.passed, "status": v.status, "detail": v.detail}
+                        for j, ((c, t, cut), v) in enumerate(zip(g + s, vs))])
     if world > 1:  # problem i was rank i % world's (i // world)-th
         parts = [None] * world
         dist.all_gather_object(parts, (results, samples, gen_s, judge_s))
@@ -188,6 +192,7 @@ def markdown(report, args):
     ms = [report[k]["metrics"] for k in names]
     rows = [("greedy pass@1", [m["greedy_pass@1"] for m in ms])]
     rows += [(f"{k} (T={args.temperature:g})", [m.get(k) for m in ms]) for k in ms[0] if k.startswith("pass@")]
+    rows.append((f"cut at --max_new_tokens {args.max_new_tokens} (failed unfinished)", [m.get("cut_at_max_new_tokens") for m in ms]))
     for s in ms[0].get("by_steps", {}):
         rows.append((f"steps={s}: greedy / sampled", [(m["by_steps"][s]["greedy_pass@1"], m["by_steps"][s]["pass@1"]) for m in ms]))
     for b in ms[0]["by_tokens"]:
@@ -244,6 +249,7 @@ def main():
         sandbox.self_test(problems, args.workers, args.timeout)
     if args.max_problems:
         problems = problems[:args.max_problems]
+    sandbox.data_line(args.dataset, args.split, len(problems), 1, f"problems (greedy and {args.n} samples each)", quiet=args.rank != 0, warn=False)
     if args.oracle and not all(p.solution for p in problems):
         sandbox.fail(f"--oracle: {args.dataset} has problems without a reference solution")
     names = ["oracle"] if args.oracle else args.model

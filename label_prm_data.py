@@ -373,6 +373,8 @@ def main():
         sandbox.self_test(problems, args.workers, args.timeout)
     random.Random(args.seed).shuffle(problems)
     problems = problems[:args.max_prompts] if args.max_prompts >= 0 else problems  # a seeded sample of the prompts
+    sandbox.data_line(args.dataset, args.split, len(problems), len(args.policy), f"prompts ({args.n} responses each per "
+                      f"checkpoint, a pass per checkpoint)", quiet=rank != 0, warn=False)
     with sandbox.bad_data_exits("--policy "):  # every policy up front, not after hours of labeling
         for path in args.policy:
             sandbox.find_model(path, args.revision)

@@ -222,6 +222,7 @@ def main():
     # held out by prompt text, not task id: the demo's train split repeats a few short prompts
     held = lambda r: zlib.crc32(f"{args.seed}/{r['prompt']}".encode()) % 10000 < args.holdout * 10000  # noqa: E731
     train = [r for r in train_rows if not held(r)]
+    sandbox.data_line(args.data, "labeled rows", len(train), args.epochs, "rows for training", quiet=rank != 0, warn=False)
     test = [r for r in all_rows if held(r)]
     tok, _ = sandbox.load_tokenizer(args.init, args.revision)
     # fp32 weights (--bf16 autocasts); a fresh scalar head on the policy's body

@@ -322,8 +322,8 @@ def main():
 
     # The four models of PPO with a PRM
     policy = load(AutoModelForCausalLM, args.policy, torch.float32)               # pi_theta: trained by PPO
-    ref = load(AutoModelForCausalLM, args.policy, frozen).requires_grad_(False)   # pi_ref: the SFT policy, the KL's anchor
-    prm = load(Scorer, args.prm, frozen).requires_grad_(False) if run.scores_lines(args) else None  # R_phi (Eq. 3)
+    ref = run.freeze(load(AutoModelForCausalLM, args.policy, frozen), args)      # pi_ref: the SFT policy, the KL's anchor
+    prm = run.freeze(load(Scorer, args.prm, frozen), args) if run.scores_lines(args) else None  # R_phi (Eq. 3)
     value = init_value_model(args, load)                                          # V: the critic, value init (4.1)
     train_policy, train_value = run.for_training(policy, value, args, ranks)  # no dropout; DDP replicas over the ranks
     policy_opt = torch.optim.AdamW(policy.parameters(), lr=args.lr, eps=1e-5)

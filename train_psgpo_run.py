@@ -63,6 +63,9 @@ def start(args):
     with sandbox.bad_data_exits():  # the judge on programs of known verdict: a judge failing all would train on zeros
         sandbox.find_model(args.policy, args.revision)
         problems = sandbox.load_problems(args.dataset, args.split)
+        g = args.group_size if args.advantage == "group" else 1
+        sandbox.data_line(args.dataset, args.split, len(problems), args.iterations * args.batch_size / g / len(problems),
+                          quiet=os.environ.get("RANK", "0") != "0")
         sandbox.self_test(problems, args.workers, args.timeout)
     if args.prm == "oracle" and not sandbox.is_demo(args.dataset):
         sandbox.fail(f"--prm oracle scores demo tasks only, not {args.dataset!r}")
@@ -134,6 +137,16 @@ def over_ranks(parts, ranks):
 def scores_lines(args):
     """Does the run need the PRM's forward pass (its dense reward; the oracle scores lines without a model)?"""
     return args.dense_reward and args.prm != "oracle"
+
+
+def freeze(model, args):
+    """A model that is only run (the reference, the PRM): no gradients. FSDP2 keeps the root's parameters (embeddings,
+    head: 3.3 GB per GPU at 7B) gathered after a forward, for the backward that follows it in a trained model; a frozen
+    one has none, so they are resharded after each forward."""
+    model.requires_grad_(False)
+    if args.fsdp:
+        model.register_forward_hook(lambda module, inputs, output: module.reshard())
+    return model
 
 
 def for_training(policy, value, args, ranks):

@@ -205,6 +205,8 @@ def main():
     pairs = [(p.prompt, sft_target(p, args.planted)) for p in problems if sft_target(p, args.planted)]
     if not pairs:
         sandbox.fail(f"{args.dataset}: no problem has a reference solution to train on")
+    sandbox.data_line(args.dataset, args.split, len(pairs), args.steps * args.batch_size / len(pairs),
+                      "problems with a reference solution", quiet=rank != 0)
 
     # 1. tokenizer + model; 2. encode (prompt | completion + eos), loss on the completion
     model, tok = load_policy(args, [p + c for p, c in pairs])

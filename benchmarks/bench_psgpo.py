@@ -29,17 +29,19 @@ sys.path.insert(0, HERE)
 import sandbox  # noqa: E402
 from train_sft import train_tokenizer  # noqa: E402
 
-# Qwen2.5-Coder's published configs (hidden, intermediate, layers, heads, kv heads); vocab 151,936, tied embeddings
-SHAPES = {"tiny": (64, 128, 2, 4, 2, 4096), "0.5B": (896, 4864, 24, 14, 2, 151936), "1.5B": (1536, 8960, 28, 12, 2, 151936),
-          "3B": (2048, 11008, 36, 16, 2, 151936)}
+# Qwen2.5-Coder's published configs (hidden, intermediate, layers, heads, kv heads, vocab, tied embeddings)
+SHAPES = {"tiny": (64, 128, 2, 4, 2, 4096, True), "0.5B": (896, 4864, 24, 14, 2, 151936, True),
+          "1.5B": (1536, 8960, 28, 12, 2, 151936, True), "3B": (2048, 11008, 36, 16, 2, 151936, True),
+          "7B": (3584, 18944, 28, 28, 4, 152064, False)}
 
 
 @dataclass
 class Args:
-    shape: str = field(default="0.5B", metadata={"help": "tiny | 0.5B | 1.5B | 3B (Qwen2.5-Coder's shapes)"})
+    shape: str = field(default="0.5B", metadata={"help": "tiny | 0.5B | 1.5B | 3B | 7B (Qwen2.5-Coder's shapes)"})
     out: str = field(default="runs/bench_psgpo", metadata={"help": "folder: model/, prm/, run/ (train_psgpo.py's), bench.json"})
     device: str = field(default="cuda", metadata={"help": "cuda | cpu"})
-    iterations: int = field(default=3, metadata={"help": "PPO iterations; the first (warm-up) is left out of the report"})
+    iterations: int = field(default=3, metadata={"help": (
+        "PPO iterations; the first (warm-up) is left out of the report, unless it is the only one (a memory probe)")})
     batch_size: int = field(default=64, metadata={"help": "prompts per iteration per GPU"})
     minibatch_size: int = field(default=8, metadata={"help": "sequences per gradient step per GPU"})
     nproc: int = field(default=1, metadata={"help": "GPUs: > 1 (or --fsdp) runs train_psgpo.py under torchrun, DDP or FSDP2"})
@@ -67,13 +69,13 @@ def grow_tokenizer(tok, size):
 
 def build(args):
     """model/ (causal LM) and prm/ (token classification, one output) of the shape, random weights."""
-    hidden, inter, layers, heads, kv, vocab = SHAPES[args.shape]
+    hidden, inter, layers, heads, kv, vocab, tied = SHAPES[args.shape]
     tok = train_tokenizer([p.prompt + p.solution for p in sandbox.load_problems("demo", "train")[:2000]], 400)
     tok = grow_tokenizer(tok, vocab)
     assert len(tok) == vocab, (len(tok), vocab)
     config = Qwen2Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
                          num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=32768,
-                         rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=True, bos_token_id=tok.eos_token_id,
+                         rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=tied, bos_token_id=tok.eos_token_id,
                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
     for cls, folder, extra in ((AutoModelForCausalLM, "model", {}), (AutoModelForTokenClassification, "prm", {"num_labels": 1})):
@@ -105,7 +107,8 @@ def main():
     print("$ " + " ".join(cmd[1 + len(launch):]), flush=True)
     subprocess.run(cmd, cwd=HERE, check=True)
     with open(os.path.join(run, "log.jsonl")) as f:
-        rows = [json.loads(line) for line in f][1:]  # the first iteration warms up (allocator, kernels)
+        rows = [json.loads(line) for line in f]
+    rows = rows[1:] or rows  # the first iteration warms up (allocator, kernels); alone, it is the report
     with open(os.path.join(run, "args.json")) as f:
         epochs = json.load(f)["ppo_epochs"]
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0] if k.startswith(("time/", "memory/")) or k == "response/tokens"}

@@ -205,9 +205,11 @@ def main():
         print(f"| checkpoint (computed, --fsdp, {max(a.gpus)} GPUs): rank 0 writes {ckpt / 1e9:.0f} GB of weights, every rank "
               f"{2 * ckpt / max(a.gpus) / 1e9:.0f} GB of AdamW shards: ~{(ckpt + 2 * ckpt / max(a.gpus)) / (a.disk_gbps * 1e9):.0f} s at "
               f"{a.disk_gbps:g} GB/s | " + " | ".join("" for _ in cols) + " |")
-        print(f"| disk (computed): the newest checkpoint {3 * ckpt / 1e9:.0f} GB (weights + AdamW moments), each older one "
-              f"{ckpt / 1e9:.0f} GB (train_psgpo.py keeps the optimizers in the newest only): {a.checkpoints} checkpoints "
-              f"{(a.checkpoints + 2) * ckpt / 1e9:.0f} GB | " + " | ".join("" for _ in cols) + " |")
+        older, k = 4 * Np, a.checkpoints  # an older checkpoint keeps the policy alone; the newest everything
+        print(f"| disk (computed): the newest checkpoint {3 * ckpt / 1e9:.0f} GB (policy, value, AdamW moments), each older one "
+              f"{older / 1e9:.0f} GB (the policy: train_psgpo.py drops value/ and the optimizers once a newer one is complete): "
+              f"{k} checkpoints {((k - 1) * older + 3 * ckpt) / 1e9:.0f} GB, {((k - 2) * older + 6 * ckpt) / 1e9:.0f} GB at the "
+              f"peak, while the last one is written beside the one before | " + " | ".join("" for _ in cols) + " |")
         if shape not in MEASURED:  # an extrapolation: the range that refits within 5% of the measurements give
             print("| phases, refits with each measured phase +-5% | " + " | ".join("{:.0f}-{:.0f}".format(*fit_range(shape, W, e, a)) for e, W in cols) + " |")
         print()

@@ -11,9 +11,14 @@
 # 1-3 on one GPU at small sizes: one 0.5B iteration, every stage, the FSDP2 + bf16 resume; it is meant to fit in ~10
 # minutes but has not yet run on a GPU (no GPU since; on the CPU at SHAPES=tiny it runs). What QUICK=1 does not
 # check: traffic between ranks (one GPU), the sharded load (4), the 1.5B and 7B shapes (5).
+# PROBE=7B: only the 7B memory probe, before a multi-hour run: one worst-case PSGPO iteration (random weights: every
+#   response runs to all 512 tokens) of README's 7B flags with FSDP2 on NPROC GPUs (8: 64 prompts and minibatches of 8
+#   per GPU), its peak GPU memory beside the ~50 GiB per GPU benchmarks/memory_guide.py computes; ~10 minutes (building
+#   the random 7B model on the CPU is part of it).
 #   bash checks/gpu_check.sh [RUNS]      (default runs/gpu_check; python3 must have torch with CUDA)
 #   QUICK=1 bash checks/gpu_check.sh                     # one GPU, steps 1-3 at small sizes
 #   NPROC=1 SHAPES="0.5B" bash checks/gpu_check.sh      # one GPU, the smallest shape
+#   PROBE=7B bash checks/gpu_check.sh                        # 8 GPUs: one worst-case 7B iteration's memory
 #   DEVICE=cpu SHAPES=tiny bash checks/gpu_check.sh /tmp/check     # the same steps on the CPU
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +35,13 @@ python3 -c "import torch, transformers; print('torch', torch.__version__, 'trans
 ok=0
 step() { printf '\n=== %s\n' "$*"; timeout 500 "$@" || { echo "FAILED ($?): $*"; ok=1; }; }
 TR="python3 -m torch.distributed.run --nproc_per_node $NPROC"
+if [ "${PROBE:-}" = 7B ]; then
+  export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True  # as README's 7B block
+  step python3 benchmarks/bench_psgpo.py --shape 7B --device $DEVICE --nproc $NPROC --fsdp true --iterations 1 \
+    --batch_size 64 --minibatch_size 8 --max_new_tokens 512 --out $R/probe_7B
+  python3 -c "import json; r = json.load(open('$R/probe_7B/bench.json')); print('7B probe: peak', r.get('memory/peak_gib'), 'GiB per GPU (computed: ~50), an iteration', round(r['seconds_per_iteration']), 's')"
+  exit $ok
+fi
 step python3 benchmarks/bench_psgpo.py --shape ${SHAPES%% *} --device $DEVICE $BENCH --out $R/bench_${SHAPES%% *}
 step python3 train_sft.py $G --steps 300 --out $R/sft
 step python3 label_prm_data.py $G --policy $R/sft --max_prompts 16 --k 4 --select full --out $R/prm_data

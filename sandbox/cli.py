@@ -55,6 +55,18 @@ def check_flags(args, positive="", nonnegative="", fraction="", choices=None):
             raise ValueError(f"--{name} must be {' or '.join(map(str, allowed))}, not {getattr(args, name)!r}")
 
 
+def data_line(dataset, split, n, passes, unit="problems", quiet=False, warn=True):
+    """What every stage prints as it starts: how many problems (or rows) it has and how many passes over them this run
+    makes; with `warn` (the stages that train a policy) one warning line above 5 passes, where a policy starts to
+    memorise its prompts (and labeling its checkpoints then finds few failures). quiet: print nothing (other ranks)."""
+    if quiet:
+        return
+    print(f"{dataset}/{split}: {n} {unit}, {passes:.2f} passes over them in this run")
+    if warn and passes > 5:
+        print(f"warning: {passes:.1f} passes over {n} {unit} of {dataset}/{split}: the policy may memorise them; use a larger "
+              f"set (--dataset acecode: docs/real_scale.md) or fewer steps", file=sys.stderr)
+
+
 def table(header, rows):
     """A markdown table: header [name], rows [[value]] (floats to 3 decimals)."""
     cell = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
