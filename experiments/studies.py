@@ -1,4 +1,4 @@
-"""experiments/studies.py - the questions the paper's reviewers asked (PAPER.md section 6), each a small study on the demo.
+"""experiments/studies.py - the questions the paper's reviewers asked (ICLR 2025), each a small study on the demo.
 
     python experiments/studies.py --study lambda --seeds 10 11 12      # Eq. 3's lambda
     python experiments/studies.py --study k --seeds 10 11 12           # K and the temperature of the prefix checks

@@ -39,7 +39,8 @@ def test_paired_intervals_on_hand_numbers():
 
 def test_p_values_holm_and_power_on_hand_numbers():
     """df 2 has a closed form: two-sided p = 1 - t / sqrt(2 + t^2); Holm on three p values; the power of a paired t
-    test is its size (0.05) at no effect and ~29% for 1 point at sd 2.0 over 10 seeds (issue 49)."""
+    test is its size (0.05) at no effect and ~29% for 1 point at sd 2.0 over 10 seeds (the claims'
+    study's spread: docs/results/demo.md)."""
     t = 2 / (1 / np.sqrt(3))  # diffs 1, 2, 3: mean 2, sd 1
     assert ablation.t_p_value([1, 2, 3]) == pytest.approx(1 - t / np.sqrt(2 + t * t), abs=1e-6)
     assert ablation.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
