@@ -7,7 +7,8 @@ SFT policy at a fixed seed), every line with what each stage makes of it:
            each prefix checked by K completions of the labeling policy judged by sandbox.check_many (best-of-K),
            then label_prm_data.step_labels; and the search's probes, in the order it asked them
   R_phi    the PRM's score on the token holding the line's last character (sandbox.line_end_tokens: where
-           train_prm.prm_example puts the line's label)
+           train_prm.prm_example puts the line's label); beside it an outcome model's (ORM, --orm: the same rows, every
+           line labeled with the response's verdict) and the Eq. 3 reward each would pay
   r_t      Eq. 3's dense reward on that token (train_psgpo.place_dense_rewards); the outcome reward on the last token
   V        the critic's V(s_t) at that token: as PSGPO starts it (train_psgpo.init_value_model, --value_init prm:
            a copy of the PRM) and trained (the PSGPO checkpoint's value/)
@@ -16,6 +17,7 @@ SFT policy at a fixed seed), every line with what each stage makes of it:
 Draws one PNG (a panel per response) and prints the same tables as markdown.
 
     bash run_demo.sh                                               # runs/baseline, runs/prm, runs/psgpo
+    python train_prm.py --data runs/prm_data --init checkpoints/demo-sft --labels outcome --out runs/orm   # the ORM
     python experiments/anatomy.py                                  # -> docs/anatomy.png
     python experiments/anatomy.py --split train --responses task   # the tasks' reference and flawed solutions, no sampling
 
@@ -44,6 +46,8 @@ class Args:
     sft: str = field(default="checkpoints/demo-sft", metadata={"help": "the policy whose sampled responses are shown (PSGPO starts from it)"})
     label_policy: str = field(default="runs/baseline/ckpt-0016", metadata={"help": "the policy whose K completions check each prefix, as label_prm_data.py --policy"})
     prm: str = field(default="runs/prm", metadata={"help": "the PRM (train_prm.py): line scores, Eq. 3 and the starting critic"})
+    orm: str = field(default="runs/orm", metadata={"help": (
+        "an outcome model (train_prm.py --labels outcome) on the same rows, shown beside the PRM; empty: none")})
     psgpo: str = field(default="runs/psgpo/ckpt-0016", metadata={"help": "a PSGPO checkpoint: its value/ folder is the trained critic"})
     out: str = field(default="docs/anatomy.png", metadata={"help": "the picture"})
     split: str = field(default="test", metadata={"help": "demo split the tasks come from"})
@@ -69,7 +73,7 @@ class Args:
 
 
 # ------------------------------------------------------------------ picking the responses
-def candidates(policy, tok, problems, a):
+def candidates(policy, tok, eos, problems, a):
     """(problem, text, response ids, source) to choose from, a chunk of tasks at a time. sample: the policy's
     responses as train_psgpo.py's phase 1 draws and ends them; task: the task's own texts, each ended by an EOS."""
     for s in range(0, len(problems), 16):
@@ -77,16 +81,16 @@ def candidates(policy, tok, problems, a):
         if a.responses == "task":
             texts = [(p, p.solution, "reference solution") for p in chunk]
             texts += [(p, p.meta["flawed_solution"], "flawed_solution") for p in chunk if "flawed_solution" in p.meta]
-            yield [(p, t, tok(t, add_special_tokens=False)["input_ids"] + [a.eos[0]], src) for p, t, src in texts]
+            yield [(p, t, tok(t, add_special_tokens=False)["input_ids"] + [eos[0]], src) for p, t, src in texts]
             continue
         batch = [p for p in chunk for _ in range(a.samples)]
         stops = [sandbox.stop_strings(p) for p in batch]
         prompts = [sandbox.prompt_ids(tok, p.prompt) for p in batch]
-        seq, qmask = sandbox.generate(policy, tok, prompts, a.eos, sorted({s for st in stops for s in st}),
+        seq, qmask = sandbox.generate(policy, tok, prompts, eos, sorted({s for st in stops for s in st}),
                                       do_sample=True, temperature=a.temperature, top_k=0, top_p=1.0, max_new_tokens=a.max_new_tokens)
         out = []
         for j, (p, row, st) in enumerate(zip(batch, seq[:, qmask.shape[1]:].tolist(), stops)):
-            text, n = sandbox.end_response(tok, row, a.eos, st, prompts[j])
+            text, n = sandbox.end_response(tok, row, eos, st, prompts[j])
             out.append((p, text, row[:n], f"sampled from {a.sft}, seed {a.seed}, sample {j % a.samples + 1}"))
         yield out
 
@@ -109,17 +113,17 @@ def preference(problem, text, passed, max_lines):
     return "fail", (first_wrong == slips[0], before >= 2, n_code >= 4, n_code)
 
 
-def pick(policy, tok, problems, a):
+def pick(policy, tok, eos, problems, a):
     """The passing response and a.failing failing ones (distinct tasks), the most preferred of the candidates,
     trying tasks until every kind has an ideal one (all its bools true) or the tasks run out."""
     found = {"pass": [], "fail": []}
     need = {"pass": 1, "fail": a.failing}
-    for chunk in candidates(policy, tok, problems, a):
+    for chunk in candidates(policy, tok, eos, problems, a):
         verdicts = sandbox.check_many([(p, t) for p, t, _, _ in chunk], a.workers, a.timeout)
         for (p, text, ids, src), v in zip(chunk, verdicts):
             if kind_rank := preference(p, text, v.passed, a.max_lines):
                 kind, rank = kind_rank
-                found[kind].append((rank, len(found[kind]), dict(problem=p, text=text, ids=ids, source=src, passed=v.passed, eos=ids[-1] in a.eos)))
+                found[kind].append((rank, len(found[kind]), dict(problem=p, text=text, ids=ids, source=src, passed=v.passed, eos=ids[-1] in eos)))
         if all(len({c[2]["problem"].task_id for c in found[k] if all(c[0][:-1])}) >= need[k] for k in found):
             break
     chosen = []
@@ -147,9 +151,10 @@ def search(labeler, problem, c):
 
 
 @torch.no_grad()
-def trace(c, tok, prm, critics, targs):
+def trace(c, tok, prm, critics, targs, orm=None):
     """Phases 2-5 of train_psgpo.py for one response: outcome reward, Eq. 3 on the PRM's line scores, the
-    critics' values V(s_t), GAE. Returns (line ends, R_phi per line, Eq. 3's rewards [R], all rewards [R], {critic: (values [R], advantages [R])})."""
+    critics' values V(s_t), GAE. Returns (line ends, R_phi per line, Eq. 3's rewards [R], all rewards [R], {critic: (values [R],
+    advantages [R])}, (the ORM's score per line, its Eq. 3 rewards [R]) or None)."""
     prompt = sandbox.prompt_ids(tok, c["problem"].prompt)
     P, R = len(prompt), len(c["ids"])
     seq = torch.tensor([prompt + c["ids"]])                                      # [1, P + R]
@@ -161,33 +166,41 @@ def trace(c, tok, prm, critics, targs):
     scores = tp.forward(prm, seq, mask)[:, P:, 0]                                # [1, R]: R_phi(x, y<=t) after token t
     ro = tp.Rollout([c["problem"]], seq, mask, P, response, rmask, [c["text"]], [R], [steps])  # phase 1's, one response
     dense, step_scores = tp.place_dense_rewards(tok, ro, scores, passed, targs)
+    outcome_model = None
+    if orm is not None:  # the same Eq. 3 on the outcome model's scores (shown beside; the critics' runs used the PRM)
+        orm_dense, orm_scores = tp.place_dense_rewards(tok, ro, tp.forward(orm, seq, mask)[:, P:, 0], passed, targs)
+        outcome_model = (orm_scores[0], orm_dense[0])
     rewards += dense                                                             # phase 3: Eq. 3 on each code line's last token
     out = {}
     for name, value in critics.items():
         values = tp.token_values(value, seq, mask, P) * rmask                    # [1, R]: V(s_t), phase 4
         adv, _ = tp.compute_gae(rewards * rmask, values, rmask, targs.gamma, targs.gae_lambda)  # phase 5 (KL: kl_coef 0)
         out[name] = (values[0], adv[0])
-    return sandbox.line_end_tokens(tok, c["ids"], steps), step_scores[0], dense[0], rewards[0], out
+    return sandbox.line_end_tokens(tok, c["ids"], steps), step_scores[0], dense[0], rewards[0], out, outcome_model
 
 
-def table(c, ends, scores, dense, rewards, critics):
+def table(c, ends, scores, dense, rewards, critics, outcome_model=None):
     """One dict per line (and one for the last token): every column of the picture."""
     text, steps = c["text"], sandbox.split_steps(c["text"])
     exact = sandbox.demo.oracle_step_scores(c["problem"], text)
     indent = min(len(text[b:e]) - len(text[b:e].lstrip(" ")) for b, e, _ in steps)
     probe_at = {m: (i + 1, ok, k) for i, (m, ok, k) in enumerate(c["probes"])}
+    orm_scores, orm_dense = outcome_model or (None, None)
     rows, code_seen, start = [], 0, 0
     for i, ((b, e, neutral), t) in enumerate(zip(steps, ends)):
         code_seen += not neutral
         line = text[b:e].rstrip("\n")
-        rows.append({"line": i + 1, "text": line[indent:], "slip": sandbox.demo.planted_kind(c["problem"], line),
+        rows.append({"line": i + 1, "m": None if neutral else code_seen, "text": line[indent:],
+                     "slip": sandbox.demo.planted_kind(c["problem"], line),
+                     "R_orm": orm_scores[i] if orm_scores else None, "r_orm": orm_dense[t].item() if orm_scores else None,
                      "exact": int(exact[i]), "search": c["labels"][i], "probe": None if neutral else probe_at.get(code_seen),
                      "R_phi": scores[i], "r": dense[t].item(), "neutral": neutral,
                      **{f"V {k}": v[t].item() for k, (v, _) in critics.items()},
                      **{f"A {k}": adv[start:t + 1].mean().item() for k, (_, adv) in critics.items()}})
         start = t + 1
     last = len(c["ids"]) - 1  # the response's last token (its EOS): the outcome reward; A over the tokens after the last line
-    rows.append({"line": "end", "text": f"{'<EOS>' if c['eos'] else '(its last token)'}: the outcome reward", "slip": None,
+    rows.append({"line": "end", "m": None, "R_orm": None, "r_orm": (rewards - dense)[last].item() if orm_scores else None,
+                 "text": f"{'<EOS>' if c['eos'] else '(its last token)'}: the outcome reward", "slip": None,
                  "exact": None, "search": None, "probe": None, "R_phi": None, "r": (rewards - dense)[last].item(), "neutral": True,
                  **{f"V {k}": v[last].item() for k, (v, _) in critics.items()},
                  **{f"A {k}": adv[min(start, last):].mean().item() for k, (_, adv) in critics.items()}})
@@ -197,24 +210,27 @@ def table(c, ends, scores, dense, rewards, critics):
 def main():
     a = sandbox.parse_args(Args)
     for flag, path, tokenizer in (("sft", a.sft, True), ("label_policy", a.label_policy, False), ("prm", a.prm, False),
-                                  ("psgpo", os.path.join(a.psgpo, "value"), False)):
+                                  ("psgpo", os.path.join(a.psgpo, "value"), False)) + ((("orm", a.orm, False),) if a.orm else ()):
         try:
             sandbox.find_model(path, tokenizer=tokenizer)
         except sandbox.DataError as e:
-            raise SystemExit(f"anatomy.py: --{flag} {e} (run the quick start, bash run_demo.sh, first)")
+            first = ("train it: python train_prm.py --data runs/prm_data --init checkpoints/demo-sft --labels outcome --out runs/orm"
+                     if flag == "orm" else "run the quick start, bash run_demo.sh, first")
+            raise SystemExit(f"anatomy.py: --{flag} {e} ({first}; or --orm '' for none)" if flag == "orm" else
+                             f"anatomy.py: --{flag} {e} ({first})")
     set_seed(a.seed)
     problems = sandbox.load_problems("demo", a.split)
     random.Random(a.seed).shuffle(problems)
     problems = problems[:a.max_tasks]
-    tok, a.eos = sandbox.load_tokenizer(a.sft)  # every stage saves the SFT policy's tokenizer with its model
+    tok, eos = sandbox.load_tokenizer(a.sft)  # every stage saves the SFT policy's tokenizer with its model
     load = lambda cls, path, **kw: sandbox.load_model(cls, path, "cpu", torch.float32, **kw).eval()  # noqa: E731
     # 1. the responses: a passing one and failing ones with a planted slip, sampled from the SFT policy
-    chosen = pick(load(AutoModelForCausalLM, a.sft), tok, problems, a)
+    chosen = pick(load(AutoModelForCausalLM, a.sft), tok, eos, problems, a)
 
     # 2. the binary search's labels, each prefix checked by the labeling policy's completions (label_prm_data.py)
     labeling = lpd.Args(policy=[a.label_policy], k=a.k, k_first=a.k_first, prefix_temperature=a.prefix_temperature,
                         max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, workers=a.workers, timeout=a.timeout)
-    labeler = lpd.Labeler(a.label_policy, load(AutoModelForCausalLM, a.label_policy), tok, a.eos, labeling)
+    labeler = lpd.Labeler(a.label_policy, load(AutoModelForCausalLM, a.label_policy), tok, eos, labeling)
     for c in chosen:
         code = [s for s in sandbox.split_steps(c["text"]) if not s[2]]
         c["correct"], c["probes"] = (len(code), []) if c["passed"] else search(labeler, c["problem"], c)
@@ -223,10 +239,11 @@ def main():
     # 3. the PRM's line scores, Eq. 3, the critic as PSGPO starts it (a copy of the PRM) and as it ends, GAE (train_psgpo.py)
     targs = tp.Args(policy=a.sft, prm=a.prm, value_init="prm")  # train_psgpo.py's defaults: lam 0.25 / 0.025, 1/T, gamma 1, GAE lambda 0.95
     prm = load(AutoModelForTokenClassification, a.prm)
+    orm = load(AutoModelForTokenClassification, a.orm) if a.orm else None
     critics = {"before": tp.init_value_model(targs, lambda cls, path, dtype, **kw: load(cls, path, **kw)),
                "after": load(AutoModelForTokenClassification, os.path.join(a.psgpo, "value"))}
     for c in chosen:
-        c["rows"] = table(c, *trace(c, tok, prm, critics, targs))
+        c["rows"] = table(c, *trace(c, tok, prm, critics, targs, orm))
     print(markdown(chosen, a, targs))
     draw(chosen, a, targs)
     print(f"wrote {a.out}")
@@ -234,12 +251,21 @@ def main():
 
 # ------------------------------------------------------------------ output: markdown and the picture
 COLUMNS = [  # key, header in the picture, width in inches (None: the line's text, as wide as the longest)
-    ("line", "#", 0.32), ("text", "line of the response", None), ("exact", "exact", 0.52), ("search", "search", 0.56),
-    ("probe", "search probe", 1.0), ("R_phi", "PRM $R_\\phi$", 0.62), ("r", "reward $r_t$", 0.72),
-    ("V before", "before", 0.66), ("V after", "after", 0.66), ("A before", "V before", 0.7), ("A after", "V after", 0.7)]
-GROUPS = [("exact", "search", "line labels (section 3)"), ("probe", "probe", ""), ("R_phi", "r", "PRM, Eq. 3"),
-          ("V before", "V after", "critic V(s_t)"), ("A before", "A after", "GAE advantage, with")]
+    ("line", "#", 0.34), ("m", "m", 0.34), ("text", "line of the response", None), ("exact", "exact", 0.62),
+    ("search", "label", 0.56), ("probe", "probe", 1.05), ("R_phi", "$R_\\phi$", 0.68), ("r", "$r_t$", 0.76),
+    ("R_orm", "$R_{orm}$", 0.68), ("r_orm", "$r_t$", 0.76), ("V before", "at start", 0.7), ("V after", "trained", 0.7),
+    ("A before", "V at start", 0.78), ("A after", "V trained", 0.78)]
+GROUPS = [  # first column, last column, title, the colour of its legend
+    ("exact", "exact", "yardstick", "#6a1b9a"), ("search", "probe", "binary search (Alg. 1)", "#0d47a1"),
+    ("R_phi", "r", "PRM, Eq. 3", "#0d47a1"), ("R_orm", "r_orm", "ORM, Eq. 3", "#555555"),
+    ("V before", "V after", "critic V(s_t)", "#0d47a1"), ("A before", "A after", "GAE advantage, with", "#0d47a1")]
 ORDINAL = {1: "1st", 2: "2nd", 3: "3rd"}
+
+
+def trained_for(a):
+    """'after N iterations' from the PSGPO checkpoint's name (ckpt-NNNN), else 'trained'."""
+    digits = os.path.basename(a.psgpo.rstrip("/")).rsplit("-", 1)[-1]
+    return f"after {int(digits)} iterations" if digits.isdigit() else "trained"
 
 
 def header(c, a, targs):
@@ -255,38 +281,76 @@ def header(c, a, targs):
         line_of = [r["line"] for r in c["rows"] if not r["neutral"]]  # code line m is the picture's line line_of[m - 1]
         asked = " -> ".join(f"m = {m} (line {line_of[m - 1]}) {'yes' if ok else 'no'} ({k} completions judged)"
                             for m, ok, k in c["probes"]) or "nothing to ask"
-        second = (f"Binary search over code lines 1-{code - 1} (the whole response is known to fail): {asked}. Correct prefix: "
-                  f"{c['correct']} code line{'s' * (c['correct'] != 1)}; first unrecoverable: code line {c['correct'] + 1} (line {line_of[c['correct']]}).")
+        second = (f"Binary search over code lines m = 1-{code - 1} (the whole response is known to fail): {asked}. Correct prefix: "
+                  f"{c['correct']} code line{'s' * (c['correct'] != 1)}; first unrecoverable: m = {c['correct'] + 1} (line {line_of[c['correct']]}).")
     return first, second
 
 
 def cell(r, key, digits=3):
     """A cell's text; markdown gives more digits (the tests check the numbers)."""
     v = r[key]
-    if v is None or (key == "r" and r["neutral"] and r["line"] != "end"):  # a neutral line earns no dense reward
+    if v is None or (key in ("r", "r_orm") and r["neutral"] and r["line"] != "end"):  # a neutral line earns no dense reward
         return ""
-    if key == "r" and r["line"] == "end" and digits == 3:
+    if key in ("r", "r_orm") and r["line"] == "end" and digits == 3:
         return f"{v:g}"
     if key == "probe":
         i, ok, k = v
         return f"{ORDINAL.get(i, f'{i}th')}: {'yes' if ok else 'no'} of {k}"
     if key in ("exact", "search"):
         return f"{v:+d}" if v else "0"
-    return f"{v:+.{digits + (key == 'r')}f}" if isinstance(v, float) else str(v)
+    return f"{v:+.{digits + (key in ('r', 'r_orm'))}f}" if isinstance(v, float) else str(v)
 
 
 def markdown(chosen, a, targs):
-    names = ["line", "text", "exact", "search", "probe (order: answer, of completions)", "R_phi", "r_t", "V before (PRM copy)",
-             "V after (trained)", "A with V before", "A with V after"]
+    after = trained_for(a)
+    names = ["line", "m (code line)", "text", "exact (yardstick)", "search label", "probe (order: answer, of completions)",
+             "R_phi", "r_t", "R_orm", "r_t (ORM)", "V at start (PRM copy)", f"V {after}", "A with V at start", f"A with V {after}"]
     out = []
     for c in chosen:
         first, second = header(c, a, targs)
         out += [f"\n### {first}", "", second, "", "| " + " | ".join(names) + " |", "|---" * len(names) + "|"]
         for r in c["rows"]:
             cells = [cell(r, k, digits=5) for k, _, _ in COLUMNS]
-            cells[1] = "`" + r["text"].replace("|", "\\|") + "`" + (f" (slip: {r['slip']})" if r["slip"] else "")
+            cells[2] = "`" + r["text"].replace("|", "\\|") + "`" + (f" (slip: {r['slip']})" if r["slip"] else "")
             out.append("| " + " | ".join(cells) + " |")
+    out += ["", *(f"- {title}: {text}" for title, text in legends(chosen, a, targs))]
     return "\n".join(out)
+
+
+def legends(chosen, a, targs):
+    """(group, one sentence) for each column group, and the two things in the critic's columns a class asks about."""
+    after = trained_for(a)
+    fail = next((c for c in chosen if not c["passed"]), None)
+    lines = [
+        ("yardstick", "exact: the demo's exact step scorer (+1 while every line so far computes the reference's value, -1 "
+                      "from the first that does not, 0 neutral); no stage uses it: it measures the labels."),
+        ("binary search (Alg. 1)", f"label: +1 up to the last prefix one of K = {a.k} completions can finish, -1 after, 0 "
+                                   f"for comments (paper section 3); probe: the search's questions in order, yes / no and how "
+                                   f"many completions were judged ({a.k_first} first, all {a.k} only when none passed)."),
+        ("PRM, Eq. 3", f"R_phi: the PRM's score on the line's last token; r_t = lam * R_phi / T paid there (lam {targs.lam_fail} "
+                       f"failing, {targs.lam_pass} passing; the end row: the outcome reward 1 / 0 on the last token)."),
+        ("ORM, Eq. 3", "R_orm, r_t: the same for an outcome model trained on the same rows with every line labeled by the "
+                       "response's verdict (train_prm.py --labels outcome): the control that tells line labels from any scorer."
+                       + ("" if a.orm else " (not given: --orm '')")),
+        ("critic V(s_t)", f"the value of the state before each token, read one column before R_phi: at start (a copy of the "
+                          f"PRM, value init) V on a line's last token is R_phi of everything before that token; {after}."),
+        ("GAE advantage, with", "A averaged over the line's tokens (gamma 1, lambda 0.95), on outcome + Eq. 3 rewards, with "
+                                "either critic; PSGPO whitens them over its batch.")]
+    if fail is not None:
+        end = fail["rows"][-1]
+        before_error = [r for r in fail["rows"] if r["search"] == 1]
+        lines.append(("why A > 0 on a failure's last token",
+                      f"The failing response's last token has A {end['A before']:+.2f} with the critic at start: the copied "
+                      f"critic there says V {end['V before']:+.2f} on the labels' [-1, 1] scale, while a failure returns 0, so "
+                      f"the advantage 0 - V is the copy's scale, not a reward (train_psgpo.py --value_scale returns maps the "
+                      f"copy to [0, 1]; training fixes it: {end['A after']:+.2f} {after})."))
+        if any(r["A before"] < 0 for r in before_error):
+            lines.append(("why A < 0 on correct lines",
+                          "The copied critic values a correct prefix near +1 (the PRM's label for it), but a failing response "
+                          "returns about 0 (its small Eq. 3 rewards, then the 0 outcome): GAE's advantage, about the return to go "
+                          "minus V, is negative on correct lines before the slip for the failure ahead and the critic's scale, "
+                          "not for the lines themselves."))
+    return lines
 
 
 def draw(chosen, a, targs):
@@ -295,48 +359,52 @@ def draw(chosen, a, targs):
     import matplotlib.pyplot as plt
     from matplotlib.colors import LinearSegmentedColormap
     cmap = LinearSegmentedColormap.from_list("rwg", ["#e57373", "#ffffff", "#66bb6a"])
-    mono = 0.6 * 9 / 72  # inches per character of 9 pt DejaVu Sans Mono
+    columns = [c for c in COLUMNS if a.orm or c[0] not in ("R_orm", "r_orm")]
+    groups = [g for g in GROUPS if a.orm or g[0] != "R_orm"]
+    mono = 0.6 * 10 / 72  # inches per character of 10 pt DejaVu Sans Mono
     chars = max(len(r["text"]) + (len(r["slip"]) + 10 if r["slip"] else 0) for c in chosen for r in c["rows"])
-    widths = [w if w else max(2.3, mono * chars + 0.15) for _, _, w in COLUMNS]
-    W = sum(widths) + 0.3
+    widths = [w if w else max(2.3, mono * chars + 0.15) for _, _, w in columns]
+    gap = 0.12  # the yardstick stands apart from the method's columns
+    x0 = [0.15 + sum(widths[:i]) + gap * (i > [k for k, _, _ in columns].index("exact")) for i in range(len(widths))]
+    W = x0[-1] + widths[-1] + 0.15
     wrap = lambda text, pt, em=0.57: textwrap.wrap(text, int((W - 0.3) / (em * pt / 72)))  # noqa: E731  (DejaVu Sans: ~0.57 em a character, bold ~0.63)
-    # the colour scale of each column: labels and R_phi on the labels' [-1, 1]; r, V and A on the largest |value| shown
+    # the colour scale of each column: labels and scores on the labels' [-1, 1]; r, V and A on the largest |value| shown
     big = lambda keys: max([abs(r[k]) for c in chosen for r in c["rows"] for k in keys if isinstance(r[k], float)] + [1e-9])  # noqa: E731
-    scale = {"exact": 1, "search": 1, "R_phi": 1, "r": big(["r"]), "V before": big(["V before", "V after"]),
-             "V after": big(["V before", "V after"]), "A before": big(["A before", "A after"]), "A after": big(["A before", "A after"])}
-    heads = [(wrap(first, 10, 0.63), wrap(second, 8.6)) for first, second in (header(c, a, targs) for c in chosen)]
-    note = [line for part in footnote(a, targs) for line in wrap(part, 7.8)]
-    row, top = 0.25, 0.72
-    H = top + sum(0.17 * len(f) + 0.15 * len(s) + 0.12 + 0.5 + row * len(c["rows"]) + 0.3 for c, (f, s) in zip(chosen, heads)) + 0.148 * len(note) + 0.1
+    scale = {"exact": 1, "search": 1, "R_phi": 1, "R_orm": 1, "r": big(["r", "r_orm"]), "r_orm": big(["r", "r_orm"]),
+             "V before": big(["V before", "V after"]), "V after": big(["V before", "V after"]),
+             "A before": big(["A before", "A after"]), "A after": big(["A before", "A after"])}
+    heads = [(wrap(first, 11, 0.63), wrap(second, 10)) for first, second in (header(c, a, targs) for c in chosen)]
+    note = [(title, line) for title, text in legends(chosen, a, targs) for line in wrap(f"{title}: {text}", 10.5)]
+    row, top = 0.28, 0.8
+    H = top + sum(0.19 * len(f) + 0.17 * len(s) + 0.12 + 0.56 + row * len(c["rows"]) + 0.3 for c, (f, s) in zip(chosen, heads)) + 0.2 * len(note) + 0.15
     fig = plt.figure(figsize=(W, H))
     ax = fig.add_axes([0, 0, 1, 1])
     ax.set_xlim(0, W), ax.set_ylim(H, 0), ax.axis("off")
-    ax.text(0.15, 0.28, "Anatomy of PSGPO, line by line: labels, PRM, Eq. 3, critic, GAE", fontsize=13, weight="bold", va="center")
-    ax.text(0.15, 0.54, f"policy {a.sft} · labeling policy {a.label_policy} · PRM {a.prm} · trained critic {a.psgpo}/value",
-            fontsize=8.6, va="center", color="#444")
+    ax.text(0.15, 0.3, "Anatomy of PSGPO, line by line: labels, PRM, Eq. 3, critic, GAE", fontsize=15, weight="bold", va="center")
+    models = (f"policy {a.sft} · labeling policy {a.label_policy} · PRM {a.prm}" + (f" · ORM {a.orm}" if a.orm else "")
+              + f" · critic {trained_for(a)}: {a.psgpo}/value")
+    ax.text(0.15, 0.6, "\n".join(wrap(models, 9.5)[:2]), fontsize=9.5, va="center", color="#444")
     y = top
-    x0 = [0.15 + sum(widths[:i]) for i in range(len(widths))]  # each column's left edge
-    col = {key: i for i, (key, _, _) in enumerate(COLUMNS)}
+    col = {key: i for i, (key, _, _) in enumerate(columns)}
     for c, (first, second) in zip(chosen, heads):
         for line in first:
-            ax.text(0.15, y + 0.085, line, fontsize=10, weight="bold", va="center", color="#1b5e20" if c["passed"] else "#b71c1c")
-            y += 0.17
+            ax.text(0.15, y + 0.095, line, fontsize=11, weight="bold", va="center", color="#1b5e20" if c["passed"] else "#b71c1c")
+            y += 0.19
         for line in second:
-            ax.text(0.15, y + 0.075, line, fontsize=8.6, va="center")
-            y += 0.15
+            ax.text(0.15, y + 0.085, line, fontsize=10, va="center")
+            y += 0.17
         y += 0.12
-        for lo, hi, title in GROUPS:  # column groups above the column headers
-            left, right = x0[col[lo]] + 0.04, x0[col[hi]] + widths[col[hi]] - 0.04
-            if title:
-                ax.text((left + right) / 2, y + 0.09, title, fontsize=7.8, ha="center", va="center", color="#555")
-                ax.plot([left, right], [y + 0.19] * 2, color="#aaa", lw=0.7)
-        for (key, title, _), x, w in zip(COLUMNS, x0, widths):
-            ax.text(x + (0.05 if key == "text" else w / 2), y + 0.33, title, fontsize=8.6, weight="bold", va="center",
+        for lo, hi, title, colour in groups:  # column groups above the column headers
+            left, right = x0[col[lo]] + 0.03, x0[col[hi]] + widths[col[hi]] - 0.03
+            ax.text((left + right) / 2, y + 0.1, title, fontsize=9, ha="center", va="center", color=colour, weight="bold")
+            ax.plot([left, right], [y + 0.21] * 2, color=colour, lw=0.8)
+        for (key, title, _), x, w in zip(columns, x0, widths):
+            ax.text(x + (0.05 if key == "text" else w / 2), y + 0.37, title, fontsize=10, weight="bold", va="center",
                     ha="left" if key == "text" else "center")
-        ax.plot([0.15, W - 0.15], [y + 0.48] * 2, color="#777", lw=0.8)
-        y += 0.5
+        ax.plot([0.15, W - 0.15], [y + 0.53] * 2, color="#777", lw=0.8)
+        y += 0.56
         for r in c["rows"]:
-            for (key, _, _), x, w in zip(COLUMNS, x0, widths):
+            for (key, _, _), x, w in zip(columns, x0, widths):
                 v, txt = r[key], cell(r, key)
                 if key == "probe" and v:
                     face = cmap(1.0 if v[1] else 0.0)
@@ -346,36 +414,23 @@ def draw(chosen, a, targs):
                     face = "white"
                 ax.add_patch(plt.Rectangle((x + 0.012, y + 0.015), w - 0.024, row - 0.03, facecolor=face, edgecolor="none"))
                 if key == "text":
-                    ax.text(x + 0.05, y + row / 2, txt, fontsize=9, family="monospace", va="center",
+                    ax.text(x + 0.05, y + row / 2, txt, fontsize=10, family="monospace", va="center",
                             color="#777" if r["neutral"] else "black", style="italic" if r["line"] == "end" else "normal")
                     if r["slip"]:
-                        ax.text(x + 0.05 + mono * (len(txt) + 1), y + row / 2, f"<- slip: {r['slip']}", fontsize=8, va="center",
+                        ax.text(x + 0.05 + mono * (len(txt) + 1), y + row / 2, f"<- slip: {r['slip']}", fontsize=9, va="center",
                                 color="#b71c1c", weight="bold")
                 else:
-                    ax.text(x + w / 2, y + row / 2, txt, fontsize=9, va="center", ha="center")
+                    ax.text(x + w / 2, y + row / 2, txt, fontsize=10 if key != "probe" else 9, va="center", ha="center",
+                            color="#777" if key == "m" else "black")
             y += row
         y += 0.3
-    ax.text(0.15, y - 0.05, "\n".join(note), fontsize=7.8, va="top", linespacing=1.35, color="#333")
+    colours = {title: colour for _, _, title, colour in GROUPS}
+    for title, line in note:  # one legend per column group, in its colour, large enough to project
+        ax.text(0.15, y, line, fontsize=10.5, va="top", color=colours.get(title, "#333"))
+        y += 0.2
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    fig.savefig(a.out, dpi=150)
+    fig.savefig(a.out, dpi=130)
     plt.close(fig)
-
-
-def footnote(a, targs):
-    parts = [
-        "exact: the demo's exact step scorer (sandbox.demo.oracle_step_scores): +1 while every code line so far computes the reference's value, -1 from the first that does not, 0 for a neutral line (a comment).",
-        f"search label: paper section 3, Algorithm 1 / Fig. 2 (label_prm_data.binary_search_first_error, step_labels): the prefix through code line m is correct when at least one of K = {a.k} completions "
-        f"sampled by the labeling policy passes the tests (best-of-K, {a.k_first} first, the rest only if none passed); +1 up to the last correct prefix, -1 after, 0 neutral. "
-        "search probe: the search's question on the prefix through that line (1st, 2nd, ...: the order asked; yes / no: did one of the completions pass; of how many were judged: the first wave's k_first, or all K).",
-        "PRM R_phi: the PRM's score R_phi(x, y<=m) on the token holding the line's last character (sandbox.line_end_tokens: where train_prm.py puts the line's label).",
-        f"reward r_t: Eq. 3's dense reward r_m = lam * clip(R_phi, -1, 1) / T on that token (train_psgpo.dense_reward; lam {targs.lam_fail} for a failing response, {targs.lam_pass} for a passing one, "
-        "T its code lines; neutral lines earn nothing); last row: the outcome reward (1 passes, 0 fails) on the response's last token (section 4.1).",
-        "V before / after: the critic's V(s_t) at that token (the value head at the column before it: the state before the token); before = PSGPO's starting critic, "
-        "a copy of the PRM (train_psgpo.init_value_model, value init, section 4.1), so V(s_t) = R_phi(x, y<t); after = the trained critic (--psgpo's value/).",
-        f"A: GAE advantages (train_psgpo.compute_gae, gamma {targs.gamma:g}, lambda {targs.gae_lambda}) on rewards = outcome + Eq. 3 (the demo's KL is in the loss: kl_coef 0), "
-        "mean over the line's tokens (last row: the tokens after the last line), with each critic's values; PSGPO whitens them over its batch before the clipped loss (masked_whiten).",
-        "Colours: green > 0, red < 0; labels and R_phi on [-1, 1], the other columns on the largest |value| in the picture (V and A: one scale for both critics)."]
-    return parts
 
 
 if __name__ == "__main__":

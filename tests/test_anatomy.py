@@ -36,6 +36,7 @@ def models(tiny_policy, tmp_path_factory):
 def anatomy(models, out, *extra):
     policy, prm, psgpo = models
     cmd = [sys.executable, "experiments/anatomy.py", "--sft", policy, "--label_policy", policy, "--prm", prm, "--psgpo", psgpo,
+           "--orm", prm,  # any token-classification model shows the ORM's columns
            "--out", str(out), "--split", "train", "--responses", "task", "--k", str(K), "--k_first", str(K_FIRST),
            "--max_new_tokens", "8", *extra]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=HERE, env=dict(os.environ, OMP_NUM_THREADS="1"))
@@ -71,12 +72,12 @@ def test_anatomy_end_to_end(models, tmp_path):
         assert [row["text"].split("`")[1] for row in lines] == [text[b:e].strip() for b, e, _ in sandbox.split_steps(text)]
         assert len(code) == T and lam == (0.025 if passed else 0.25)
         # the exact labels are the demo's exact scorer's; a planted slip is a wrong line
-        assert [int(row["exact"]) for row in lines] == sandbox.demo.oracle_step_scores(problem, text)
-        assert passed or any("(slip: " in row["text"] and row["exact"] == "-1" for row in lines)
+        assert [int(row["exact (yardstick)"]) for row in lines] == sandbox.demo.oracle_step_scores(problem, text)
+        assert passed or any("(slip: " in row["text"] and row["exact (yardstick)"] == "-1" for row in lines)
         # search labels: neutral lines 0, code lines +1 through the correct prefix and -1 after; a passing response is not searched
-        assert all(row["search"] == "0" for row in lines if row not in code)
+        assert all(row["search label"] == "0" for row in lines if row not in code)
         correct = T if passed else int(re.search(r"Correct prefix: (\d+) code line", search)[1])
-        assert [int(row["search"]) for row in code] == [1] * correct + [-1] * (T - correct)
+        assert [int(row["search label"]) for row in code] == [1] * correct + [-1] * (T - correct)
         probes = {}  # order -> (m, yes, completions judged)
         for m, row in enumerate(code, 1):
             if row["probe (order: answer, of completions)"]:
@@ -98,9 +99,12 @@ def test_anatomy_end_to_end(models, tmp_path):
                 assert row["r_t"] == ""
         assert float(end["r_t"]) == (1.0 if passed else 0.0)
         # the critic as PSGPO starts it is the PRM read one token late: V(s_EOS) = R_phi(x, y<EOS), the last line's score
-        assert float(end["V before (PRM copy)"]) == pytest.approx(float(lines[-1]["R_phi"]), abs=2e-5)
-        assert any(row["V before (PRM copy)"] != row["V after (trained)"] for row in rows)
-        assert all(math.isfinite(float(row[k])) for row in rows for k in ("A with V before", "A with V after"))
+        assert float(end["V at start (PRM copy)"]) == pytest.approx(float(lines[-1]["R_phi"]), abs=2e-5)
+        assert any(row["V at start (PRM copy)"] != row["V trained"] for row in rows)
+        assert all(math.isfinite(float(row[k])) for row in rows for k in ("A with V at start", "A with V trained"))
+        # the ORM's columns: Eq. 3 on its scores (here the same model as the PRM: the same numbers)
+        assert all(row["R_orm"] == row["R_phi"] and row["r_t (ORM)"] == row["r_t"] for row in lines)
+        assert [row["m (code line)"] for row in code] == [str(m) for m in range(1, T + 1)]
 
 
 def test_a_missing_critic_or_response_is_one_line(models, monkeypatch):
@@ -110,10 +114,10 @@ def test_a_missing_critic_or_response_is_one_line(models, monkeypatch):
     anatomy_py = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(anatomy_py)
     policy, prm, _ = models
-    monkeypatch.setattr(sys, "argv", ["anatomy.py", "--sft", policy, "--label_policy", policy, "--prm", prm, "--psgpo", policy])
+    monkeypatch.setattr(sys, "argv", ["anatomy.py", "--sft", policy, "--label_policy", policy, "--prm", prm, "--psgpo", policy, "--orm", prm])
     with pytest.raises(SystemExit, match=r"^anatomy.py: --psgpo .*value: no such model folder"):
         anatomy_py.main()
     a = anatomy_py.Args(split="train", responses="task", failing=2)
-    tok, a.eos = sandbox.load_tokenizer(policy)
+    tok, eos = sandbox.load_tokenizer(policy)
     with pytest.raises(SystemExit, match=r"^anatomy.py: found 1 of 2 failing responses with a planted slip"):
-        anatomy_py.pick(None, tok, sandbox.load_problems("demo", "train")[:1], a)  # one task: one flawed solution
+        anatomy_py.pick(None, tok, eos, sandbox.load_problems("demo", "train")[:1], a)  # one task: one flawed solution
