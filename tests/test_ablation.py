@@ -190,6 +190,31 @@ def test_the_study_end_to_end_at_tiny_sizes(tiny_study):
     assert again.returncode == 0 and "$ " not in again.stdout, why(again)  # everything done: nothing re-run
 
 
+def test_the_ppo_mechanism_from_the_tiny_study(tiny_study, tmp_path):
+    """experiments/ppo_mechanism.py on the tiny chain: every series per seed, the advantage shares summing to 1 in each
+    iteration, the written-wrong curves from iteration 0 (the SFT policy), each reward model scored, one table, one plot."""
+    out, _, first = tiny_study
+    assert first.returncode == 0, why(first)
+    cmd = [sys.executable, "experiments/ppo_mechanism.py", "--run", str(out), "--settings", "sparse", "value_init_orm", "both",
+           "--against", "value_init_orm", "--out", str(tmp_path)]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
+    assert r.returncode == 0, why(r)
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["run"]["seeds"] == [0, 1] and res["run"]["provenance"]["code_commit"]
+    both = res["per_seed"]["both"]["seeds"]["0"]
+    assert both["valid"]["iterations"] == [0, 2, 4, 6, 8] and len(both["log"]["advantage/share_dense"]) == 8
+    shares = np.array([both["log"][f"advantage/share_{p}"] for p in ("outcome", "dense", "kl", "critic")])
+    assert np.allclose(shares.sum(0), 1, atol=1e-4)  # the four parts are the whole advantage
+    assert res["per_seed"]["sparse"]["seeds"]["1"]["log"]["advantage/share_dense"] == [0.0] * 8  # no Eq. 3 in the baseline
+    assert {res["summary"][st]["model"] for st in ("sparse", "value_init_orm", "both")} == {None, "orm", "prm"}
+    assert (out / "s0" / "orm_quality_sft.json").exists() and "drop_on_first_wrong/true_div" in both["scorer"]
+    diffs = res["both_minus_value_init_orm"]
+    assert len(diffs["final/pass@1"]["diffs"]) == 2 and "scorer/drop_on_first_wrong/xor_pow" in diffs
+    md = (tmp_path / "results.md").read_text()
+    assert md.count("| both (prm) |") == 1 and md.count("| sparse (no reward model) |") == 1 and "| final/pass@1 |" in md
+    assert (tmp_path / "mechanism.png").stat().st_size > 0
+
+
 def test_pooling_a_studys_seeds_from_two_runs_gives_the_one_runs_numbers(tiny_study, tmp_path):
     """experiments/pool_seeds.py: the tiny study's results.json cut into its two seeds' runs and pooled again has the
     same per-seed numbers, paired differences and t intervals; each run's bootstrap kept; other designs refused."""
