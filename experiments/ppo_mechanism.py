@@ -157,7 +157,7 @@ def table(summary, diffs, seeds, run_results, against):
              f"code {run_results['provenance'].get('code_commit', 'unrecorded')[:10]}. Means over the seeds; percent.", "",
              "| setting | its model's largest drop on the first wrong line (mp / td / xp) | lines written wrong on valid, iteration "
              + " / ".join(map(str, show)) + ": mp | td | xp | at the end, every valid task (mp / td / xp) | advantage variance: outcome / Eq. 3 / critic "
-             "(mean of the 16 iterations) | at iteration 1 | at 16 | Eq. 3's total per response / the outcome's (mean) | valid pass@1 |",
+             "(mean over iterations) | at iteration 1 | at the last | Eq. 3's total per response / the outcome's (mean) | valid pass@1 |",
              "|---" * 11 + "|"]
     for st, r in summary.items():
         scorer = " / ".join(f"{100 * r[f'scorer/drop_on_first_wrong/{k}']:.0f}" for k in KINDS) if r["model"] else "-"

@@ -207,7 +207,7 @@ def test_the_ppo_mechanism_from_the_tiny_study(tiny_study, tmp_path):
     assert np.allclose(shares.sum(0), 1, atol=1e-4)  # the four parts are the whole advantage
     assert res["per_seed"]["sparse"]["seeds"]["1"]["log"]["advantage/share_dense"] == [0.0] * 8  # no Eq. 3 in the baseline
     assert {res["summary"][st]["model"] for st in ("sparse", "value_init_orm", "both")} == {None, "orm", "prm"}
-    assert (out / "s0" / "orm_quality_sft.json").exists() and "drop_on_first_wrong/true_div" in both["scorer"]
+    assert (out / "s0" / "orm_quality_sft.json").exists() and "drop_on_first_wrong" in both["scorer"]  # by kind: only kinds the samples hold
     diffs = res["both_minus_value_init_orm"]
     assert len(diffs["final/pass@1"]["diffs"]) == 2 and "scorer/drop_on_first_wrong/xor_pow" in diffs
     md = (tmp_path / "results.md").read_text()
