@@ -57,7 +57,8 @@ class Args:
     oracle: bool = field(default=False, metadata={"help": (
         "judge the reference solutions instead of a model (a check of the harness)")})
     seed: int = field(default=1, metadata={"help": "sampling seed (same seed, same samples on CPU)"})
-    out: str = field(default="runs/eval", metadata={"help": "output folder: eval.json, bestofk.png, by_length.png"})
+    out: str = field(default="runs/eval", metadata={"help": (
+        "output folder: eval.json, bestofk.png, by_length.png; a finished one stops, one cut off is redone by the same command")})
     device: str = field(default="cpu", metadata={"help": "cpu | cuda"})
     bf16: bool = field(default=False, metadata={"help": (
         "compute in bfloat16 (GPUs): the models are only run, so they are stored in bf16")})
@@ -71,11 +72,17 @@ class Args:
 
     def __post_init__(self):  # a value out of range stops here, in one line naming the flag, before anything loads
         sandbox.check_flags(self, positive="temperature max_new_tokens batch_size threads timeout",
-                            nonnegative="max_problems n workers", choices={"device": ("cpu", "cuda")})
+                            nonnegative="max_problems n workers", at_most={"timeout": 86400},  # a day
+                            seed="seed", device="device", out="out")
         self.workers = self.workers or sandbox.cores_per_rank()
         edges = self.length_edges.split(",") if self.length_edges else []
         if not all(e.strip().isdigit() for e in edges) or [int(e) for e in edges] != sorted({int(e) for e in edges}):
             raise ValueError(f"--length_edges must be increasing whole numbers like 50,100,200, not {self.length_edges!r}")
+
+
+# What a re-run into the folder of an evaluation cut off before its end may change (it evaluates again from the start):
+# threads and the judge's workers and timeout; every other flag must be the cut-off run's (its args.json)
+REDO_MAY_CHANGE = ("threads", "workers", "timeout")
 
 
 def pass_at_k(n, c, k):
@@ -241,6 +248,9 @@ def plot(report, out):
 
 def main():
     args = sandbox.parse_args(Args)
+    given = asdict(args)  # the flags as given, args.json (args.device becomes this rank's GPU below)
+    # a finished evaluation there stops it (by_length.png is drawn last); one cut off before is redone from the start
+    sandbox.guard_out(args, REDO_MAY_CHANGE, finished=("by_length.png",))
     # torchrun: the ranks generate apart and meet once per model (the gloo group is only for that)
     args.rank, world, args.device = sandbox.start_ranks(args.device, meet_only=True, threads=args.threads)
     set_seed(args.seed)
@@ -255,13 +265,13 @@ def main():
     names = ["oracle"] if args.oracle else args.model
     with sandbox.bad_data_exits():  # a bad model stops the run before minutes are spent on the first one
         for name in [] if args.oracle else names:
-            sandbox.find_model(name, args.revision)
+            sandbox.find_model(name, args.revision, kind="causal", chat=args.chat_template)
     edges = [int(e) for e in args.length_edges.split(",")] if args.length_edges else (
         [30, 45, 60] if sandbox.is_demo(args.dataset) else [50, 100, 200])
     os.makedirs(args.out, exist_ok=True)
     if args.rank == 0:
         with open(os.path.join(args.out, "args.json"), "w") as f:
-            json.dump(asdict(args), f, indent=1)
+            json.dump(given, f, indent=1)
     path = os.path.join(args.out, "eval.json")
     report = {}
     for name in names:  # the same problems, seed and settings for every model

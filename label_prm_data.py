@@ -37,13 +37,18 @@ from transformers import AutoModelForCausalLM, set_seed
 import sandbox
 
 
+K_FIRST = 4  # --k_first's default
+
+
 @dataclass
 class Args:
     policy: list[str] = field(default_factory=lambda: [f"runs/baseline/ckpt-{i:04d}" for i in (4, 8, 12, 16)],
                               metadata={"help": (
         "policy checkpoint(s); the paper uses 4 evenly spaced through the sparse RL baseline run")})
     out: str = field(default="runs/prm_data", metadata={"help": (
-        "output folder (rows.jsonl, labels.jsonl, summary.json)")})
+        "output folder (rows.jsonl, labels.jsonl, summary.json); a re-run resumes its rows, with the flags that made them "
+        "(only --max_prompts, --select, --max_passing, --neutral_comments, --k_first, --batch_size, --chunk, --workers, "
+        "--timeout, --device may differ)")})
     dataset: str = field(default="demo", metadata={"help": (
         "problem set: demo | demo-long | humaneval | mbpp | livecodebench | a .jsonl path")})
     split: str = field(default="train", metadata={"help": "split of the problem set to label"})
@@ -51,8 +56,9 @@ class Args:
     n: int = field(default=2, metadata={"aliases": ["--samples"], "help": (
         "responses per prompt per checkpoint (write --samples under torchrun, which reads --n as one of its own options)")})
     k: int = field(default=20, metadata={"help": "completions per prefix check (best-of-K; the paper's K = 20)"})
-    k_first: int = field(default=4, metadata={"help": (
-        "completions sampled first; the other K - k_first only if none of these passes (0: all K at once)")})
+    k_first: int = field(default=K_FIRST, metadata={"help": (
+        "completions sampled first, at most --k (the default, above a smaller --k, becomes --k); the other K - k_first "
+        "only if none of these passes (0 or --k: all K at once)")})
     temperature: float = field(default=1.0, metadata={"help": (
         "sampling temperature of the responses (the policy's own distribution, as RL samples it)")})
     prefix_temperature: float = field(default=1.0, metadata={"help": (
@@ -80,13 +86,23 @@ class Args:
 
     def __post_init__(self):  # a value out of range stops here, in one line naming the flag, before anything loads
         sandbox.check_flags(self, positive="n k temperature prefix_temperature max_new_tokens batch_size chunk timeout",
-                            nonnegative="k_first workers",
-                            choices={"select": ("full", "remove_hard", "medium_only", "revised_only"),
-                                     "device": ("cpu", "cuda")})
+                            nonnegative="k_first workers", at_most={"timeout": 86400},  # a day
+                            choices={"select": ("full", "remove_hard", "medium_only", "revised_only")},
+                            seed="seed", device="device", out="out")
+        if self.k_first > self.k and self.k_first != K_FIRST:  # the default above a small --k: all K at once, as before
+            raise ValueError(f"--k_first ({self.k_first}) must be at most --k ({self.k}): it is the first wave of the K")
+        self.k_first = min(self.k_first, self.k)
         self.workers = self.workers or sandbox.cores_per_rank()
         for name, lowest in (("max_prompts", 1), ("max_passing", 0)):  # -1: all
             if getattr(self, name) != -1 and getattr(self, name) < lowest:
                 raise ValueError(f"--{name} must be >= {lowest} or -1 (all), not {getattr(self, name)}")
+
+
+# What a re-run into a folder with rows may change (it resumes them): how many prompts (a larger --max_prompts extends the
+# same seeded sample), what is selected from the rows and how (--select, --max_passing, --neutral_comments relabel
+# labels.jsonl from the search), and how fast and where; every flag that changes what a row is must be the rows' own
+RESUME_MAY_CHANGE = ("max_prompts", "select", "max_passing", "neutral_comments", "k_first", "batch_size", "chunk", "workers",
+                     "timeout", "device")
 
 
 class Interval:
@@ -333,15 +349,28 @@ def summarize(rows, timing):
 
 
 def too_few(rows, kept, select, few=10):
-    """One line when the selection kept fewer than `few` rows (None otherwise): how many, and why."""
+    """One line when the selection kept fewer than `few` rows (None otherwise): how many, and why. A failing response
+    with fewer than 2 code lines has no prefix to search (an empty one: the policy wrote no code), so its prefixes
+    are not to blame."""
     if len(kept) >= few:
         return None
     fail = [r for r in rows if not r["passed"]]
-    why = ("every response passed: there was no failing one to search" if not fail else
-           f"{sum(r['correct_steps'] > 0 for r in fail)} of {len(fail)} failing responses have a correct prefix (in the "
-           f"others no completion of any prefix passed: the policy cannot recover from their first line)"
-           if select == "revised_only" else
-           f"{len(fail)} of {len(rows)} responses fail")
+    short = [r for r in fail if sum(not s[2] for s in r["steps"]) < 2]  # no prefix to search
+    empty = sum(not any(not s[2] for s in r["steps"]) for r in short)
+    revised = sum(r["correct_steps"] > 0 for r in fail)
+    stuck = len(fail) - len(short) - revised  # searched, and no prefix found correct
+    if not fail:
+        why = "every response passed: there was no failing one to search"
+    elif select != "revised_only":
+        why = f"{len(fail)} of {len(rows)} responses fail"
+    else:
+        parts = [f"{revised} of {len(fail)} failing responses have a correct prefix"]
+        if short:
+            parts.append(f"{len(short)} have no prefix to search ({empty} without a code line, {len(short) - empty} with one: "
+                         f"is the policy writing code? its stop strings, --max_new_tokens, --chat_template)")
+        if stuck:
+            parts.append(f"in {stuck} no completion of any prefix passed: the policy cannot recover from their first line")
+        why = "; ".join(parts)
     return f"--select {select} kept {len(kept)} of {len(rows)} labeled responses: {why}"
 
 
@@ -365,6 +394,7 @@ def oracle_agreement(rows):
 
 def main():
     args = sandbox.parse_args(Args)
+    sandbox.guard_out(args, RESUME_MAY_CHANGE)  # rows of another labeling there stop it: their flags differ
     # torchrun: the ranks label apart and meet once, at the end (the gloo group is only for that)
     rank, world, device = sandbox.start_ranks(args.device, meet_only=True)
     set_seed(args.seed + rank)
@@ -377,7 +407,7 @@ def main():
                       f"checkpoint, a pass per checkpoint)", quiet=rank != 0, warn=False)
     with sandbox.bad_data_exits("--policy "):  # every policy up front, not after hours of labeling
         for path in args.policy:
-            sandbox.find_model(path, args.revision)
+            sandbox.find_model(path, args.revision, kind="causal", chat=args.chat_template)
     os.makedirs(args.out, exist_ok=True)
     if rank == 0:
         with open(os.path.join(args.out, "args.json"), "w") as f:
@@ -438,5 +468,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    with sandbox.bad_data_exits(interrupted="interrupted: every chunk labeled so far is in --out's rows files; the same "
+                                            "command resumes from them"):
+        main()
     sandbox.stop_ranks()  # torchrun: all ranks leave together, once main()'s models are gone

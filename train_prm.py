@@ -43,7 +43,8 @@ class Args:
     init: str = field(default="checkpoints/demo-sft", metadata={"help": (
         "policy checkpoint the PRM starts from (body; the scalar head is new)")})
     out: str = field(default="runs/prm", metadata={"help": (
-        "output folder (save_pretrained PRM + tokenizer + metrics.json; log.jsonl: each step's loss and gradient norm)")})
+        "output folder (save_pretrained PRM + tokenizer + metrics.json; log.jsonl: each step's loss and gradient norm); a "
+        "finished one stops, one cut off is redone by the same command")})
     labels: str = field(default="process", metadata={"help": (
         "process: the binary search's line labels (a PRM); outcome: every code line labeled with the response's "
         "verdict (an outcome reward model, the control for value init)")})
@@ -75,9 +76,14 @@ class Args:
 
     def __post_init__(self):  # a value out of range stops here, in one line naming the flag, before anything loads
         sandbox.check_flags(self, positive="epochs batch_size lr max_len dist_timeout", nonnegative="warmup show micro_batch_size",
-                            fraction="holdout",
-                            choices={"labels": ("process", "outcome"), "rows": ("selected", "all"),
-                                     "device": ("cpu", "cuda")})
+                            below_one="holdout", at_most={"dist_timeout": 1440},  # a day
+                            choices={"labels": ("process", "outcome"), "rows": ("selected", "all")},
+                            seed="seed", device="device", out="out")
+
+
+# What a re-run into the folder of a run cut off before its end may change (it trains again from the start): the
+# ranks' patience, memory, and how many rows it shows; every other flag must be the cut-off run's (its args.json)
+REDO_MAY_CHANGE = ("dist_timeout", "micro_batch_size", "gradient_checkpointing", "show")
 
 
 def prm_example(tok, row, chat=False):
@@ -149,8 +155,11 @@ def prm_metrics(rows, step_scores):
 
 
 def read_rows(path):
-    """Labeled rows of a .jsonl file (sandbox.read_jsonl: one line per bad row), checked for the fields
-    the PRM needs; rows without a step (an empty response) carry nothing to learn and are left out."""
+    """Labeled rows of a .jsonl file (sandbox.read_jsonl), each checked as it is read, one line naming the file, the row
+    and what is wrong: the fields the PRM needs, of their types; its steps the lines of its response ([start, end,
+    neutral] triples with sandbox.split_steps' spans: the label of a step that is no line would sit on a wrong token);
+    one label per step, in the labels' [-1, 1]. Rows without a step (an empty response) carry nothing to learn and
+    are left out."""
     rows = []
     with sandbox.bad_data_exits():
         for i, row in sandbox.read_jsonl(path):
@@ -158,13 +167,39 @@ def read_rows(path):
             missing = [k for k in need if k not in row]
             if missing:
                 raise sandbox.DataError(f"{path}:{i}: missing field(s) {', '.join(missing)}")
-            if len(row["steps"]) != len(row["labels"]):
-                raise sandbox.DataError(f"{path}:{i}: {len(row['steps'])} steps but {len(row['labels'])} labels")
+            check_row(row, f"{path}:{i}")
             if row["steps"]:
                 rows.append(row)
     if not rows:
         sandbox.fail(f"{path}: no rows with at least one step")
     return rows
+
+
+def check_row(row, where):
+    """read_rows' checks of one row: a DataError naming `where` and the first thing wrong."""
+    fields = [("task_id", str), ("prompt", str), ("response", str), ("steps", list), ("labels", list), ("passed", bool),
+              ("first_error", (int, type(None)))] + [("response_ids", list)] * ("response_ids" in row)  # as sampled, if there
+    for key, kind in fields:
+        sandbox.need(row, key, kind, where, hint="")
+    steps, labels = row["steps"], row["labels"]
+    if len(steps) != len(labels):
+        raise sandbox.DataError(f"{where}: {len(steps)} steps but {len(labels)} labels")
+    for m, step in enumerate(steps):
+        if not (isinstance(step, list) and len(step) == 3 and isinstance(step[2], bool)
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in step[:2])):
+            raise sandbox.DataError(f"{where}: step {m} is {json.dumps(step)[:40]}, not a [start, end, neutral] triple "
+                                    f"(two character offsets, then true or false)")
+    lines = [[a, b] for a, b, _ in sandbox.split_steps(row["response"])]
+    if [s[:2] for s in steps] != lines:
+        m = next((m for m, (s, l) in enumerate(zip(steps, lines)) if s[:2] != l), min(len(steps), len(lines)))
+        raise sandbox.DataError(f"{where}: its steps are not the lines of its response (sandbox.split_steps): step {m} is "
+                                f"{steps[m][:2] if m < len(steps) else 'missing'}, its line {lines[m] if m < len(lines) else 'none'} "
+                                f"({len(steps)} steps, {len(lines)} lines)")
+    for m, label in enumerate(labels):
+        if isinstance(label, bool) or not isinstance(label, (int, float)) or not -1 <= label <= 1:
+            raise sandbox.DataError(f"{where}: label {label!r} of step {m} is outside the labels' range [-1, 1]")
+    if "response_ids" in row and not all(isinstance(t, int) and not isinstance(t, bool) for t in row["response_ids"]):
+        raise sandbox.DataError(f"{where}: field 'response_ids' should be a list of token ids (whole numbers)")
 
 
 def chunks(rows, n):
@@ -205,12 +240,12 @@ def show(rows, step_scores, n):
 
 def main():
     args = sandbox.parse_args(Args)
+    given = asdict(args)  # the flags as given, args.json (args.device becomes this rank's GPU below)
     if args.fsdp != ("RANK" in os.environ):  # this stage's ranks exist to shard one model
         sandbox.fail("--fsdp true shards the model across torchrun's ranks: use both or neither")
-    if os.path.exists(os.path.join(args.out, "metrics.json")):
-        sandbox.fail(f"{args.out} already holds a trained PRM (metrics.json): choose another --out")
+    sandbox.guard_out(args, REDO_MAY_CHANGE, finished=("metrics.json",))  # a trained PRM there stops it; a cut-off run is redone
     with sandbox.bad_data_exits("--init "):  # a local folder, or a Hub id fetched by every rank before they meet
-        sandbox.find_model(args.init, args.revision)
+        sandbox.find_model(args.init, args.revision, kind="causal", chat=args.chat_template)
     rank, world, args.device = sandbox.start_ranks(args.device, timeout_minutes=args.dist_timeout)
     set_seed(args.seed)
     folder = os.path.isdir(args.data)
@@ -222,15 +257,20 @@ def main():
     # held out by prompt text, not task id: the demo's train split repeats a few short prompts
     held = lambda r: zlib.crc32(f"{args.seed}/{r['prompt']}".encode()) % 10000 < args.holdout * 10000  # noqa: E731
     train = [r for r in train_rows if not held(r)]
+    if not train:
+        sandbox.fail(f"--holdout {args.holdout} holds out the prompts of all {len(train_rows)} training rows: none is left to train on")
     sandbox.data_line(args.data, "labeled rows", len(train), args.epochs, "rows for training", quiet=rank != 0, warn=False)
     test = [r for r in all_rows if held(r)]
     tok, _ = sandbox.load_tokenizer(args.init, args.revision)
+    examples = [e[:2] for e in (prm_example(tok, r, args.chat_template) for r in train) if len(e[0]) <= args.max_len]
+    if not examples:
+        shortest = min(len(prm_example(tok, r, args.chat_template)[0]) for r in train)
+        sandbox.fail(f"--max_len {args.max_len} drops all {len(train)} training rows (the shortest is {shortest} tokens)")
     # fp32 weights (--bf16 autocasts); a fresh scalar head on the policy's body
     model = sandbox.load_model(AutoModelForTokenClassification, args.init, args.device, torch.float32, args.revision,
                                args.fsdp, args.bf16, num_labels=1)
     if args.gradient_checkpointing:
         sandbox.checkpoint_activations(model)
-    examples = [e[:2] for e in (prm_example(tok, r, args.chat_template) for r in train) if len(e[0]) <= args.max_len]
     pad = tok.pad_token_id
     steps_per_epoch = math.ceil(len(examples) / args.batch_size)
     total = steps_per_epoch * args.epochs
@@ -240,6 +280,9 @@ def main():
     model.train()
     bar = tqdm(total=total, desc="train PRM", disable=rank != 0)
     os.makedirs(args.out, exist_ok=True)
+    if rank == 0:  # the run's flags first: a re-run after a cut-off compares them (sandbox.guard_out)
+        with open(os.path.join(args.out, "args.json"), "w") as f:
+            json.dump(given, f, indent=1)
     log = open(os.path.join(args.out, "log.jsonl"), "w", buffering=1) if rank == 0 else None  # a row per step
     for epoch in range(args.epochs):
         rng.shuffle(examples)
@@ -287,7 +330,7 @@ def main():
     sandbox.save_model(model, args.out, tok, args.fsdp)  # FSDP: every rank helps gather the weights (each scored above)
     if rank != 0:
         return
-    for name, content in (("args.json", asdict(args)), ("metrics.json", metrics)):
+    for name, content in (("args.json", given), ("metrics.json", metrics)):
         with open(os.path.join(args.out, name), "w") as f:
             json.dump(content, f, indent=1)
     if shown:

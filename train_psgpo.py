@@ -93,7 +93,7 @@ class Args:
         "sequences per generate call on a rank (0: the rank's whole share of the batch); each call samples under its "
         "own seed, so the same value gives the same rollouts on any number of ranks")})
     out: str = field(default="runs/psgpo", metadata={"help": (
-        "run folder: args.json, log.jsonl, ckpt-NNNN/ checkpoints")})
+        "run folder: args.json, log.jsonl, ckpt-NNNN/ checkpoints; a used one stops (but --resume)")})
     dataset: str = field(default="demo", metadata={"help": (
         "demo | demo-long | humaneval | mbpp | livecodebench | a .jsonl path")})
     split: str = field(default="train", metadata={"help": "split the prompts come from"})
@@ -110,7 +110,9 @@ class Args:
         "Hub revision (branch, tag or commit) of Hub ids given as --policy / --prm")})
     save_every: int = field(default=4, metadata={"help": (
         "checkpoint every N iterations (and at the end): the demo labels from 4 of them")})
-    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in --out"})
+    resume: bool = field(default=False, metadata={"help": (
+        "continue from the newest checkpoint in --out: the same run (its args.json), where only --iterations, "
+        "--save_every, --workers, --timeout, --dist_timeout, --micro_batch_size, --gradient_checkpointing may differ")})
     workers: int = field(default=0, metadata={"help": "judge worker processes per rank (0: this node's cores over its ranks)"})
     timeout: float = field(default=3.0, metadata={"help": "seconds per program"})
     dist_timeout: float = field(default=60, metadata={"help": "under torchrun: minutes a rank waits for the others in a collective"})
@@ -120,9 +122,12 @@ class Args:
                                            "temperature max_new_tokens save_every timeout group_size dist_timeout",
                             nonnegative="warmup critic_warmup kl_coef kl_loss_coef lam_fail lam_pass workers "
                                         "micro_batch_size generate_batch_size",
-                            fraction="gamma gae_lambda",
+                            fraction="gamma gae_lambda", at_most={"timeout": 86400, "dist_timeout": 1440},  # a day
                             choices={"value_init": ("prm", "policy"), "value_scale": ("prm", "returns"),
-                                     "advantage": ("gae", "group"), "device": ("cpu", "cuda")})
+                                     "advantage": ("gae", "group")}, seed="seed", device="device", out="out")
+        if self.critic_warmup >= self.iterations:
+            raise ValueError(f"--critic_warmup ({self.critic_warmup}) must be below --iterations ({self.iterations}): the "
+                             f"policy would never move")
         if self.prm == "oracle" and self.value_init == "prm":
             raise ValueError("--prm oracle has no weights to start the value model from: use --value_init policy")
         self.workers = self.workers or sandbox.cores_per_rank()
@@ -137,6 +142,12 @@ class Args:
         if self.batch_size % self.minibatch_size or self.minibatch_size % world:
             raise ValueError(f"--minibatch_size ({self.minibatch_size}) must divide --batch_size ({self.batch_size}) and be "
                              f"a multiple of the ranks ({world})")
+
+
+# What a --resume may change: how far the run goes and how often it saves, the judge's workers and timeout, the ranks'
+# patience, and memory (micro-batches, recomputed activations); every other flag must be the run's own (args.json)
+RESUME_MAY_CHANGE = ("iterations", "save_every", "resume", "workers", "timeout", "dist_timeout", "micro_batch_size",
+                     "gradient_checkpointing")
 
 
 # ------------------------------------------------------------------ the math, as small pure functions
@@ -311,7 +322,7 @@ def init_value_model(args, load):
 # ------------------------------------------------------------------ the loop
 def main():
     args = sandbox.parse_args(Args)
-    ranks, problems = run.start(args)  # torchrun's ranks, every check before anything loads, the seeds
+    ranks, problems = run.start(args, RESUME_MAY_CHANGE)  # torchrun's ranks, every check before anything loads, the seeds
     device = ranks.device
     tok, eos = sandbox.load_tokenizer(args.policy, args.revision)
     def load(cls, path, dtype, **kw):

@@ -50,18 +50,24 @@ class Trained:
         return [self.policy_sched, self.value_sched]
 
 
-def start(args):
+def start(args, may_change):
     """torchrun (RANK set): one process per rank, each sampling its own prompts, gradients all-reduced (DDP) or
-    sharded (FSDP2). Before any model loads and before the ranks meet: the output folder, the models (a Hub id is
-    downloaded here, by every rank), the problems and the judge (sandbox.self_test); then the ranks, and the seeds.
-    Returns (Ranks, problems)."""
+    sharded (FSDP2). Before any model loads and before the ranks meet: the output folder (a used one stops; --resume
+    continues only the same run: sandbox.guard_out, `may_change` the flags that may differ), the models' kinds,
+    weights and tokenizers (a Hub id is downloaded here, by every rank), the checkpoint resumed from, the problems and
+    the judge (sandbox.self_test); then the ranks, and the seeds. Returns (Ranks, problems)."""
     if args.fsdp and "RANK" not in os.environ:
         sandbox.fail("--fsdp shards across ranks: run it under torchrun")
-    used = glob.glob(os.path.join(args.out, "ckpt-[0-9][0-9][0-9][0-9]")) or os.path.exists(os.path.join(args.out, "log.jsonl"))
-    if used and not args.resume:
-        sandbox.fail(f"{args.out} already holds a run (log.jsonl, ckpt-NNNN/): --resume true continues it; or choose another --out")
+    sandbox.guard_out(args, may_change, resume=args.resume)
+    with sandbox.bad_data_exits("--policy "):
+        sandbox.find_model(args.policy, args.revision, kind="causal", chat=args.chat_template)
+    if src := newest_checkpoint(args):  # the weights a resume loads, checked as the starting ones are
+        with sandbox.bad_data_exits("--resume: "):
+            sandbox.find_model(src, kind="causal")
+            sandbox.find_model(os.path.join(src, "value"), tokenizer=False, kind="token")
+        if not os.path.isfile(os.path.join(src, "trainer_state.pt")):
+            sandbox.fail(f"--resume: {src} has no trainer_state.pt (only the newest checkpoint keeps it)")
     with sandbox.bad_data_exits():  # the judge on programs of known verdict: a judge failing all would train on zeros
-        sandbox.find_model(args.policy, args.revision)
         problems = sandbox.load_problems(args.dataset, args.split)
         g = args.group_size if args.advantage == "group" else 1
         sandbox.data_line(args.dataset, args.split, len(problems), args.iterations * args.batch_size / g / len(problems),
@@ -70,10 +76,8 @@ def start(args):
     if args.prm == "oracle" and not sandbox.is_demo(args.dataset):
         sandbox.fail(f"--prm oracle scores demo tasks only, not {args.dataset!r}")
     if (args.dense_reward or args.value_init == "prm") and args.prm != "oracle":
-        with sandbox.bad_data_exits("--dense_reward/--value_init prm need a PRM: "):
-            config = sandbox.find_model(args.prm, args.revision)
-        if not any(a.endswith("ForTokenClassification") for a in config.architectures or []) or config.num_labels != 1:
-            sandbox.fail(f"{args.prm}: --prm must be a token-classification model with one output (train_prm.py writes one)")
+        with sandbox.bad_data_exits("--dense_reward/--value_init prm need a PRM: --prm "):
+            sandbox.find_model(args.prm, args.revision, kind="token")
         if sandbox.load_tokenizer(args.prm, args.revision)[0].get_vocab() != sandbox.load_tokenizer(args.policy, args.revision)[0].get_vocab():
             sandbox.fail(f"{args.prm} and {args.policy} have different tokenizers; train the PRM from this policy")
     ranks = Ranks(*sandbox.start_ranks(args.device, timeout_minutes=args.dist_timeout))

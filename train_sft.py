@@ -39,7 +39,9 @@ import sandbox
 @dataclass
 class Args:
     # common
-    out: str = field(default="runs/sft", metadata={"help": "output folder (save_pretrained model + tokenizer; log.jsonl: each step's loss and gradient norm)"})
+    out: str = field(default="runs/sft", metadata={"help": (
+        "output folder (save_pretrained model + tokenizer; log.jsonl: each step's loss and gradient norm); a finished one "
+        "stops, one cut off is redone by the same command")})
     seed: int = field(default=1, metadata={"help": "seed for init, data order and dropout"})
     device: str = field(default="cpu", metadata={"help": "cpu | cuda"})
     threads: int = field(default=2, metadata={"help": "torch CPU threads"})
@@ -87,7 +89,17 @@ class Args:
         sandbox.check_flags(self, positive="threads max_len vocab_size n_layer n_embd n_head steps batch_size lr "
                                            "max_grad_norm dist_timeout",
                             nonnegative="max_problems warmup weight_decay save_every micro_batch_size",
-                            choices={"arch": ("llama", "gpt2"), "device": ("cpu", "cuda")})
+                            at_most={"dist_timeout": 1440}, choices={"arch": ("llama", "gpt2")},  # a day
+                            seed="seed", device="device", out="out")
+        rope = self.arch == "llama"  # RoPE rotates pairs of dimensions: a head's must be even
+        if not self.model and (self.n_embd % self.n_head or (rope and self.n_embd // self.n_head % 2)):
+            raise ValueError(f"--n_embd ({self.n_embd}) must be a multiple of {'2 x ' if rope else ''}--n_head ({self.n_head}): "
+                             f"each head takes n_embd / n_head dimensions{', an even number (RoPE)' if rope else ''}")
+
+
+# What a re-run into the folder of a run cut off before its end may change (it trains again from the start): threads,
+# the ranks' patience, memory, how often it saves; every other flag must be the cut-off run's (its args.json)
+REDO_MAY_CHANGE = ("threads", "dist_timeout", "micro_batch_size", "gradient_checkpointing", "save_every")
 
 
 def train_tokenizer(texts, vocab_size, specials=("<|endoftext|>", "<|pad|>")):
@@ -150,11 +162,14 @@ def collate(examples, pad_id):
     return input_ids, mask, labels
 
 
-def load_policy(args, texts):
-    """(model, tokenizer): a pretrained causal LM, or a tiny Llama (or GPT-2) with a BPE tokenizer trained on
-    `texts`."""
+def policy_tokenizer(args, texts):
+    """The policy's tokenizer: a pretrained model's, or a byte-level BPE trained on `texts` (the tiny model's)."""
+    return sandbox.load_tokenizer(args.model, args.revision)[0] if args.model else train_tokenizer(texts, args.vocab_size)
+
+
+def load_policy(args, tok):
+    """A pretrained causal LM, or a tiny Llama (or GPT-2) for the tokenizer `tok`."""
     if not args.model:
-        tok = train_tokenizer(texts, args.vocab_size)
         ids = dict(bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
         if args.arch == "gpt2":  # no dropout: on CPU it costs about half of each step
             config = GPT2Config(vocab_size=len(tok), n_positions=args.max_len, n_embd=args.n_embd, n_layer=args.n_layer,
@@ -166,12 +181,9 @@ def load_policy(args, texts):
                                  num_attention_heads=args.n_head, num_key_value_heads=args.n_head,
                                  tie_word_embeddings=True, **ids)
         model = AutoModelForCausalLM.from_config(config).to(args.device)
-        return sandbox.shard(model, args.bf16) if args.fsdp else model, tok
-    tok, _ = sandbox.load_tokenizer(args.model, args.revision)
+        return sandbox.shard(model, args.bf16) if args.fsdp else model
     # fp32 weights (--bf16 autocasts); FSDP: sharded as they load
-    model = sandbox.load_model(AutoModelForCausalLM, args.model, args.device, torch.float32, args.revision, args.fsdp,
-                               args.bf16)
-    return model, tok
+    return sandbox.load_model(AutoModelForCausalLM, args.model, args.device, torch.float32, args.revision, args.fsdp, args.bf16)
 
 
 def save(model, tok, args, out, summary=None):
@@ -187,13 +199,13 @@ def save(model, tok, args, out, summary=None):
 
 def main():
     args = sandbox.parse_args(Args)
+    given = asdict(args)  # the flags as given, args.json (args.device becomes this rank's GPU below)
     if args.fsdp != ("RANK" in os.environ):  # this stage's ranks exist to shard one model
         sandbox.fail("--fsdp true shards the model across torchrun's ranks: use both or neither")
-    if os.path.exists(os.path.join(args.out, "summary.json")):
-        sandbox.fail(f"{args.out} already holds a trained policy (summary.json): choose another --out")
+    sandbox.guard_out(args, REDO_MAY_CHANGE, finished=("summary.json",))  # a trained policy there stops it; a cut-off run is redone
     with sandbox.bad_data_exits("--model "):  # a local folder, or a Hub id fetched by every rank before they meet
         if args.model:
-            sandbox.find_model(args.model, args.revision)
+            sandbox.find_model(args.model, args.revision, kind="causal")
     threads = max(1, args.threads // int(os.environ.get("WORLD_SIZE", 1)))
     rank, world, args.device = sandbox.start_ranks(args.device, threads=threads, timeout_minutes=args.dist_timeout)
     set_seed(args.seed)
@@ -208,11 +220,12 @@ def main():
     sandbox.data_line(args.dataset, args.split, len(pairs), args.steps * args.batch_size / len(pairs),
                       "problems with a reference solution", quiet=rank != 0)
 
-    # 1. tokenizer + model; 2. encode (prompt | completion + eos), loss on the completion
-    model, tok = load_policy(args, [p + c for p, c in pairs])
+    # 1. tokenizer; 2. encode (prompt | completion + eos), loss on the completion; 3. the model
+    tok = policy_tokenizer(args, [p + c for p, c in pairs])
     examples = [e for e in (encode_example(tok, p, c, args.max_len) for p, c in pairs) if e]
     if not examples:
         sandbox.fail(f"every example is longer than --max_len {args.max_len}")
+    model = load_policy(args, tok)
     lengths = [len(ids) for ids, _ in examples]
     if args.gradient_checkpointing:
         sandbox.checkpoint_activations(model)
@@ -221,20 +234,23 @@ def main():
     print(f"{len(examples)} examples ({len(pairs) - len(examples)} too long), {sum(lengths) / len(lengths):.0f} "
           f"tokens each on average, vocab {len(tok)}, {n_params / 1e6:.2f}M parameters")
 
-    # 3. AdamW, weight decay on matrices only; linear warmup then cosine to lr/10
+    # 4. AdamW, weight decay on matrices only; linear warmup then cosine to lr/10
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
     sched = sandbox.lr_schedule(opt, args.warmup, args.steps, floor=0.1)
 
-    # 4. the loop
+    # 5. the loop
     rng = random.Random(args.seed)
     batches, epoch, losses = [], 0, []
     model.train()
     bar = tqdm(range(1, args.steps + 1), desc="sft", unit="step", disable=rank != 0)
     t_train = time.time()
     os.makedirs(args.out, exist_ok=True)
+    if rank == 0:  # the run's flags first: a re-run after a cut-off compares them (sandbox.guard_out)
+        with open(os.path.join(args.out, "args.json"), "w") as f:
+            json.dump(given, f, indent=1)
     log = open(os.path.join(args.out, "log.jsonl"), "w", buffering=1) if rank == 0 else None  # a row per step
     for step in bar:
         if not batches:

@@ -13,11 +13,11 @@ imported here from the module that holds it. Imports go one way: rules <- proble
   cli.py        the command line alike in every stage: flags checked before anything loads, one-line errors, tables
 """
 from . import demo
-from .cli import bad_data_exits, check_flags, data_line, fail, parse_args, table  # noqa: F401
+from .cli import bad_data_exits, check_flags, data_line, fail, guard_out, parse_args, table  # noqa: F401
 from .judge import VERDICTS, Verdict, check, check_many, cores_per_rank, self_test  # noqa: F401
 from .models import (checkpoint_activations, find_model, generate, load_model, load_tokenizer, load_weights, lr_schedule, sample,  # noqa: F401
                      save_model, shard, start_ranks, stop_ranks)
-from .problems import HUMANEVAL_STOP, DataError, Problem, load_benchmark, read_jsonl  # noqa: F401
+from .problems import HUMANEVAL_STOP, DataError, Problem, load_benchmark, need, read_jsonl  # noqa: F401
 from .rules import (CHAT_REQUEST, CHAT_STOP, cut_at_stop, end_response, line_end_tokens, prefix_through_line,  # noqa: F401
                     prompt_ids, split_steps, stop_strings)
 

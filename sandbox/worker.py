@@ -14,7 +14,9 @@ wall-clock timeout. What protects the host and the verdict:
   accidents only.
 - A program passes only if the harness inside the child reaches the end of the tests and writes a random
   per-run token to a pipe only it holds: exiting early with status 0 (sys.exit, os._exit, a signal, a
-  crash), printing anything, or killing the worker all count as failures.
+  crash), printing anything, or killing the worker all count as failures. A program that writes more than
+  OUTPUT_LIMIT (16 MB) to its stdout or stderr is stopped there (the file-size limit) and gets a verdict of its own,
+  output_limit, never a pass, whatever its tests would have said.
   Out of scope (as for every benchmark harness): code that reads the token out of the interpreter's memory,
   or returns an object whose `==` lies (the demo's tests also check `type(r) is int`).
 """
@@ -31,6 +33,7 @@ import tempfile
 
 # modules programs commonly import; loaded once in the worker so a child (possibly under a uid that
 # cannot read the Python installation) finds them already imported
+OUTPUT_LIMIT = 16 << 20  # bytes a program may write to its stdout, and to its stderr (RLIMIT_FSIZE)
 _PRELOAD = ("math cmath re string collections collections.abc itertools functools heapq bisect typing "
             "random statistics fractions decimal hashlib json copy operator datetime array queue enum "
             "dataclasses textwrap unicodedata struct time numbers io traceback sys os posix")
@@ -108,7 +111,7 @@ def _run_once(code, test_code, stdin_text, timeout, mem_mb):
         os.chown(tmp, uid, uid)
     token = os.urandom(8).hex().encode()
     r, w = os.pipe()
-    limits = (mem_mb << 20, int(timeout) + 1, 16 << 20, uid)
+    limits = (mem_mb << 20, int(timeout) + 1, OUTPUT_LIMIT, uid)
     pid = os.fork()
     if pid == 0:
         os.close(r)
@@ -138,11 +141,16 @@ def _run_once(code, test_code, stdin_text, timeout, mem_mb):
     os.close(r)
     # read only once every process the program started is gone, so nothing could still write
     passed_token = got == token and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-    out = _read(os.path.join(tmp, "stdout"), 16 << 20)
+    out = _read(os.path.join(tmp, "stdout"), OUTPUT_LIMIT)
     err = _read(os.path.join(tmp, "stderr"), 1 << 16).strip().splitlines()
+    # the limit reached: SIGXFSZ killed it, or (a program that ignores the signal) a file holds the limit's bytes
+    over = (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGXFSZ) or any(
+        _size(os.path.join(tmp, name)) >= OUTPUT_LIMIT for name in ("stdout", "stderr"))
     shutil.rmtree(tmp, ignore_errors=True)
     if not finished:
         return "timeout", f"no verdict within {timeout:g}s", out
+    if over:
+        return "output_limit", f"wrote more than the judge's output limit, {OUTPUT_LIMIT >> 20} MB", out
     if passed_token:
         return "passed", "", out
     if os.WIFSIGNALED(status):
@@ -176,6 +184,13 @@ def _children():
             except (OSError, IndexError, ValueError):
                 pass
         return out
+
+
+def _size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def _read(path, limit):

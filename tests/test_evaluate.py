@@ -134,16 +134,6 @@ def test_greedy_only_draws_no_empty_best_of_k(tmp_path, monkeypatch, capsys, rec
     assert capsys.readouterr().out.strip().endswith(f"wrote {out / 'eval.json'}, {out / 'by_length.png'}")
 
 
-def test_bad_inputs_are_one_line(tmp_path, monkeypatch):
-    with pytest.raises(SystemExit, match="no such model folder"):
-        run(monkeypatch, "--model", tmp_path / "missing", "--out", tmp_path)
-    with pytest.raises(SystemExit, match=r"not a model folder \(no config.json\)"):
-        run(monkeypatch, "--model", tmp_path, "--out", tmp_path)
-    with pytest.raises(SystemExit) as e:
-        run(monkeypatch, "--oracle", "--dataset", "nosuch", "--out", tmp_path)
-    assert str(e.value).startswith("evaluate.py: unknown problem set") and "\n" not in str(e.value)
-
-
 def test_torchrun_splits_the_problems_and_merges_them_in_order(tmp_path, monkeypatch, tok):
     """2 gloo ranks: every problem once, in order; greedy completions as one process writes them (batch 1:
     no padding), 3 sampled ones per problem."""

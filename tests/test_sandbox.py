@@ -2,7 +2,6 @@
 import json
 import shutil
 import os
-import re
 import sys
 import time
 
@@ -38,22 +37,6 @@ def test_local_jsonl_function_and_stdio(tmp_path):
     assert check(q, "import sys\nprint(2 * int(input()))\nsys.exit(0)\n").passed  # a clean exit after the output
     assert not check(q, "print(6)\n").passed
     assert not check(q, "import sys\nsys.exit(0)\nprint(2 * int(input()))\n").passed
-
-
-@pytest.mark.parametrize("content, message", [
-    ("{not json}\n", r"bad\.jsonl:1: not valid JSON"),
-    ('{"task_id": "a", "prompt": "p"}\n', r"bad\.jsonl:1: missing or non-string field 'test'"),
-    ('{"task_id": "a"}\n', r"bad\.jsonl:1: missing or non-string field 'prompt'"),
-    ("[1, 2]\n", r"bad\.jsonl:1: expected a JSON object"),
-    ("\n\n", r"bad\.jsonl: no rows"),
-    ('{"task_id": "a", "prompt": "p", "io_tests": []}\n', r"'io_tests' must be a non-empty list"),
-])
-def test_bad_jsonl_names_file_and_line(tmp_path, content, message):
-    f = tmp_path / "bad.jsonl"
-    f.write_text(content)
-    with pytest.raises(DataError, match=message) as e:
-        load_problems(str(f))
-    assert "\n" not in str(e.value)
 
 
 def test_unknown_and_missing(tmp_path):
@@ -303,10 +286,26 @@ def test_memory_output_and_fork_bombs(tmp_path):
     p = fn_problem()
     t = time.monotonic()
     assert not check(p, "    x = bytearray(8 * 2**30)\n    return a + b\n").passed
-    assert not check(p, "    while True: print('x' * 100000)\n", timeout=2.0).passed
+    v = check(p, "    while True: print('x' * 100000)\n", timeout=2.0)
+    assert (v.passed, v.status) == (False, "output_limit")
     v = check(p, "    import posix\n    while True:\n        try: posix.fork()\n        except OSError: pass\n", timeout=2.0)
     assert not v.passed and time.monotonic() - t < 20
     assert check(p, p.solution).passed
+
+
+def test_a_correct_program_that_prints_past_the_output_limit_has_a_verdict_of_its_own():
+    """A correct program that writes more than 16 MB (worker.OUTPUT_LIMIT) was a plain error, "killed by SIGXFSZ"; it
+    is output_limit now, a status in sandbox.VERDICTS (train_psgpo.py's verdicts/* shares), and never a pass: also when
+    it ignores the signal and its write's error, and for a stdin/stdout program."""
+    p = fn_problem()
+    loud = "    print('x' * (17 << 20))\n    return a + b\n"
+    deaf = "    import signal; signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n    try:\n        print('x' * (17 << 20), flush=True)\n" \
+           "    except OSError:\n        pass\n    return a + b\n"
+    io = Problem("io", "Print y.\n", io_tests=[("", "y")], code_prefix="")
+    quiet = "    print('x' * (7 << 20))\n    return a + b\n"  # under the limit, called twice
+    vs = check_many([(p, loud), (p, deaf), (io, "print('y' * (17 << 20))\n"), (p, quiet)])
+    assert [(v.passed, v.status) for v in vs] == [(False, "output_limit")] * 3 + [(True, "passed")], vs
+    assert "output_limit" in sandbox.VERDICTS
 
 
 def test_no_process_survives_the_verdict():
@@ -662,62 +661,6 @@ def test_lr_schedule_warms_up_then_holds_or_decays():
     for _ in range(6):
         seen.append(sched.get_last_lr()[0]), opt.step(), sched.step()
     assert seen[0] == 1.0 and seen[2] == pytest.approx(0.55) and seen[4:] == [pytest.approx(0.1)] * 2  # cosine to the floor
-
-
-def test_check_flags_names_the_flag_and_what_it_takes():
-    from types import SimpleNamespace as NS
-    sandbox.check_flags(NS(a=1, b=0.0, c=0.5, d="x"), positive="a", nonnegative="b", fraction="c", choices={"d": ("x", "y")})
-    for args, message in [(NS(a=0), "--a must be > 0, not 0"), (NS(a=float("nan")), "--a must be > 0, not nan"),
-                          (NS(a=True), "--a must be > 0, not True")]:
-        with pytest.raises(ValueError, match=message):
-            sandbox.check_flags(args, positive="a")
-    with pytest.raises(ValueError, match="--b must be >= 0, not -1"):
-        sandbox.check_flags(NS(b=-1), nonnegative="b")
-    with pytest.raises(ValueError, match="--c must be between 0 and 1, not 1.5"):
-        sandbox.check_flags(NS(c=1.5), fraction="c")
-    with pytest.raises(ValueError, match="--d must be x or y, not 'z'"):
-        sandbox.check_flags(NS(d="z"), choices={"d": ("x", "y")})
-
-
-BAD_FLAGS = [  # (script, argv, what the one line says): every stage, before anything loads or is written
-    ("train_psgpo", ["--iterations", "-3"], "--iterations must be > 0, not -3"),
-    ("train_psgpo", ["--batch_size", "0"], "--batch_size must be > 0, not 0"),
-    ("train_psgpo", ["--temperature", "0"], "--temperature must be > 0, not 0.0"),
-    ("train_psgpo", ["--gamma", "1.5"], "--gamma must be between 0 and 1, not 1.5"),
-    ("train_psgpo", ["--advantage", "group", "--batch_size", "6"], r"--batch_size \(6\) must be a multiple of --group_size x the ranks \(4\)"),
-    ("train_psgpo", ["--iterations", "three"], "argument --iterations: invalid int value: 'three'"),
-    ("label_prm_data", ["--k", "0"], "--k must be > 0, not 0"),
-    ("label_prm_data", ["--max_prompts", "0"], r"--max_prompts must be >= 1 or -1 \(all\), not 0"),
-    ("label_prm_data", ["--samples", "-2"], "--n must be > 0, not -2"),
-    ("label_prm_data", ["--select", "best"], "--select must be full or remove_hard or medium_only or revised_only, not 'best'"),
-    ("train_prm", ["--epochs", "0"], "--epochs must be > 0, not 0"),
-    ("train_prm", ["--holdout", "1.5"], "--holdout must be between 0 and 1, not 1.5"),
-    ("train_prm", ["--labels", "lines"], "--labels must be process or outcome, not 'lines'"),
-    ("evaluate", ["--max_new_tokens", "0"], "--max_new_tokens must be > 0, not 0"),
-    ("evaluate", ["--n", "-1"], "--n must be >= 0, not -1"),
-    ("evaluate", ["--length_edges", "50,a"], "--length_edges must be increasing whole numbers"),
-    ("train_sft", ["--steps", "0"], "--steps must be > 0, not 0"),
-    ("train_sft", ["--arch", "rnn"], "--arch must be llama or gpt2, not 'rnn'"),
-]
-
-
-@pytest.mark.parametrize("script, argv, message", BAD_FLAGS)
-def test_a_bad_flag_value_stops_at_the_door(monkeypatch, tmp_path, script, argv, message):
-    """One line naming the flag and what it takes, exit status 1, before any model loads: the output folder is not made."""
-    import importlib
-    module = importlib.import_module(script)
-    monkeypatch.setattr(sys, "argv", [f"{script}.py", "--out", str(tmp_path / "out"), *argv])
-    with pytest.raises(SystemExit) as e:
-        module.main()
-    assert re.fullmatch(f"{script}.py: .*{message}.*", str(e.value)) and "\n" not in str(e.value)
-    assert not (tmp_path / "out").exists()
-
-
-def test_a_bad_flag_is_one_line_on_the_real_command_line(tmp_path):
-    import subprocess
-    r = subprocess.run([sys.executable, "train_psgpo.py", "--batch_size", "0", "--out", str(tmp_path / "o")], capture_output=True, text=True,
-                       cwd=os.path.dirname(os.path.dirname(sandbox.__file__)))
-    assert r.returncode == 1 and r.stderr == "train_psgpo.py: --batch_size must be > 0, not 0\n" and not (tmp_path / "o").exists()
 
 
 def test_the_judges_self_test_stops_a_judge_that_fails_everything_or_passes_everything(monkeypatch):
