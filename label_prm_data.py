@@ -12,7 +12,7 @@ paper's neutral labeling, sandbox.split_steps).
     python label_prm_data.py --policy runs/baseline/ckpt-{0004,0008,0012,0016} --out runs/prm_data   # the demo's
     torchrun --nproc_per_node 8 label_prm_data.py --device cuda --bf16 true ...   # prompts split across GPUs
 
-Writes, under --out: rows.jsonl (every labeled response, written as it goes; a re-run resumes),
+Writes, under --out: rows.jsonl (every labeled response, written as it goes; a re-run resumes, given the flags that made the rows),
 labels.jsonl (the rows --select keeps: what train_prm.py reads) and summary.json. Under torchrun each
 rank labels every WORLD_SIZE-th prompt with its own full copy of the policy and writes rows.rankR.jsonl;
 rank 0 merges them into rows.jsonl at the end (a re-run, with any number of ranks, resumes from all).

@@ -139,7 +139,7 @@ def test_script_end_to_end_and_resume(monkeypatch, tmp_path, tiny_policy):
     assert [r["labels"] for r in relabeled] == [lp.step_labels(r["steps"], r["passed"], r["correct_steps"], False) for r in rows]
 
 
-def test_torchrun_splits_the_prompts_and_resumes_from_rank_files(tmp_path, tiny_policy):
+def test_torchrun_splits_the_prompts_and_resumes_from_rank_files(monkeypatch, tmp_path, tiny_policy):
     """2 gloo ranks each label their share of the prompts; rank 0 merges rows.jsonl in prompt order and
     removes the rank files. A run killed under torchrun (rank files, one cut-short line) resumes: only the
     prompts missing from every file are labeled again."""
@@ -168,8 +168,8 @@ def test_torchrun_splits_the_prompts_and_resumes_from_rank_files(tmp_path, tiny_
     assert again[:4] == rows[:4] and [(r["task_id"], r["sample"]) for r in again] == [(p.task_id, j) for p in problems[:4] for j in range(2)]
     assert not list(tmp_path.glob("rows.rank*")) and json.load(open(tmp_path / "summary.json"))["labeled_this_run_by_rank"] == [2, 2]
     (tmp_path / "rows.rank0.jsonl").write_text("{not json\n")
-    r = subprocess.run([sys.executable] + cmd(4)[5:], capture_output=True, text=True, cwd=lp.__file__.rsplit("/", 1)[0])
-    assert r.returncode != 0 and "rows.rank0.jsonl:1: not a labeled row" in r.stderr and "Traceback" not in r.stderr
+    with pytest.raises(SystemExit, match=r"^label_prm_data.py: .*rows.rank0.jsonl:1: not a labeled row"):  # one line
+        label(monkeypatch, *cmd(4)[6:])
 
 
 def test_a_run_that_keeps_no_rows_says_why(monkeypatch, tmp_path, tiny_policy):

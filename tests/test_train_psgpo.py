@@ -2,6 +2,7 @@
 to end on tiny GPT-2 / Llama / Qwen2 models, KL 0 at the start, 2-process DDP (gloo), exact resume."""
 import json
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -478,7 +479,7 @@ def test_only_the_newest_checkpoint_keeps_the_optimizers(monkeypatch, tmp_path, 
         assert (ckpt / "trainer_state.pt").exists() == (ckpt / "value" / "model.safetensors").exists() == newest
 
 
-def test_same_numbers_finds_a_moved_metric_and_skips_timings(tmp_path):
+def test_same_numbers_finds_a_moved_metric_and_skips_timings(monkeypatch, capsys, tmp_path):
     """checks/same_numbers.py (the before/after check of a change that should move no number): equal logs pass whatever their timings and added
     keys; one metric moved in one iteration fails and is named."""
     rows = [{"iteration": i, "reward/mean": 0.1 * i, "time/generate": 1.0 + i} for i in range(3)]
@@ -490,8 +491,11 @@ def test_same_numbers_finds_a_moved_metric_and_skips_timings(tmp_path):
                 r = r | ({"verdicts/passed": 0.5} if name != "before" else {})           # a key the change added
                 r = r | ({"reward/mean": 9.0} if r["iteration"] == moved else {})
                 f.write(json.dumps(r) + "\n")
-    run = lambda b: subprocess.run([sys.executable, "checks/same_numbers.py", str(tmp_path / "before"), str(tmp_path / b)],
-                                   cwd=HERE, capture_output=True, text=True, timeout=60)
-    same, moved = run("same"), run("moved")
-    assert same.returncode == 0 and "every value compared is equal" in same.stdout and "verdicts/passed" in same.stdout
-    assert moved.returncode == 1 and "row 2: reward/mean: 0.2 -> 9.0" in moved.stdout
+    def compare(b):  # the script as its command line runs it, in this process: (exit status, what it printed)
+        monkeypatch.setattr(sys, "argv", ["checks/same_numbers.py", str(tmp_path / "before"), str(tmp_path / b)])
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(os.path.join(HERE, "checks", "same_numbers.py"), run_name="__main__")
+        return e.value.code, capsys.readouterr().out
+    (same, out_same), (moved, out_moved) = compare("same"), compare("moved")
+    assert same == 0 and "every value compared is equal" in out_same and "verdicts/passed" in out_same
+    assert moved == 1 and "row 2: reward/mean: 0.2 -> 9.0" in out_moved
