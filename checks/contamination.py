@@ -7,13 +7,23 @@ and the first few of them. Run it where the sets are in the Hugging Face cache (
 
 A set is NAME or NAME:SPLIT (sandbox.load_problems). Texts are compared lower-cased, as words (letters, digits, _).
 """
-import argparse
 import os
 import re
 import sys
+from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import sandbox  # noqa: E402
+
+
+@dataclass
+class Args:
+    train: str = field(metadata={"help": "the training set, NAME[:SPLIT]"})
+    against: list[str] = field(metadata={"help": "benchmarks, NAME[:SPLIT] each"})
+    n: int = field(default=13, metadata={"help": "words in a shared run"})
+
+    def __post_init__(self):
+        sandbox.check_flags(self, positive="n")
 
 
 def ngrams(text, n):
@@ -39,13 +49,7 @@ def load(spec):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train", required=True, help="the training set, NAME[:SPLIT]")
-    ap.add_argument("--against", nargs="+", required=True, help="benchmarks, NAME[:SPLIT] each")
-    ap.add_argument("--n", type=int, default=13, help="words in a shared run")
-    a = ap.parse_args()
-    if a.n < 1:
-        sandbox.fail(f"--n must be >= 1, not {a.n}")
+    a = sandbox.parse_args(Args)
     train = load(a.train)
     rows = []
     for spec in a.against:

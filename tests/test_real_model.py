@@ -130,13 +130,40 @@ def smollm2():
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The stages, each as its script, at small sizes. README's real-scale PPO settings (KL in the reward, its learning
-# rates) with the sizes cut down; --ppo_epochs 1 and batch 2 keep an iteration of a 135M model near half a minute.
+# The stages, each as its script, as README's one-GPU block writes them (tests/test_readme.py reads them): every flag
+# README gives, with the model, the problem set and the device replaced and the sizes cut down (SIZES); --ppo_epochs 1
+# and --workers 1 added to keep an iteration of a 135M model near half a minute on 2 cores.
 # ---------------------------------------------------------------------------------------------------------
 THREADS = os.environ.get("OMP_NUM_THREADS", "2")  # evaluate.py's --threads (the other stages follow OMP_NUM_THREADS)
 CHAT = ["--chat_template", "true", "--workers", "1"]
-PPO = ["--dataset", str(EASY), *CHAT, "--batch_size", "2", "--minibatch_size", "2", "--ppo_epochs", "1", "--max_new_tokens", "48",
-       "--warmup", "1", "--save_every", "1", "--kl_coef", "0.05", "--kl_loss_coef", "0", "--lr", "1e-6", "--value_lr", "5e-6"]
+SIZES = {"--iterations": "2", "--save_every": "1", "--warmup": "1", "--batch_size": "2", "--minibatch_size": "2",
+         "--micro_batch_size": "1", "--max_new_tokens": "48", "--max_prompts": "2", "--samples": "2", "--epochs": "1",
+         "--device": "cpu", "--bf16": "false"}
+README_M = "Qwen/Qwen2.5-Coder-1.5B-Instruct"
+
+
+def readme(script, out):
+    """README's one-GPU command of `script` writing --out `out` (e.g. runs/baseline), as [flag, value, ...]."""
+    from test_readme import readme_commands
+    found = [argv for s, argv in readme_commands() if s == script and "cuda" in argv and "--fsdp" not in argv
+             and argv[argv.index("--out") + 1] == out]
+    assert len(found) == 1, (script, out, found)
+    return found[0]
+
+
+def tiny(argv, paths, extra=(), **sizes):
+    """README's argv at tiny size: SIZES' values (`sizes`: others, e.g. iterations=1), `paths` for the models,
+    checkpoints, data and --out (README's value -> ours), then `extra` flags. Every flag README gives is kept."""
+    sizes = SIZES | {f"--{k}": str(v) for k, v in sizes.items()}
+    out, i = [], 0
+    while i < len(argv):
+        flag, j = argv[i], i + 1
+        while j < len(argv) and not argv[j].startswith("--"):
+            j += 1
+        values = [sizes[flag]] if flag in sizes else [paths.get(v, v) for v in argv[i + 1:j]]
+        out += [flag] + list(dict.fromkeys(str(v) for v in values if v is not None))  # duplicates dropped, in order
+        i = j
+    return out + [str(x) for x in extra]
 
 
 def script(name, *argv):
@@ -189,11 +216,22 @@ def test_evaluate(smollm2, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def baseline(smollm2, tmp_path_factory):
-    """The sparse RL baseline (README's first RL command), cut short after 1 of 2 iterations."""
-    out = tmp_path_factory.mktemp("real") / "baseline"
-    script("train_psgpo.py", "--policy", smollm2, "--dense_reward", "false", "--value_init", "policy", *PPO, "--iterations", 1, "--out", out)
-    return out
+def chain(smollm2, tmp_path_factory):
+    """README's ids and paths -> this test's: the model, the easy tasks for acecode, the run folders."""
+    tmp = tmp_path_factory.mktemp("real")
+    ckpt = lambda run, it: str(tmp / run / f"ckpt-{it:04d}")  # noqa: E731
+    return {README_M: smollm2, "acecode": str(EASY), "runs/baseline": str(tmp / "baseline"), "runs/prm_data": str(tmp / "prm_data"),
+            "runs/prm": str(tmp / "prm"), "runs/psgpo": str(tmp / "psgpo"), "runs/eval": str(tmp / "eval"), "runs/eval-lcb": str(tmp / "eval-lcb"),
+            # the 4 checkpoints README labels from are the 2 of this baseline; PSGPO's last is its 1st
+            **{f"runs/baseline/ckpt-{i:04d}": ckpt("baseline", 1 + (i > 50)) for i in (25, 50, 75, 100)},
+            "runs/baseline/ckpt-0100": ckpt("baseline", 2), "runs/psgpo/ckpt-0100": ckpt("psgpo", 1), "tmp": tmp}
+
+
+@pytest.fixture(scope="module")
+def baseline(chain):
+    """The sparse RL baseline, README's command, cut short after 1 of 2 iterations."""
+    script("train_psgpo.py", *tiny(readme("train_psgpo.py", "runs/baseline"), chain, ["--ppo_epochs", 1, "--workers", 1], iterations=1))
+    return Path(chain["runs/baseline"])
 
 
 def without_times(path):
@@ -201,12 +239,11 @@ def without_times(path):
 
 
 @pytest.fixture(scope="module")
-def resumed(smollm2, baseline, tmp_path_factory):
-    """(an uninterrupted run of 2 iterations, the baseline resumed from its iteration 1 to 2)."""
-    whole = tmp_path_factory.mktemp("real") / "whole"
-    script("train_psgpo.py", "--policy", smollm2, "--dense_reward", "false", "--value_init", "policy", *PPO, "--iterations", 2, "--out", whole)
-    script("train_psgpo.py", "--policy", smollm2, "--dense_reward", "false", "--value_init", "policy", *PPO, "--iterations", 2, "--out", baseline,
-           "--resume", "true")
+def resumed(chain, baseline):
+    """(an uninterrupted run of README's baseline for 2 iterations, the baseline resumed from its iteration 1 to 2)."""
+    whole = chain["tmp"] / "whole"
+    script("train_psgpo.py", *tiny(readme("train_psgpo.py", "runs/baseline"), chain | {"runs/baseline": str(whole)}, ["--ppo_epochs", 1, "--workers", 1]))
+    script("train_psgpo.py", *tiny(readme("train_psgpo.py", "runs/baseline"), chain, ["--ppo_epochs", 1, "--workers", 1, "--resume", "true"]))
     return whole, baseline
 
 
@@ -218,7 +255,7 @@ def test_baseline_resumes(resumed):
     assert [r["iteration"] for r in rows] == [1, 2]
     for r in rows:
         assert not finite(r) and r["rewards/dense"] == 0 and 0 <= r["train/pass_rate"] <= 1 and r["response/tokens"] > 0
-        assert r["charts/sampler_gap"] < 1e-4
+        assert r["charts/sampler_gap"] < 1e-4 and r["losses/policy_grad_norm"] > 0
     assert sorted(x for x in os.listdir(baseline) if x.startswith("ckpt-")) == ["ckpt-0001", "ckpt-0002"]  # no .tmp left
 
 
@@ -234,12 +271,11 @@ def test_baseline_resume_is_bit_exact(resumed):
 
 
 @pytest.fixture(scope="module")
-def labels(baseline, tmp_path_factory):
-    """PRM data as README labels it: from the baseline's checkpoint, best-of-K prefix checks (K = 4, 2 first), every row kept."""
-    out = tmp_path_factory.mktemp("real") / "prm_data"
-    script("label_prm_data.py", "--policy", baseline / "ckpt-0001", "--dataset", EASY, *CHAT, "--max_prompts", 4, "--n", 2,
-           "--k", 4, "--k_first", 2, "--max_new_tokens", 48, "--select", "full", "--out", out)
-    return out
+def labels(chain, resumed):
+    """PRM data as README labels it: from the baseline's checkpoints, best-of-K prefix checks (K = 4, 2 first)."""
+    script("label_prm_data.py", *tiny(readme("label_prm_data.py", "runs/prm_data"), chain, ["--k", 4, "--k_first", 2, "--workers", 1],
+                                      batch_size=16))
+    return Path(chain["runs/prm_data"])
 
 
 def test_labels(labels):
@@ -247,11 +283,12 @@ def test_labels(labels):
     steps are sandbox.split_steps of its response, its labels step_labels of its search; searches within their bound."""
     import label_prm_data as lp
     import sandbox
+    every = [json.loads(l) for l in open(labels / "rows.jsonl")]
     rows = [json.loads(l) for l in open(labels / "labels.jsonl")]
-    assert len(rows) == 4 * 2 and any(r["response"].count("\n") >= 2 for r in rows)
+    assert len(every) == 2 * 2 * 2 and rows and any(r["response"].count("\n") >= 2 for r in rows)  # 2 prompts, 2 each, 2 ckpts
     problems = easy_problems()
-    assert [v.passed for v in sandbox.check_many([(problems[r["task_id"]], r["response"]) for r in rows], workers=1)] == [r["passed"] for r in rows]
-    for r in rows:
+    assert [v.passed for v in sandbox.check_many([(problems[r["task_id"]], r["response"]) for r in every], workers=1)] == [r["passed"] for r in every]
+    for r in every:
         assert [tuple(s) for s in r["steps"]] == sandbox.split_steps(r["response"])
         assert r["labels"] == lp.step_labels([tuple(s) for s in r["steps"]], r["passed"], r["correct_steps"])
     assert {l for r in rows for l in r["labels"]} >= {1, -1}
@@ -259,11 +296,9 @@ def test_labels(labels):
 
 
 @pytest.fixture(scope="module")
-def prm(smollm2, labels, tmp_path_factory):
-    out = tmp_path_factory.mktemp("real") / "prm"
-    script("train_prm.py", "--data", labels, "--init", smollm2, "--chat_template", "true", "--lr", "1e-5", "--warmup", 1, "--epochs", 1,
-           "--batch_size", 4, "--holdout", 0.5, "--out", out)  # README's learning rate for real models
-    return out
+def prm(chain, labels):
+    script("train_prm.py", *tiny(readme("train_prm.py", "runs/prm"), chain, ["--holdout", 0.5, "--warmup", 1, "--batch_size", 4]))
+    return Path(chain["runs/prm"])
 
 
 def test_prm(prm):
@@ -274,14 +309,41 @@ def test_prm(prm):
     assert 0 <= m["step_auc"] <= 1 and 0 <= m["step_accuracy"] <= 1
 
 
-def test_psgpo(smollm2, prm, tmp_path):
+@pytest.fixture(scope="module")
+def psgpo(chain, prm):
+    script("train_psgpo.py", *tiny(readme("train_psgpo.py", "runs/psgpo"), chain, ["--ppo_epochs", 1, "--workers", 1], iterations=1))
+    return Path(chain["runs/psgpo"])
+
+
+def test_psgpo(psgpo):
     """PSGPO from the model with the PRM: its dense reward is on (non-zero on real lines), the critic starts from the
     PRM, and the logged numbers are finite."""
-    script("train_psgpo.py", "--policy", smollm2, "--prm", prm, *PPO, "--iterations", 1, "--out", tmp_path)
-    (row,) = [json.loads(l) for l in open(tmp_path / "log.jsonl")]
+    (row,) = [json.loads(l) for l in open(psgpo / "log.jsonl")]
     assert not finite(row) and row["response/steps"] > 0 and row["rewards/dense"] != 0 and row["charts/sampler_gap"] < 1e-4
-    args = json.load(open(tmp_path / "args.json"))
+    args = json.load(open(psgpo / "args.json"))
     assert args["dense_reward"] is True and args["value_init"] == "prm" and args["chat_template"] is True
+
+
+def test_readmes_evaluations(chain, psgpo, monkeypatch):
+    """README's two evaluations of the three policies: HumanEval (offline), and LiveCodeBench's release v6 after a
+    contest date, read from its release file in the Hugging Face cache (tests/data/hub's rows): each reports its
+    pass rates and the share of completions cut at --max_new_tokens."""
+    cache = chain["tmp"] / "hub" / "datasets--livecodebench--code_generation_lite"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (cache / "refs").mkdir(parents=True)
+    (cache / "refs" / "main").write_text(commit)
+    (cache / "snapshots" / commit).mkdir(parents=True)
+    shutil.copy(HERE / "tests" / "data" / "hub" / "lcb-test6.jsonl", cache / "snapshots" / commit / "test6.jsonl")
+    env = dict(os.environ, HF_HUB_CACHE=str(chain["tmp"] / "hub"), HF_HUB_OFFLINE="1")
+    for out, problems in (("runs/eval", 1), ("runs/eval-lcb", 1)):
+        argv = tiny(readme("evaluate.py", out), chain, ["--max_problems", problems, "--threads", THREADS, "--workers", 1], samples=1)
+        r = subprocess.run([sys.executable, "evaluate.py", *argv], capture_output=True, text=True, cwd=HERE, env=env, timeout=1200)
+        assert r.returncode == 0, r.stderr[-3000:]
+        report = json.load(open(Path(chain[out]) / "eval.json"))
+        assert len(report["models"]) == 3 and report["problems"] == problems
+        for m in report["models"].values():
+            assert 0 <= m["metrics"]["cut_at_max_new_tokens"] <= 1 and not finite(m["metrics"])
+    assert report["args"]["split"] == "release_v6:2025-02-01"  # the LCB window
 
 
 if __name__ == "__main__":
