@@ -73,7 +73,7 @@ class Args:
     def __post_init__(self):  # a value out of range stops here, in one line naming the flag, before anything loads
         sandbox.check_flags(self, positive="temperature max_new_tokens batch_size threads timeout",
                             nonnegative="max_problems n workers", at_most={"timeout": 86400},  # a day
-                            seed="seed", device="device", out="out")
+                            seed="seed", device="device")
         self.workers = self.workers or sandbox.cores_per_rank()
         edges = self.length_edges.split(",") if self.length_edges else []
         if not all(e.strip().isdigit() for e in edges) or [int(e) for e in edges] != sorted({int(e) for e in edges}):
@@ -247,7 +247,7 @@ def plot(report, out):
 
 
 def main():
-    args = sandbox.parse_args(Args)
+    args = sandbox.parse_args(Args, device="device", out="out")
     given = asdict(args)  # the flags as given, args.json (args.device becomes this rank's GPU below)
     # a finished evaluation there stops it (by_length.png is drawn last); one cut off before is redone from the start
     sandbox.guard_out(args, REDO_MAY_CHANGE, finished=("by_length.png",))

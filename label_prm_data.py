@@ -88,7 +88,7 @@ class Args:
         sandbox.check_flags(self, positive="n k temperature prefix_temperature max_new_tokens batch_size chunk timeout",
                             nonnegative="k_first workers", at_most={"timeout": 86400},  # a day
                             choices={"select": ("full", "remove_hard", "medium_only", "revised_only")},
-                            seed="seed", device="device", out="out")
+                            seed="seed", device="device")
         if self.k_first > self.k and self.k_first != K_FIRST:  # the default above a small --k: all K at once, as before
             raise ValueError(f"--k_first ({self.k_first}) must be at most --k ({self.k}): it is the first wave of the K")
         self.k_first = min(self.k_first, self.k)
@@ -393,7 +393,7 @@ def oracle_agreement(rows):
 
 
 def main():
-    args = sandbox.parse_args(Args)
+    args = sandbox.parse_args(Args, device="device", out="out")
     sandbox.guard_out(args, RESUME_MAY_CHANGE)  # rows of another labeling there stop it: their flags differ
     # torchrun: the ranks label apart and meet once, at the end (the gloo group is only for that)
     rank, world, device = sandbox.start_ranks(args.device, meet_only=True)

@@ -78,7 +78,7 @@ class Args:
         sandbox.check_flags(self, positive="epochs batch_size lr max_len dist_timeout", nonnegative="warmup show micro_batch_size",
                             below_one="holdout", at_most={"dist_timeout": 1440},  # a day
                             choices={"labels": ("process", "outcome"), "rows": ("selected", "all")},
-                            seed="seed", device="device", out="out")
+                            seed="seed", device="device")
 
 
 # What a re-run into the folder of a run cut off before its end may change (it trains again from the start): the
@@ -239,7 +239,7 @@ def show(rows, step_scores, n):
 
 
 def main():
-    args = sandbox.parse_args(Args)
+    args = sandbox.parse_args(Args, device="device", out="out")
     given = asdict(args)  # the flags as given, args.json (args.device becomes this rank's GPU below)
     if args.fsdp != ("RANK" in os.environ):  # this stage's ranks exist to shard one model
         sandbox.fail("--fsdp true shards the model across torchrun's ranks: use both or neither")

@@ -124,7 +124,7 @@ class Args:
                                         "micro_batch_size generate_batch_size",
                             fraction="gamma gae_lambda", at_most={"timeout": 86400, "dist_timeout": 1440},  # a day
                             choices={"value_init": ("prm", "policy"), "value_scale": ("prm", "returns"),
-                                     "advantage": ("gae", "group")}, seed="seed", device="device", out="out")
+                                     "advantage": ("gae", "group")}, seed="seed", device="device")
         if self.critic_warmup >= self.iterations:
             raise ValueError(f"--critic_warmup ({self.critic_warmup}) must be below --iterations ({self.iterations}): the "
                              f"policy would never move")
@@ -321,7 +321,7 @@ def init_value_model(args, load):
 
 # ------------------------------------------------------------------ the loop
 def main():
-    args = sandbox.parse_args(Args)
+    args = sandbox.parse_args(Args, device="device", out="out")
     ranks, problems = run.start(args, RESUME_MAY_CHANGE)  # torchrun's ranks, every check before anything loads, the seeds
     device = ranks.device
     tok, eos = sandbox.load_tokenizer(args.policy, args.revision)

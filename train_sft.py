@@ -90,7 +90,7 @@ class Args:
                                            "max_grad_norm dist_timeout",
                             nonnegative="max_problems warmup weight_decay save_every micro_batch_size",
                             at_most={"dist_timeout": 1440}, choices={"arch": ("llama", "gpt2")},  # a day
-                            seed="seed", device="device", out="out")
+                            seed="seed", device="device")
         rope = self.arch == "llama"  # RoPE rotates pairs of dimensions: a head's must be even
         if not self.model and (self.n_embd % self.n_head or (rope and self.n_embd // self.n_head % 2)):
             raise ValueError(f"--n_embd ({self.n_embd}) must be a multiple of {'2 x ' if rope else ''}--n_head ({self.n_head}): "
@@ -198,7 +198,7 @@ def save(model, tok, args, out, summary=None):
 
 
 def main():
-    args = sandbox.parse_args(Args)
+    args = sandbox.parse_args(Args, device="device", out="out")
     given = asdict(args)  # the flags as given, args.json (args.device becomes this rank's GPU below)
     if args.fsdp != ("RANK" in os.environ):  # this stage's ranks exist to shard one model
         sandbox.fail("--fsdp true shards the model across torchrun's ranks: use both or neither")

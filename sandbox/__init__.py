@@ -13,7 +13,7 @@ imported here from the module that holds it. Imports go one way: rules <- proble
   cli.py        the command line alike in every stage: flags checked before anything loads, one-line errors, tables
 """
 from . import demo
-from .cli import bad_data_exits, check_flags, data_line, fail, guard_out, parse_args, table  # noqa: F401
+from .cli import bad_data_exits, check_flags, check_here, data_line, fail, guard_out, parse_args, table  # noqa: F401
 from .judge import VERDICTS, Verdict, check, check_many, cores_per_rank, self_test  # noqa: F401
 from .models import (checkpoint_activations, find_model, generate, load_model, load_tokenizer, load_weights, lr_schedule, sample,  # noqa: F401
                      save_model, shard, start_ranks, stop_ranks)

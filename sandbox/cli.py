@@ -1,7 +1,8 @@
 """sandbox/cli.py - the stages' command line, alike in every script: flags parsed and checked before anything loads or
-is written (a bad value stops with one line naming the flag and what it takes: `check_flags`), the output folder
-guarded (`guard_out`: a used one stops; a resume continues only the same run), bad data and a Ctrl-C stopped with one
-line (`bad_data_exits`), and the summary table each stage prints at its end.
+is written (a bad value stops with one line naming the flag and what it takes: `check_flags`; what this machine must
+allow, a GPU, a writable --out: `check_here`), the output folder guarded (`guard_out`: a used one stops; a resume
+continues only the same run), bad data and a Ctrl-C stopped with one line (`bad_data_exits`), and the summary table
+each stage prints at its end.
 """
 import contextlib
 import dataclasses
@@ -41,11 +42,14 @@ class _Parser(HfArgumentParser):
         fail(f"{message} (--help lists every flag)")
 
 
-def parse_args(Args):
-    """The script's Args from the command line. Its __post_init__ checks the values (`check_flags`); one it refuses stops
-    the script with one line, before any model loads or any output is written."""
+def parse_args(Args, device="", out=""):
+    """The script's Args from the command line. Its __post_init__ checks the values (`check_flags`), then `check_here`
+    what depends on this machine (`device`, `out`: the flags' names); one it refuses stops the script with one line,
+    before any model loads or any output is written."""
     try:
-        return _Parser(Args).parse_args_into_dataclasses()[0]
+        args = _Parser(Args).parse_args_into_dataclasses()[0]
+        check_here(args, device, out)
+        return args
     except ValueError as e:
         fail(e)
 
@@ -53,15 +57,13 @@ def parse_args(Args):
 SEED_MAX = 2**31 - 1  # numpy's seeds are 32-bit and each rank adds its number to the seed
 
 
-def check_flags(args, positive="", nonnegative="", fraction="", below_one="", at_most=None, choices=None, seed="", device="",
-                out=""):
+def check_flags(args, positive="", nonnegative="", fraction="", below_one="", at_most=None, choices=None, seed="", device=""):
     """Called by each Args.__post_init__: a ValueError naming the first flag whose value is out of range. Each group is
     the flags' names, space-separated: positive (> 0), nonnegative (>= 0), fraction (in [0, 1]), below_one (in [0, 1));
     at_most: {flag: the largest value it takes} (a --timeout of 1e30 overflows the judge's clock); choices: {flag: the
-    values it takes}; seed: whole numbers from 0 to SEED_MAX; device: cpu, or cuda where torch sees a GPU; out: output
-    folders, each a folder or a path where one can be made, writable (an empty folder is made and removed in the
-    deepest part that exists: permission bits say nothing to root, nor on /proc). NaN and infinity are out of every
-    range."""
+    values it takes}; seed: whole numbers from 0 to SEED_MAX; device: cpu or cuda. NaN and infinity are out of every
+    range. Only the values: what this machine allows is check_here's (Args may describe a command for another machine:
+    README's GPU commands parse on a laptop)."""
     for names, ok, what in ((positive, lambda v: v > 0, "> 0"), (nonnegative, lambda v: v >= 0, ">= 0"),
                             (fraction, lambda v: 0 <= v <= 1, "between 0 and 1"),
                             (below_one, lambda v: 0 <= v < 1, ">= 0 and below 1")):
@@ -80,11 +82,18 @@ def check_flags(args, positive="", nonnegative="", fraction="", below_one="", at
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= SEED_MAX:
             raise ValueError(f"--{name} must be a whole number from 0 to {SEED_MAX}, not {v!r}")
     for name in device.split():
-        v = getattr(args, name)
-        if v not in ("cpu", "cuda"):
-            raise ValueError(f"--{name} must be cpu or cuda, not {v!r}")
+        if getattr(args, name) not in ("cpu", "cuda"):
+            raise ValueError(f"--{name} must be cpu or cuda, not {getattr(args, name)!r}")
+
+
+def check_here(args, device="", out=""):
+    """What this machine must allow, checked by parse_args before any work: a ValueError naming the flag. device: the
+    flags' names whose cuda needs a GPU torch sees; out: output folders, each a folder or a path where one can be made,
+    writable (an empty folder is made and removed in the deepest part that exists: permission bits say nothing to
+    root, nor on /proc)."""
+    for name in device.split():
         import torch
-        if v == "cuda" and not torch.cuda.is_available():
+        if getattr(args, name) == "cuda" and not torch.cuda.is_available():
             build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
             raise ValueError(f"--{name} cuda, but torch sees no CUDA GPU here (torch {torch.__version__}, {build}): use "
                              f"--{name} cpu, or the torch build for this machine's GPUs")

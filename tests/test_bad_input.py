@@ -176,9 +176,9 @@ def test_the_real_command_line_prints_one_line_and_no_traceback(tmp_path):
 
 def test_check_flags_names_the_flag_and_what_it_takes(tmp_path):
     from types import SimpleNamespace as NS
-    sandbox.check_flags(NS(a=1, b=0.0, c=0.5, d="x", e=0.0, s=0, t=5.0, o=str(tmp_path / "new" / "run")), positive="a",
-                        nonnegative="b", fraction="c", below_one="e", choices={"d": ("x", "y")}, seed="s", at_most={"t": 10},
-                        out="o")
+    sandbox.check_flags(NS(a=1, b=0.0, c=0.5, d="x", e=0.0, s=0, t=5.0, x="cuda"), positive="a", nonnegative="b", fraction="c",
+                        below_one="e", choices={"d": ("x", "y")}, seed="s", at_most={"t": 10}, device="x")  # a GPU command parses
+    sandbox.check_here(NS(x="cpu", o=str(tmp_path / "new" / "run")), device="x", out="o")  # here: a GPU, a writable --out
     assert os.listdir(tmp_path) == []  # the write check leaves nothing behind
     for args, kw, message in [(NS(a=0), dict(positive="a"), "--a must be > 0, not 0"),
                               (NS(a=float("nan")), dict(positive="a"), "--a must be > 0, not nan"),
