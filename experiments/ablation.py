@@ -196,8 +196,9 @@ def run(cmd, log, threads):
         env = os.environ | {"OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
         with open(log, "a") as f:
             failed = subprocess.run(cmd, cwd=HERE, stdout=f, stderr=subprocess.STDOUT, env=env).returncode
-    if failed:
-        raise SystemExit(f"ablation.py: failed (exit code {failed}): {' '.join(cmd)} (see {log})")
+    if failed:  # the stage's own one-line reason (its log's last line) on the screen, not only in the log
+        reason = ([line.strip() for line in open(log, errors="replace") if line.strip()] or ["(no output)"])[-1]
+        raise SystemExit(f"ablation.py: failed (exit code {failed}): {' '.join(cmd)}\n  {reason[-500:]}\n  (the whole output: {log})")
 
 
 # A forked child's exit code can be read once only. Two of schedule()'s threads reading it at once (one in its

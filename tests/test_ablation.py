@@ -97,7 +97,8 @@ def test_schedule_runs_each_job_after_its_needs_and_stops_on_needs_never_met():
 
 def test_a_command_runs_in_the_warm_process_as_in_a_fresh_interpreter(tmp_path, tiny_policy):
     """ablation.run's forked runner: the same argv, cwd, sys.path[0], thread count and exit handlers as `python SCRIPT`,
-    the same evaluation byte for byte (timings aside), and a failing script is one line naming its log."""
+    the same evaluation byte for byte (timings aside), and a failing script is its own last line (the stage's
+    reason, on the screen) and the log's name."""
     probe = tmp_path / "probe.py"
     probe.write_text("import atexit, os, sys, torch\natexit.register(lambda: print('exit handler', flush=True))\n"
                      "print(__name__, sys.argv[1:], os.getcwd(), sys.path[0], torch.get_num_threads(), os.environ['OMP_NUM_THREADS'])\n"
@@ -106,7 +107,7 @@ def test_a_command_runs_in_the_warm_process_as_in_a_fresh_interpreter(tmp_path, 
     fresh = subprocess.run([sys.executable, str(probe), "0", "a b"], capture_output=True, text=True, cwd=HERE, env=env).stdout
     ablation.run([sys.executable, str(probe), 0, "a b"], tmp_path / "probe.log", 1)
     assert (tmp_path / "probe.log").read_text() == fresh and fresh.endswith("exit handler\n")
-    with pytest.raises(SystemExit, match=r"^ablation.py: failed \(exit code 3\): .*probe.py 3 \(see .*probe3.log\)$"):
+    with pytest.raises(SystemExit, match=r"^ablation.py: failed \(exit code 3\): .*probe.py 3\n  exit handler\n  \(the whole output: .*probe3.log\)$"):
         ablation.run([sys.executable, str(probe), 3], tmp_path / "probe3.log", 1)
     cmd = ["evaluate.py", "--model", tiny_policy("gpt2"), "--split", "valid", "--n", "2", "--max_problems", "4", "--max_new_tokens", "8",
            "--workers", "1", "--threads", "1", "--out"]
@@ -343,3 +344,10 @@ def test_unknown_settings_are_one_line(tmp_path):
 def test_unknown_studies_are_one_line(tmp_path):
     r = subprocess.run([sys.executable, "experiments/studies.py", "--study", "nope", "--out", str(tmp_path)], capture_output=True, text=True, cwd=HERE)
     assert r.returncode != 0 and "unknown studies ['nope']" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_stages_bad_flag_is_one_line_on_the_screen(tmp_path):
+    """A bad flag passed through --ppo stops the study with the stage's own reason, not only in the stage's log."""
+    r = subprocess.run([sys.executable, "experiments/ablation.py", "--ppo", "--gamma 2", "--seeds", "1", "--settings", "sparse",
+                        "--out", str(tmp_path / "study")], capture_output=True, text=True, cwd=HERE)
+    assert r.returncode != 0 and "train_psgpo.py: --gamma must be between 0 and 1, not 2.0" in r.stderr and "Traceback" not in r.stderr

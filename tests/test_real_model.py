@@ -272,9 +272,12 @@ def test_baseline_resume_is_bit_exact(resumed):
 
 @pytest.fixture(scope="module")
 def labels(chain, resumed):
-    """PRM data as README labels it: from the baseline's checkpoints, best-of-K prefix checks (K = 4, 2 first)."""
-    script("label_prm_data.py", *tiny(readme("label_prm_data.py", "runs/prm_data"), chain, ["--k", 4, "--k_first", 2, "--workers", 1],
-                                      batch_size=16))
+    """PRM data as README labels it: from the baseline's checkpoints, best-of-K prefix checks (K = 4, 2 first). The
+    selection is --select full: of 8 responses on 2 prompts, revised_only may keep none (on CI's machine all 6 failing
+    ones went wrong on their first line or could not be recovered, and the stage stops, as it should, with that
+    reason); the search and its labels are README's either way."""
+    script("label_prm_data.py", *tiny(readme("label_prm_data.py", "runs/prm_data"), chain,
+                                      ["--k", 4, "--k_first", 2, "--workers", 1, "--select", "full"], batch_size=16))
     return Path(chain["runs/prm_data"])
 
 
