@@ -7,6 +7,7 @@ only one side has (a metric added by the change) is listed, not counted as a dif
 """
 import json
 import os
+import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -55,6 +56,12 @@ def compare(a, b):
     return n, diff, only_a, only_b
 
 
+def keys(names):
+    """New or dropped keys, one per kind: list indices become N (samples/N/cut, once for the thousand samples)."""
+    kinds = sorted({re.sub(r"/\d+(?=/|$)", "/N", k) for k in names})
+    return ", ".join(kinds) or "-"
+
+
 def main():
     if len(sys.argv) != 3 or not all(os.path.isdir(d) for d in sys.argv[1:]):
         sandbox.fail("usage: python checks/same_numbers.py RUNS_BEFORE RUNS_AFTER (two run_demo.sh output folders)")
@@ -67,7 +74,7 @@ def main():
             continue
         with sandbox.bad_data_exits():
             n, diff, only_a, only_b = compare(records(pa), records(pb))
-        rows.append([name, n, len(diff), ", ".join(sorted(only_a)) or "-", ", ".join(sorted(only_b)) or "-"])
+        rows.append([name, n, len(diff), keys(only_a), keys(only_b)])
         details += [f"{name} {k}: {x!r} -> {y!r}" for k, x, y in diff[:5]]
     print(sandbox.table(["file", "values compared", "different", "keys only before", "keys only after"], rows))
     print("\n".join(details) or "\nevery value compared is equal")
