@@ -39,6 +39,12 @@ import sandbox
 
 K_FIRST = 4  # --k_first's default
 
+# What a re-run into a folder with rows may change (it resumes them): how many prompts (a larger --max_prompts extends the
+# same seeded sample), what is selected from the rows and how (--select, --max_passing, --neutral_comments relabel
+# labels.jsonl from the search), and how fast and where; every flag that changes what a row is must be the rows' own
+RESUME_MAY_CHANGE = ("max_prompts", "select", "max_passing", "neutral_comments", "k_first", "batch_size", "chunk", "workers",
+                     "timeout", "device")
+
 
 @dataclass
 class Args:
@@ -47,8 +53,7 @@ class Args:
         "policy checkpoint(s); the paper uses 4 evenly spaced through the sparse RL baseline run")})
     out: str = field(default="runs/prm_data", metadata={"help": (
         "output folder (rows.jsonl, labels.jsonl, summary.json); a re-run resumes its rows, with the flags that made them "
-        "(only --max_prompts, --select, --max_passing, --neutral_comments, --k_first, --batch_size, --chunk, --workers, "
-        "--timeout, --device may differ)")})
+        f"(only {', '.join('--' + k for k in RESUME_MAY_CHANGE)} may differ)")})
     dataset: str = field(default="demo", metadata={"help": (
         "problem set: demo | demo-long | humaneval | mbpp | livecodebench | a .jsonl path")})
     split: str = field(default="train", metadata={"help": "split of the problem set to label"})
@@ -97,12 +102,6 @@ class Args:
             if getattr(self, name) != -1 and getattr(self, name) < lowest:
                 raise ValueError(f"--{name} must be >= {lowest} or -1 (all), not {getattr(self, name)}")
 
-
-# What a re-run into a folder with rows may change (it resumes them): how many prompts (a larger --max_prompts extends the
-# same seeded sample), what is selected from the rows and how (--select, --max_passing, --neutral_comments relabel
-# labels.jsonl from the search), and how fast and where; every flag that changes what a row is must be the rows' own
-RESUME_MAY_CHANGE = ("max_prompts", "select", "max_passing", "neutral_comments", "k_first", "batch_size", "chunk", "workers",
-                     "timeout", "device")
 
 
 class Interval:

@@ -330,9 +330,8 @@ def main():
     sandbox.save_model(model, args.out, tok, args.fsdp)  # FSDP: every rank helps gather the weights (each scored above)
     if rank != 0:
         return
-    for name, content in (("args.json", given), ("metrics.json", metrics)):
-        with open(os.path.join(args.out, name), "w") as f:
-            json.dump(content, f, indent=1)
+    with open(os.path.join(args.out, "metrics.json"), "w") as f:  # args.json was written before training
+        json.dump(metrics, f, indent=1)
     if shown:
         show(test, shown, args.show)
     print("\n" + sandbox.table(["held-out metric", "value"], metrics.items()))

@@ -41,6 +41,12 @@ import sandbox
 import train_psgpo_run as run
 
 
+# What a --resume may change: how far the run goes and how often it saves, the judge's workers and timeout, the ranks'
+# patience, and memory (micro-batches, recomputed activations); every other flag must be the run's own (args.json)
+RESUME_MAY_CHANGE = ("iterations", "save_every", "resume", "workers", "timeout", "dist_timeout", "micro_batch_size",
+                     "gradient_checkpointing")
+
+
 @dataclass
 class Args:
     # the paper's method (section 4.1, Eq. 3)
@@ -111,8 +117,8 @@ class Args:
     save_every: int = field(default=4, metadata={"help": (
         "checkpoint every N iterations (and at the end): the demo labels from 4 of them")})
     resume: bool = field(default=False, metadata={"help": (
-        "continue from the newest checkpoint in --out: the same run (its args.json), where only --iterations, "
-        "--save_every, --workers, --timeout, --dist_timeout, --micro_batch_size, --gradient_checkpointing may differ")})
+        "continue from the newest checkpoint in --out: the same run (its args.json), where only "
+        f"{', '.join('--' + k for k in RESUME_MAY_CHANGE if k != 'resume')} may differ")})
     workers: int = field(default=0, metadata={"help": "judge worker processes per rank (0: this node's cores over its ranks)"})
     timeout: float = field(default=3.0, metadata={"help": "seconds per program"})
     dist_timeout: float = field(default=60, metadata={"help": "under torchrun: minutes a rank waits for the others in a collective"})
@@ -143,11 +149,6 @@ class Args:
             raise ValueError(f"--minibatch_size ({self.minibatch_size}) must divide --batch_size ({self.batch_size}) and be "
                              f"a multiple of the ranks ({world})")
 
-
-# What a --resume may change: how far the run goes and how often it saves, the judge's workers and timeout, the ranks'
-# patience, and memory (micro-batches, recomputed activations); every other flag must be the run's own (args.json)
-RESUME_MAY_CHANGE = ("iterations", "save_every", "resume", "workers", "timeout", "dist_timeout", "micro_batch_size",
-                     "gradient_checkpointing")
 
 
 # ------------------------------------------------------------------ the math, as small pure functions

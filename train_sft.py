@@ -186,12 +186,13 @@ def load_policy(args, tok):
     return sandbox.load_model(AutoModelForCausalLM, args.model, args.device, torch.float32, args.revision, args.fsdp, args.bf16)
 
 
-def save(model, tok, args, out, summary=None):
-    """A save_pretrained folder with args.json (and summary.json); FSDP: every rank helps gather the weights."""
-    sandbox.save_model(model, out, tok, args.fsdp)
+def save(model, tok, flags, out, summary=None):
+    """A save_pretrained folder with args.json (`flags`, as given) and summary.json; FSDP: every rank helps gather the
+    weights."""
+    sandbox.save_model(model, out, tok, flags["fsdp"])
     if dist.is_initialized() and dist.get_rank() != 0:
         return
-    for name, content in (("args.json", asdict(args)), ("summary.json", summary)):
+    for name, content in (("args.json", flags), ("summary.json", summary)):
         if content is not None:
             with open(os.path.join(out, name), "w") as f:
                 json.dump(content, f, indent=1)
@@ -283,7 +284,7 @@ def main():
         if step % 10 == 0:
             bar.set_postfix(loss=f"{sum(losses[-10:]) / len(losses[-10:]):.3f}", gnorm=f"{grad_norm:.2f}", epoch=epoch)
         if args.save_every and step % args.save_every == 0 and step < args.steps:
-            save(model, tok, args, os.path.join(args.out, f"step{step}"))
+            save(model, tok, given, os.path.join(args.out, f"step{step}"))
     train_s = time.time() - t_train
     if log is not None:
         log.close()
@@ -297,7 +298,7 @@ def main():
                "steps_per_s": round(args.steps / train_s, 2), "total_s": round(time.time() - t0, 1),
                "params_M": round(n_params / 1e6, 3), "vocab": len(tok),
                "tokens_per_example": round(sum(lengths) / len(lengths), 1)}
-    save(model, tok, args, args.out, summary)
+    save(model, tok, given, args.out, summary)
     if rank != 0:
         return
     print("\n" + sandbox.table(list(summary), [list(summary.values())]))
