@@ -143,6 +143,13 @@ def summarise(data, against):
     return out, diffs
 
 
+def against_sparse(data):
+    """Each reward-model setting against the sparse run, paired per seed: each kind's share written wrong at the last
+    valid checkpoint ({} without a sparse run)."""
+    return {f"{st} - sparse: last valid/written/{k}": paired(data, st, "sparse", lambda d: d["valid"][f"written/{k}"][-1])
+            for st in data if st != "sparse" and "sparse" in data for k in KINDS}
+
+
 def iv(c, scale=100, fmt="{:+.1f}"):
     """A t_interval as `mean [lo, hi]`, scaled (percent points by default)."""
     return f"{fmt.format(scale * c['mean'])} [{fmt.format(scale * c['ci95'][0])}, {fmt.format(scale * c['ci95'][1])}]"
@@ -170,7 +177,8 @@ def table(summary, diffs, seeds, run_results, against):
                      f"{shares(-1)} | {rewards} | {100 * r['final/pass@1']:.1f} |")
     lines += ["", "(mp `missing_parens`, td `true_div`, xp `xor_pow`; the scorer on the SFT policy's valid samples of the curve evaluation; "
               "the KL's share is 0 where `--kl_coef` is 0, the demo's.)", "",
-              f"`both - {against}`, paired per seed (points; mean [95% t interval over the {len(seeds)} seeds], a design's reading, exploratory):", "",
+              f"`both - {against}` (or the pair the row names), paired per seed (points; mean [95% t interval over the {len(seeds)} seeds], "
+              "a design's reading, exploratory):", "",
               "| quantity | per seed | mean [t 95%] |", "|---|---|---|"]
     for k, c in diffs.items():
         lines.append(f"| {k} | {', '.join(f'{100 * x:+.1f}' for x in c['diffs'])} | {iv(c)} |")
@@ -209,13 +217,14 @@ def main():
     source = provenance("", "ppo_mechanism.py")
     run_results, seeds, data = gather(a.run, a.settings)
     summary, diffs = summarise(data, a.against)
+    vs_sparse = against_sparse(data)
     os.makedirs(a.out, exist_ok=True)
     results = {"command": "python experiments/ppo_mechanism.py " + " ".join(sys.argv[1:]), "args": asdict(a), "provenance": source,
                "run": {k: run_results[k] for k in ("seeds", "split", "iterations", "n", "curve_problems", "provenance", "args", "commands")},
-               "summary": summary, "both_minus_" + a.against: diffs, "per_seed": data}
+               "summary": summary, "both_minus_" + a.against: diffs, "minus_sparse": vs_sparse, "per_seed": data}
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    md = table(summary, diffs, seeds, run_results, a.against)
+    md = table(summary, diffs | vs_sparse, seeds, run_results, a.against)
     with open(os.path.join(a.out, "results.md"), "w") as f:
         f.write(md)
     plot(summary, data, os.path.join(a.out, "mechanism.png"))

@@ -211,6 +211,7 @@ def test_the_ppo_mechanism_from_the_tiny_study(tiny_study, tmp_path):
     assert (out / "s0" / "orm_quality_sft.json").exists() and "drop_on_first_wrong" in both["scorer"]  # by kind: only kinds the samples hold
     diffs = res["both_minus_value_init_orm"]
     assert len(diffs["final/pass@1"]["diffs"]) == 2 and "scorer/drop_on_first_wrong/xor_pow" in diffs
+    assert len(res["minus_sparse"]["both - sparse: last valid/written/true_div"]["diffs"]) == 2  # each setting against the sparse run
     md = (tmp_path / "results.md").read_text()
     assert md.count("| both (prm) |") == 1 and md.count("| sparse (no reward model) |") == 1 and "| final/pass@1 |" in md
     assert (tmp_path / "mechanism.png").stat().st_size > 0
