@@ -103,7 +103,6 @@ class Args:
                 raise ValueError(f"--{name} must be >= {lowest} or -1 (all), not {getattr(self, name)}")
 
 
-
 class Interval:
     """Algorithm 1's state for one response (paper section 3, Figure 2): lo, the longest prefix known correct (0: the
     empty prefix, always completable), hi, the shortest prefix known wrong (n_steps + 1 stands for "none known").

@@ -150,7 +150,6 @@ class Args:
                              f"a multiple of the ranks ({world})")
 
 
-
 # ------------------------------------------------------------------ the math, as small pure functions
 def masked_mean(x, mask):
     return (x * mask).sum() / mask.sum().clamp(min=1)

@@ -159,7 +159,6 @@ def table(summary, diffs, seeds, run_results, against):
     """results.md: the one table, and the paired differences under it."""
     its = next(iter(summary.values()))["valid_iterations"]
     show = [i for i in (0, 4, 8, 12, 16) if i in its]
-    abbreviation = {"missing_parens": "mp", "true_div": "td", "xor_pow": "xp"}
     lines = [f"Demo valid split, {len(seeds)} design seeds ({', '.join(map(str, seeds))}), {run_results['iterations']} PPO iterations of 64 prompts; "
              f"code {run_results['provenance'].get('code_commit', 'unrecorded')[:10]}. Means over the seeds; percent.", "",
              "| setting | its model's largest drop on the first wrong line (mp / td / xp) | lines written wrong on valid, iteration "
