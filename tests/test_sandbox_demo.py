@@ -1,5 +1,6 @@
 """sandbox/demo.py: the demo task family - deterministic, disjoint splits, planted mistakes at their rates, every
 one-line mutation caught by the tests, the exact step scorer."""
+import gc
 import os
 import re
 
@@ -39,6 +40,9 @@ def test_demo_deterministic_distinct_and_disjoint(demo_train, demo_test, demo_va
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # built anew, not read from the cache, then read from it
     again, cached = demo.load("test"), demo.load("test")
     assert os.listdir(tmp_path / "psgpo") and cached == again
+    for on in (False, True):  # the collector, paused while the cache is read, is left as it was
+        (gc.enable if on else gc.disable)()
+        assert demo.load("test") == cached and gc.isenabled() == on
     assert [(p.prompt, p.solution, p.test) for p in again] == [(p.prompt, p.solution, p.test) for p in demo_test]
     steps = [p.meta["n_steps"] - 1 for p in demo_test]
     assert min(steps) == 1 and max(steps) == demo.MAX_STEPS
