@@ -240,9 +240,12 @@ def without_times(path):
 
 @pytest.fixture(scope="module")
 def resumed(chain, baseline):
-    """(an uninterrupted run of README's baseline for 2 iterations, the baseline resumed from its iteration 1 to 2)."""
+    """(an uninterrupted run of README's baseline for 2 iterations, the baseline resumed from its iteration 1 to 2). The
+    uninterrupted run saves once, at its end (--save_every 2): only its ckpt-0002 is compared, and a 3.1 GB write less
+    is ~10 s of these tests (docs/results/test-time-2026-12-07.md)."""
     whole = chain["tmp"] / "whole"
-    script("train_psgpo.py", *tiny(readme("train_psgpo.py", "runs/baseline"), chain | {"runs/baseline": str(whole)}, ["--ppo_epochs", 1, "--workers", 1]))
+    script("train_psgpo.py", *tiny(readme("train_psgpo.py", "runs/baseline"), chain | {"runs/baseline": str(whole)}, ["--ppo_epochs", 1, "--workers", 1],
+                                   save_every=2))
     script("train_psgpo.py", *tiny(readme("train_psgpo.py", "runs/baseline"), chain, ["--ppo_epochs", 1, "--workers", 1, "--resume", "true"]))
     return whole, baseline
 
